@@ -1,0 +1,139 @@
+"""Find, read, merge and validate a board file; every problem is one line naming file, line and key."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from .. import PROJECT_ROOT
+from ..errors import UserError
+from . import strict_yaml
+from .schema import BOARD_NAME, Board
+
+BOARDS_DIR = PROJECT_ROOT / "boards"
+# Choices of one among several keys: an override replaces them whole instead of adding a second key.
+ONE_OF_KEYS = frozenset({("kernel", "source")})
+
+
+@dataclass(frozen=True)
+class LoadedBoard:
+    """A validated board: its name, its spec, and where its relative paths point."""
+
+    name: str
+    spec: Board
+    file: Path
+    boards_dir: Path
+    project_root: Path
+    sha256: str
+
+    def fragment_paths(self) -> list[Path]:
+        return [self.boards_dir / fragment for fragment in self.spec.kernel.config.fragments]
+
+    def module_dirs(self) -> list[Path]:
+        return [(self.project_root / module).resolve() for module in self.spec.modules]
+
+    def app_dirs(self) -> list[Path]:
+        return [(self.project_root / app.path).resolve() for app in self.spec.apps]
+
+
+def board_names(boards_dir: Path = BOARDS_DIR) -> list[str]:
+    return sorted(p.stem for p in boards_dir.glob("*.yaml") if not p.name.endswith(".local.yaml"))
+
+
+def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None = None) -> LoadedBoard:
+    """Load boards/<name>.yaml, then boards/<name>.local.yaml (untracked) and `overrides` over it."""
+    project_root = boards_dir.parent
+    file = boards_dir / f"{name}.yaml"
+    display = _display(file, project_root)
+    if not BOARD_NAME.match(name) or not file.is_file():
+        known = ", ".join(board_names(boards_dir)) or "none"
+        raise UserError(f"{display}: no such board (known boards: {known})")
+    located = strict_yaml.load(file, display)
+    local_file = boards_dir / f"{name}.local.yaml"
+    if local_file.is_file():
+        located = strict_yaml.merge(
+            located, strict_yaml.load(local_file, _display(local_file, project_root)), ONE_OF_KEYS
+        )
+    if overrides:
+        located = strict_yaml.merge(located, _from_option(overrides), ONE_OF_KEYS)
+    spec = _validate(located)
+    board = LoadedBoard(
+        name=name,
+        spec=spec,
+        file=file,
+        boards_dir=boards_dir,
+        project_root=project_root,
+        sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+    )
+    _check_paths(board, located)
+    return board
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _from_option(overrides: dict) -> strict_yaml.Located:
+    """Values given on the command line, placed as if written in a file called `command line`."""
+    located = strict_yaml.Located(value=overrides)
+
+    def mark(value, path):
+        located.lines[path] = (Path("command line"), 0)
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                mark(inner, path + (key,))
+
+    mark(overrides, ())
+    return located
+
+
+def _validate(located: strict_yaml.Located) -> Board:
+    try:
+        return Board.model_validate(located.value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        path = tuple(part for part in first["loc"] if not str(part).startswith("function-"))
+        raise UserError(_where(located, path) + f" {strict_yaml.dotted(path)}: {_explain(first)}") from None
+
+
+def _where(located: strict_yaml.Located, path) -> str:
+    file, line = located.where(path)
+    return f"{file}:{line}:" if line else f"{file}:"
+
+
+def _explain(error: dict) -> str:
+    kind, given = error["type"], error.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "bool_type" and isinstance(given, str):
+        return f"expected true or false, got {given!r} (YAML 1.1 words like no/on/yes/off are not booleans here)"
+    if kind == "int_type" and isinstance(given, str):
+        return f"expected a plain decimal number, got {given!r}"
+    if kind == "string_type" and isinstance(given, (int, float, bool)):
+        return f"expected text, got {given!r}: put it in quotes"
+    if kind == "string_pattern_mismatch":
+        return f"{given!r} does not have the expected form ({error['ctx']['pattern']})"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
+    for index, fragment in enumerate(board.fragment_paths()):
+        if not fragment.is_file():
+            where = _where(located, ("kernel", "config", "fragments", index))
+            raise UserError(f"{where} kernel.config.fragments[{index}]: no such file {_display(fragment, board.project_root)}")
+    for index, module in enumerate(board.module_dirs()):
+        if not module.is_dir():
+            where = _where(located, ("modules", index))
+            raise UserError(f"{where} modules[{index}]: no such folder {_display(module, board.project_root)}")
+    for index, app in enumerate(board.app_dirs()):
+        if not (app / "Cargo.toml").is_file():
+            where = _where(located, ("apps", index, "path"))
+            raise UserError(f"{where} apps[{index}].path: no Cargo.toml in {_display(app, board.project_root)}")

@@ -1,0 +1,114 @@
+"""What a board file may say. Every key is documented in boards/README.md."""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Tarball(Strict):
+    url: NonEmpty
+    sha256: Sha256
+
+
+class Git(Strict):
+    url: NonEmpty
+    ref: NonEmpty
+
+
+class KernelSource(Strict):
+    """Exactly one of: a Debian linux-source package, a tarball, a git ref, a local folder."""
+
+    debian: NonEmpty | None = None
+    tarball: Tarball | None = None
+    git: Git | None = None
+    path: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def exactly_one(self):
+        given = [name for name in ("debian", "tarball", "git", "path") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of debian, tarball, git, path (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in ("debian", "tarball", "git", "path") if getattr(self, name) is not None)
+
+
+class KernelConfig(Strict):
+    base: Annotated[str, Field(pattern=r"^[a-z0-9_.-]*config$")]
+    fragments: list[NonEmpty] = []
+
+
+class Kernel(Strict):
+    source: KernelSource
+    config: KernelConfig
+    localversion: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]*$")] = ""
+    image: Literal["Image", "Image.gz"] = "Image"
+    dtbs: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_/.-]+\.dtb$")]] = []
+    samples: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = []
+    boot: Literal["built-in-drivers", "initramfs"] = "built-in-drivers"
+
+
+class Targets(Strict):
+    rust: NonEmpty = "aarch64-unknown-linux-gnu"
+    clang: NonEmpty = "aarch64-linux-gnu"
+    glibc: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
+
+
+class App(Strict):
+    path: NonEmpty
+    static: bool = False
+    args: list[str] = []
+    timeout: Annotated[int, Field(gt=0)] = 30
+    expect_stdout: list[str] = []
+
+
+class Connection(Strict):
+    host: NonEmpty
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: NonEmpty = "root"
+    key: NonEmpty | None = None
+    host_key_policy: Literal["strict", "trust-new"] = "strict"
+    sudo: bool = False
+    connect_timeout: Annotated[int, Field(gt=0)] = 10
+
+
+class Boot(Strict):
+    partition: NonEmpty
+    extlinux: NonEmpty = "extlinux/extlinux.conf"
+
+
+class ModuleExpect(Strict):
+    load: list[str] = []
+    unload: list[str] = []
+
+
+class Deploy(Strict):
+    remote_dir: NonEmpty
+    boot: Boot | None = None
+    keep_loaded: bool = False
+    expect: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ModuleExpect] = {}
+
+
+class Board(Strict):
+    description: NonEmpty
+    arch: Literal["arm64"]
+    targets: Targets
+    kernel: Kernel
+    modules: list[NonEmpty] = []
+    apps: list[App] = []
+    connection: Connection
+    deploy: Deploy
+
+
+BOARD_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

@@ -1,0 +1,79 @@
+"""The pinned toolchain image: tagged by the hash of its build context, built only when that changes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, BuildError, ImageNotFound
+
+from .. import PROJECT_ROOT
+from ..errors import InfrastructureError
+from ..settings import Settings
+from .base_image import ensure_base_image
+from .stream import Tee
+
+CONTEXT_DIR = PROJECT_ROOT / "containers" / "toolchain"
+REPOSITORY = "crossboard/toolchain"
+LABEL_PREFIX = "org.crossboard."
+
+
+@dataclass(frozen=True)
+class ToolchainImage:
+    ref: str
+    id: str
+    built_now: bool
+
+
+def context_hash(context_dir: Path, base_image: str) -> str:
+    """Everything that decides the image's content: the context's files and the base it starts from."""
+    digest = hashlib.sha256(base_image.encode() + b"\0")
+    for file in sorted(p for p in context_dir.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(context_dir)).encode() + b"\0")
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def image_ref(settings: Settings, context_dir: Path = CONTEXT_DIR) -> str:
+    return f"{REPOSITORY}:{context_hash(context_dir, settings.base_image)}"
+
+
+def pinned_packages(context_dir: Path = CONTEXT_DIR) -> dict[str, str]:
+    """packages.txt's `name=version` lines; unpinned helpers (make, bc, ...) are left out."""
+    pins = {}
+    for line in (context_dir / "packages.txt").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            name, version = line.split("=", 1)
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+def find_image(client: docker.DockerClient, ref: str):
+    try:
+        return client.images.get(ref)
+    except ImageNotFound:
+        return None
+
+
+def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee,
+                     context_dir: Path = CONTEXT_DIR) -> ToolchainImage:
+    ref = image_ref(settings, context_dir)
+    image = find_image(client, ref)
+    if image is not None:
+        return ToolchainImage(ref=ref, id=image.id, built_now=False)
+    ensure_base_image(client, settings, tee)
+    labels = {f"{LABEL_PREFIX}pkg.{name}": version for name, version in pinned_packages(context_dir).items()}
+    labels[f"{LABEL_PREFIX}base-image"] = settings.base_image
+    labels[f"{LABEL_PREFIX}context-hash"] = ref.split(":", 1)[1]
+    tee.line(f"building {ref} from {context_dir}")
+    try:
+        for chunk in client.api.build(path=str(context_dir), tag=ref, buildargs={"BASE_IMAGE": settings.base_image},
+                                      labels=labels, network_mode="host", rm=True, forcerm=True, decode=True):
+            if "stream" in chunk:
+                tee.write(chunk["stream"].encode())
+            if "error" in chunk:
+                raise InfrastructureError(f"building {ref} failed: {chunk['error'].strip()} (log: {tee.log_path})")
+    except (APIError, BuildError) as error:
+        raise InfrastructureError(f"building {ref} failed: {error}") from None
+    return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True)

@@ -1,0 +1,139 @@
+"""One interface to run build steps, inside the toolchain container or directly on the host.
+
+Steps ask the runtime where a folder is (`runtime.path("build")`) and run argv lists; they never
+know which runtime they have. The docker runtime mounts each folder at a fixed absolute path, so
+Rust's path-dependent crate hashes match between a kernel build and a later module build.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, NotFound
+
+from ..errors import InfrastructureError, StepFailed
+from .stream import Tee
+
+CONTAINER_ROOT = "/crossboard"
+RUNTIME_LABEL = "org.crossboard.runtime"
+
+
+class Runtime(ABC):
+    """Runs commands with named folders (source, build, out, ...) mounted where steps expect them."""
+
+    name: str
+
+    def __init__(self, folders: dict[str, Path]):
+        self.folders = dict(folders)
+
+    @abstractmethod
+    def path(self, folder: str) -> str:
+        """Where the named folder is, as the commands run by this runtime see it."""
+
+    @abstractmethod
+    def run(self, argv: list[str], tee: Tee, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
+        """Run argv, streaming its output into `tee`; return its exit code."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def check(self, argv: list[str], tee: Tee, what: str, env: dict[str, str] | None = None,
+              cwd: str | None = None) -> None:
+        code = self.run(argv, tee, env=env, cwd=cwd)
+        if code != 0:
+            where = f" (log: {tee.log_path})" if tee.log_path else ""
+            raise StepFailed(f"{what} failed with exit code {code}{where}")
+
+    def output(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> tuple[int, str]:
+        """Exit code and output (stdout and stderr) of a short command, not shown on the terminal."""
+        tee = Tee(echo=False, tail_bytes=1 << 20)
+        code = self.run(argv, tee, env=env, cwd=cwd)
+        return code, tee.tail.decode(errors="replace")
+
+    def __enter__(self) -> "Runtime":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class HostRuntime(Runtime):
+    """The same steps run directly, for CI jobs that already run inside the toolchain image."""
+
+    name = "host"
+
+    def path(self, folder: str) -> str:
+        return str(self.folders[folder])
+
+    def run(self, argv, tee, env=None, cwd=None) -> int:
+        try:
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                                       env={**os.environ, **(env or {})})
+        except FileNotFoundError:
+            tee.write(f"{argv[0]}: command not found\n".encode())
+            return 127
+        try:
+            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+                tee.write(chunk)
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+class DockerRuntime(Runtime):
+    """A long-lived toolchain container per build, each command one exec, as the caller's uid:gid."""
+
+    name = "docker"
+
+    def __init__(self, client: docker.DockerClient, image: str, folders: dict[str, Path], label: str = "build"):
+        super().__init__(folders)
+        self.client = client
+        self.image = image
+        self.label = label
+        self.user = f"{os.getuid()}:{os.getgid()}"
+        self.container = None
+
+    def path(self, folder: str) -> str:
+        if folder not in self.folders:
+            raise KeyError(folder)
+        return f"{CONTAINER_ROOT}/{folder}"
+
+    def start(self) -> None:
+        for host_path in self.folders.values():
+            host_path.mkdir(parents=True, exist_ok=True)
+        volumes = {str(host): {"bind": self.path(name), "mode": "rw"} for name, host in self.folders.items()}
+        try:
+            self.container = self.client.containers.run(
+                self.image, ["sleep", "infinity"], detach=True, init=True, user=self.user, volumes=volumes,
+                labels={RUNTIME_LABEL: self.label}, network_mode="host", working_dir=CONTAINER_ROOT,
+            )
+        except APIError as error:
+            raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None
+
+    def stop(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.remove(force=True)
+        except NotFound:
+            pass
+        self.container = None
+
+    def run(self, argv, tee, env=None, cwd=None) -> int:
+        if self.container is None:
+            raise InfrastructureError("the toolchain container is not running")
+        api = self.client.api
+        # exec_run(stream=True) gives no exit code; the low-level API does.
+        exec_id = api.exec_create(self.container.id, argv, environment=env or {}, workdir=cwd, user=self.user)
+        for chunk in api.exec_start(exec_id, stream=True):
+            tee.write(chunk)
+        return api.exec_inspect(exec_id)["ExitCode"]

@@ -23,3 +23,32 @@ def toolchain(c, base_image=None, mirror=None):
     """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
     image = commands.toolchain(Settings.from_environment(base_image, mirror))
     print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]})")
+
+
+@task(help={
+    "board": "board name (boards/<name>.yaml)",
+    "dry-run": "print the plan (commands and where they run) and do nothing",
+    "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
+    "only": "comma-separated steps to run: source,toolchain-check,configure,kernel,modules,apps,collect",
+    "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
+    "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
+    "quiet": "do not stream build output to the terminal (it still goes to out/<board>/logs/)",
+})
+@reports_errors
+def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="", runtime="docker",
+          kernel_source=None, quiet=False):
+    """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
+    from crossboard.build.context import BuildOptions
+
+    options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, echo=not quiet,
+                           only=frozenset(filter(None, only.split(","))))
+    manifest = commands.build(board, Settings.from_environment(), options, runtime, kernel_source)
+    if manifest is not None:
+        print(f"{board}: built {manifest.kernel_release}, {len(manifest.artifacts)} artifacts in {manifest.out_dir}")
+
+
+@task(help={"board": "also check the board file and its kernel's minimum tool versions"})
+@reports_errors
+def doctor(c, board=None):
+    """Check the Docker engine, the toolchain image and its tool versions; say what to do about failures."""
+    commands.doctor(Settings.from_environment(), board)

@@ -1,7 +1,7 @@
 """What each invoke task does, behind tasks.py's argument parsing."""
 from __future__ import annotations
 
-from .board.load import board_names, load_board
+from .board.load import board_names, load_board, source_override
 from .settings import Settings
 from .toolchain.engine import docker_client
 from .toolchain.image import ensure_toolchain
@@ -17,3 +17,19 @@ def toolchain(settings: Settings, echo: bool = True):
     client = docker_client()
     with Tee(settings.cache_dir / "logs" / "toolchain.log", echo=echo) as tee:
         return ensure_toolchain(client, settings, tee)
+
+
+def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):
+    from .build.pipeline import build as run_build, print_plan
+
+    board = load_board(board_name, overrides=source_override(kernel_source) if kernel_source else None)
+    if options.dry_run:
+        print_plan(board, settings, options, runtime)
+        return None
+    return run_build(board, settings, options, runtime)
+
+
+def doctor(settings: Settings, board_name: str | None = None) -> None:
+    from .doctor import doctor as run_doctor
+
+    run_doctor(settings, load_board(board_name) if board_name else None)

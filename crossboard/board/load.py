@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from ..errors import UserError
 from . import strict_yaml
 from .schema import BOARD_NAME, Board
 
-BOARDS_DIR = PROJECT_ROOT / "boards"
+# A lab may keep its board files elsewhere; relative paths in them are then relative to that folder's parent.
+BOARDS_DIR = Path(os.environ.get("CROSSBOARD_BOARDS", PROJECT_ROOT / "boards"))
 # Choices of one among several keys: an override replaces them whole instead of adding a second key.
 ONE_OF_KEYS = frozenset({("kernel", "source")})
 
@@ -69,6 +71,17 @@ def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None 
     )
     _check_paths(board, located)
     return board
+
+
+def source_override(text: str) -> dict:
+    """`--kernel-source` as board-file keys: debian:PKG, path:DIR, tarball:URL@SHA256 or git:URL@REF."""
+    kind, _, value = text.partition(":")
+    if kind in ("debian", "path") and value:
+        return {"kernel": {"source": {kind: value}}}
+    if kind in ("tarball", "git") and "@" in value:
+        url, last = value.rsplit("@", 1)
+        return {"kernel": {"source": {kind: {"url": url, ("sha256" if kind == "tarball" else "ref"): last}}}}
+    raise UserError(f"--kernel-source: {text!r} is not one of debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF")
 
 
 def _display(path: Path, root: Path) -> str:

@@ -63,9 +63,12 @@ def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee,
     if image is not None:
         return ToolchainImage(ref=ref, id=image.id, built_now=False)
     ensure_base_image(client, settings, tee)
-    labels = {f"{LABEL_PREFIX}pkg.{name}": version for name, version in pinned_packages(context_dir).items()}
-    labels[f"{LABEL_PREFIX}base-image"] = settings.base_image
-    labels[f"{LABEL_PREFIX}context-hash"] = ref.split(":", 1)[1]
+    # Few labels: the legacy builder commits one layer for each.
+    labels = {
+        f"{LABEL_PREFIX}packages": " ".join(f"{name}={version}" for name, version in pinned_packages(context_dir).items()),
+        f"{LABEL_PREFIX}base-image": settings.base_image,
+        f"{LABEL_PREFIX}context-hash": ref.split(":", 1)[1],
+    }
     tee.line(f"building {ref} from {context_dir}")
     try:
         for chunk in client.api.build(path=str(context_dir), tag=ref, buildargs={"BASE_IMAGE": settings.base_image},

@@ -94,12 +94,13 @@ class DockerRuntime(Runtime):
 
     name = "docker"
 
-    def __init__(self, client: docker.DockerClient, image: str, folders: dict[str, Path], label: str = "build"):
+    def __init__(self, client: docker.DockerClient, image: str, folders: dict[str, Path], label: str = "build",
+                 user: str | None = None):
         super().__init__(folders)
         self.client = client
         self.image = image
         self.label = label
-        self.user = f"{os.getuid()}:{os.getgid()}"
+        self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.container = None
 
     def path(self, folder: str) -> str:

@@ -1,0 +1,70 @@
+"""out/<board>/manifest.json: written when a build starts and replaced atomically after each step,
+so a killed build still says what it did and where it stopped."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str = "pending"  # pending, running, done, skipped, failed
+    seconds: float = 0.0
+    log: str = ""
+    note: str = ""
+
+
+@dataclass
+class Manifest:
+    board: str
+    out_dir: Path
+    status: str = "running"
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    finished: str = ""
+    error: str = ""
+    runtime: str = ""
+    image: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    board_file_sha256: str = ""
+    config_sha256: str = ""
+    kernel_release: str = ""
+    app_builder: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+    artifacts: list[dict] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / MANIFEST_NAME
+
+    def step(self, name: str) -> StepRecord:
+        return next(record for record in self.steps if record.name == name)
+
+    def add_artifact(self, path: Path, kind: str) -> None:
+        """Record a file under out_dir with its size and sha256 (and vermagic for modules)."""
+        entry = {"path": str(path.relative_to(self.out_dir)), "kind": kind, "size": path.stat().st_size,
+                 "sha256": sha256_of(path)}
+        if path.suffix == ".ko":
+            entry["vermagic"] = vermagic_of(path)
+            entry["release"] = release_of_vermagic(entry["vermagic"])
+        self.artifacts = [a for a in self.artifacts if a["path"] != entry["path"]] + [entry]
+
+    def finish(self, status: str, error: str = "") -> None:
+        self.status, self.error = status, error
+        self.finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.save()
+
+    def save(self) -> None:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        write_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def load_manifest(out_dir: Path) -> dict:
+    return json.loads((out_dir / MANIFEST_NAME).read_text())

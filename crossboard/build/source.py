@@ -1,0 +1,131 @@
+"""The kernel source: obtained once as the board says, unpacked into a cache keyed by what it is,
+and never modified afterwards (every build writes to O=)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artifacts.files import sha256_of
+from ..board.schema import KernelSource
+from ..errors import InfrastructureError, StepFailed, UserError
+from ..toolchain.image import pinned_packages
+from ..toolchain.runtime import Runtime
+from ..toolchain.stream import Tee
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """Where the tree will be: `mount` is the host folder mounted as "sources", `key` the tree inside it."""
+
+    mount: Path
+    key: str  # "" when the mount is the tree itself (a local path)
+
+    def tree_in(self, runtime: Runtime) -> str:
+        return f"{runtime.path('sources')}/{self.key}" if self.key else runtime.path("sources")
+
+    @property
+    def tree_on_host(self) -> Path:
+        return self.mount / self.key if self.key else self.mount
+
+
+def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
+    sources = cache_dir / "sources"
+    if source.kind == "path":
+        return SourcePlan(mount=Path(source.path).expanduser().resolve(), key="")
+    if source.kind == "debian":
+        version = pinned_packages().get(source.debian, "unpinned")
+        return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
+    if source.kind == "tarball":
+        return SourcePlan(mount=sources, key=f"tarball_{source.tarball.sha256[:16]}")
+    identity = hashlib.sha256(f"{source.git.url}\0{source.git.ref}".encode()).hexdigest()[:16]
+    return SourcePlan(mount=sources, key=f"git_{identity}")
+
+
+def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
+    if plan.tree_on_host.joinpath("Makefile").is_file():
+        return [f"kernel source ready at {plan.tree_on_host}"]
+    if source.kind == "debian":
+        return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
+    if source.kind == "tarball":
+        return [f"download {source.tarball.url}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
+    if source.kind == "git":
+        return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
+    return [f"use the kernel tree at {plan.tree_on_host}"]
+
+
+def obtain(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) -> bool:
+    """Make the tree exist; False when it already did."""
+    tree = plan.tree_on_host
+    if tree.joinpath("Makefile").is_file():
+        return False
+    if source.kind == "path":
+        raise UserError(f"kernel.source.path: {tree} is not a kernel tree (no Makefile)")
+    plan.mount.mkdir(parents=True, exist_ok=True)
+    partial = plan.mount / f".partial-{plan.key}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        if source.kind == "debian":
+            _unpack_debian(source.debian, plan, runtime, tee)
+        elif source.kind == "tarball":
+            _unpack_tarball(source, plan.mount, partial, tee)
+        else:
+            _clone(source, partial, tee)
+        if not partial.joinpath("Makefile").is_file():
+            tops = [p for p in partial.iterdir() if p.is_dir()]
+            if len(tops) != 1 or not tops[0].joinpath("Makefile").is_file():
+                raise UserError(f"kernel.source: {source.kind} holds no kernel tree (no top-level Makefile)")
+            tops[0].rename(tree)
+        else:
+            partial.rename(tree)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return True
+
+
+def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -> None:
+    tarball = f"/usr/src/{package}.tar.xz"
+    partial = f"{runtime.path('sources')}/.partial-{plan.key}"
+    script = (f'test -f {tarball} || {{ echo "{tarball}: not in the toolchain"; exit 3; }}; '
+              f"mkdir -p {partial} && tar -xf {tarball} -C {partial}")
+    code = runtime.run(["sh", "-c", script], tee)
+    if code == 3:
+        raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: "
+                        "add it to containers/toolchain/packages.txt")
+    if code != 0:
+        raise StepFailed(f"unpacking {tarball} failed with exit code {code} (log: {tee.log_path})")
+
+
+def _unpack_tarball(source: KernelSource, mount: Path, partial: Path, tee: Tee) -> None:
+    expected = source.tarball.sha256
+    download = mount / f".download-{expected[:16]}"
+    tee.line(f"downloading {source.tarball.url}")
+    try:
+        with urllib.request.urlopen(source.tarball.url, timeout=60) as response, open(download, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+        actual = sha256_of(download)
+        if actual != expected:
+            raise UserError(f"kernel.source.tarball.sha256: {source.tarball.url} has sha256 {actual}, "
+                            f"the board file says {expected}; nothing was unpacked")
+        partial.mkdir()
+        with tarfile.open(download) as archive:
+            archive.extractall(partial, filter="data")
+    except OSError as error:
+        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {source.tarball.url}: {error}") from None
+    finally:
+        download.unlink(missing_ok=True)
+
+
+def _clone(source: KernelSource, partial: Path, tee: Tee) -> None:
+    if shutil.which("git") is None:
+        raise InfrastructureError("kernel.source.git needs git on the host: apt-get install git")
+    process = subprocess.run(["git", "clone", "--depth", "1", "--branch", source.git.ref, source.git.url,
+                              str(partial)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tee.write(process.stdout)
+    if process.returncode != 0:
+        raise InfrastructureError(f"kernel.source.git: cloning {source.git.url} at {source.git.ref} failed "
+                                  f"(log: {tee.log_path})")

@@ -1,0 +1,325 @@
+"""The build steps, in order. Each says what it would run (`plan`) and runs it (`run`); both use the
+same command builders, so `--dry-run` shows exactly what a build does."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import shutil
+import tarfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..artifacts.files import highest_glibc, write_atomically
+from ..errors import StepFailed, UserError
+from . import kconfig, source
+from .context import REPRODUCIBLE_ENV, BuildContext
+from .toolcheck import CHECKED_TOOLS, check_tools, dotted
+
+CONFIG_STAMP = ".crossboard-config-inputs"
+GENERATED_FRAGMENT = "crossboard-board.config"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    plan: Callable[[BuildContext], list[str]]
+    run: Callable[[BuildContext], str]  # returns a note for the manifest ("" when nothing to say)
+
+
+# -- source --------------------------------------------------------------------------------------
+
+def _source_plan(ctx: BuildContext) -> list[str]:
+    return source.describe(ctx.board.spec.kernel.source, ctx.source_plan)
+
+
+def _source_run(ctx: BuildContext) -> str:
+    with ctx.tee("source") as tee:
+        unpacked = source.obtain(ctx.board.spec.kernel.source, ctx.source_plan, ctx.runtime, tee)
+    return "unpacked" if unpacked else "already unpacked"
+
+
+# -- toolchain check -----------------------------------------------------------------------------
+
+def _toolcheck_plan(ctx: BuildContext) -> list[str]:
+    return [f"sh {ctx.source_tree}/scripts/min-tool-version.sh {tool}; {' '.join(argv)}"
+            for tool, argv in CHECKED_TOOLS.items()] + [ctx.show(ctx.make("rustavailable"))]
+
+
+def _toolcheck_run(ctx: BuildContext) -> str:
+    notes = []
+    for verdict, version_line in check_tools(ctx.runtime, ctx.source_tree):
+        ctx.manifest.tools[verdict.tool] = version_line
+        if verdict.too_old or (verdict.newer and ctx.options.strict_toolchain):
+            raise StepFailed(verdict.message() + ("" if verdict.too_old else " (--strict-toolchain)"))
+        if verdict.newer:
+            print(f"crossboard: warning: {verdict.message()}", flush=True)
+        notes.append(f"{verdict.tool} {dotted(verdict.found)} >= {dotted(verdict.minimum)}")
+    with ctx.tee("toolchain-check") as tee:
+        if ctx.runtime.run(ctx.make("rustavailable"), tee) != 0:
+            last = tee.tail.decode(errors="replace").strip().splitlines()[-1:]
+            raise StepFailed(f"`make LLVM=1 rustavailable` says Rust is not available with this toolchain: {last}")
+    return "; ".join(notes)
+
+
+# -- configure -----------------------------------------------------------------------------------
+
+def _generated_fragment(ctx: BuildContext) -> str:
+    """The board's own settings as Kconfig lines, merged after its fragments."""
+    return (f'CONFIG_LOCALVERSION="{ctx.board.spec.kernel.localversion}"\n'
+            "# CONFIG_LOCALVERSION_AUTO is not set\n")
+
+
+def _fragment_files(ctx: BuildContext) -> list[tuple[str, str]]:
+    """(name inside the build folder, content) of every fragment, the board's generated one last."""
+    files = [(f"fragments/{i}-{p.name}", p.read_text()) for i, p in enumerate(ctx.board.fragment_paths())]
+    return files + [(f"fragments/{len(files)}-{GENERATED_FRAGMENT}", _generated_fragment(ctx))]
+
+
+def _configure_inputs_hash(ctx: BuildContext) -> str:
+    digest = hashlib.sha256(f"{ctx.source_tree}\0{ctx.source_plan.key}\0{ctx.board.spec.kernel.config.base}\0".encode())
+    for name, content in _fragment_files(ctx):
+        digest.update(f"{name}\0{content}\0".encode())
+    return digest.hexdigest()
+
+
+def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
+    """(what, argv) of each configure command."""
+    base = ctx.board.spec.kernel.config.base
+    fragments = [f"{ctx.kernel_dir}/{name}" for name, _ in _fragment_files(ctx)]
+    return [
+        (f"make {base}", ctx.make(base)),
+        ("merge_config.sh", ["sh", f"{ctx.source_tree}/scripts/kconfig/merge_config.sh", "-m", "-O", ctx.kernel_dir,
+                             f"{ctx.kernel_dir}/.config", *fragments]),
+        ("make olddefconfig", ctx.make("olddefconfig")),  # always with LLVM=1: without it Kconfig hides RUST
+    ]
+
+
+def _configure_plan(ctx: BuildContext) -> list[str]:
+    return [ctx.show(argv) for _, argv in _configure_commands(ctx)] + [
+        "check that every symbol the fragments request has that value in .config"]
+
+
+def _configure_run(ctx: BuildContext) -> str:
+    config = ctx.kernel_dir_on_host / ".config"
+    stamp = ctx.kernel_dir_on_host / CONFIG_STAMP
+    inputs = _configure_inputs_hash(ctx)
+    if config.is_file() and stamp.is_file() and stamp.read_text() == inputs:
+        _verify_config(ctx, config)
+        return "inputs unchanged: .config kept"
+    stamp.unlink(missing_ok=True)
+    for name, content in _fragment_files(ctx):
+        write_atomically(ctx.kernel_dir_on_host / name, content.encode())
+    with ctx.tee("configure") as tee:
+        for what, argv in _configure_commands(ctx):
+            ctx.runtime.check(argv, tee, what=what)
+    _verify_config(ctx, config)
+    stamp.write_text(inputs)
+    return "configured"
+
+
+def _verify_config(ctx: BuildContext, config: Path) -> None:
+    requested: dict[str, str] = {}
+    for _, content in _fragment_files(ctx):
+        requested.update(kconfig.parse(content))
+    final = kconfig.read(config)
+    problems = kconfig.unmet(requested, final)
+    if problems:
+        (ctx.kernel_dir_on_host / CONFIG_STAMP).unlink(missing_ok=True)
+        raise UserError(f"{ctx.board.file.name}: kernel.config: {kconfig.describe_unmet(problems, final)}")
+    _publish(config, ctx.out_dir / "config")
+    ctx.manifest.config_sha256 = hashlib.sha256(config.read_bytes()).hexdigest()
+
+
+# -- kernel ------------------------------------------------------------------------------------
+
+def _kernel_targets(ctx: BuildContext) -> list[str]:
+    return [ctx.board.spec.kernel.image, *ctx.board.spec.kernel.dtbs, "modules"]
+
+
+def _kernel_plan(ctx: BuildContext) -> list[str]:
+    env = " ".join(f"{k}='{v}'" for k, v in REPRODUCIBLE_ENV.items())
+    return [f"{env} {ctx.show(ctx.make(*_kernel_targets(ctx)))}",
+            ctx.show(ctx.make(f"INSTALL_MOD_PATH={ctx.runtime.path('build')}/staging", "modules_install"))]
+
+
+def _kernel_run(ctx: BuildContext) -> str:
+    staging = ctx.build_dir / "staging"
+    with ctx.tee("kernel") as tee:
+        ctx.runtime.check(ctx.make(*_kernel_targets(ctx)), tee, what="the kernel build", env=REPRODUCIBLE_ENV)
+        shutil.rmtree(staging, ignore_errors=True)
+        ctx.runtime.check(ctx.make(f"INSTALL_MOD_PATH={ctx.runtime.path('build')}/staging", "modules_install"),
+                          tee, what="modules_install", env=REPRODUCIBLE_ENV)
+    ctx.manifest.kernel_release = (ctx.kernel_dir_on_host / "include/config/kernel.release").read_text().strip()
+    return ctx.manifest.kernel_release
+
+
+# -- out-of-tree modules -------------------------------------------------------------------------
+
+def module_work_dir(ctx: BuildContext, module: Path) -> tuple[Path, str]:
+    """Where a module is built: a copy under the build folder (Kbuild writes objects beside the sources
+    and 6.12 has no MO=), on the host and as the runtime sees it."""
+    return ctx.build_dir / "modules" / module.name, f"{ctx.runtime.path('build')}/modules/{module.name}"
+
+
+def check_modules_buildable(ctx: BuildContext) -> None:
+    missing = [name for name in ("Module.symvers", "rust/libkernel.rmeta")
+               if not (ctx.kernel_dir_on_host / name).is_file()]
+    if missing:
+        raise StepFailed(f"the kernel tree in {ctx.kernel_dir_on_host} is not fully built (no {', '.join(missing)}): "
+                         "out-of-tree modules need a complete kernel build first; run `invoke build` "
+                         "without --only, or with --only kernel")
+
+
+def _sync_sources(source_dir: Path, work_dir: Path) -> None:
+    """Copy changed files only, so an untouched module stays up to date for make."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for file in source_dir.rglob("*"):
+        target = work_dir / file.relative_to(source_dir)
+        if file.is_dir():
+            target.mkdir(exist_ok=True)
+        elif not target.is_file() or target.read_bytes() != file.read_bytes():
+            shutil.copy2(file, target)
+
+
+def _modules_plan(ctx: BuildContext) -> list[str]:
+    lines = []
+    for module in ctx.board.module_dirs():
+        _, inside = module_work_dir(ctx, module)
+        lines += [f"copy {module} to {inside}", ctx.show(ctx.make("modules", module_dir=inside))]
+    return lines
+
+
+def _modules_run(ctx: BuildContext) -> str:
+    if not ctx.board.module_dirs():
+        return "no out-of-tree modules"
+    check_modules_buildable(ctx)
+    built = []
+    with ctx.tee("modules") as tee:
+        for module in ctx.board.module_dirs():
+            on_host, inside = module_work_dir(ctx, module)
+            _sync_sources(module, on_host)
+            ctx.runtime.check(ctx.make("modules", module_dir=inside), tee, what=f"building module {module.name}")
+            built += [ko.name for ko in on_host.glob("*.ko")]
+    return ", ".join(sorted(built))
+
+
+# -- userspace apps ------------------------------------------------------------------------------
+
+def app_name(app_dir: Path) -> str:
+    return tomllib.loads((app_dir / "Cargo.toml").read_text())["package"]["name"]
+
+
+def _app_command(ctx: BuildContext, index: int) -> tuple[list[str], dict[str, str]]:
+    app = ctx.board.spec.apps[index]
+    project_dir = ctx.board.app_dirs()[index].relative_to(ctx.board.project_root)
+    argv = ["cargo", "build", "--release", "--target", ctx.board.spec.targets.rust,
+            "--manifest-path", f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
+            "--target-dir", f"{ctx.runtime.path('build')}/apps"]
+    env = {"CARGO_HOME": f"{ctx.runtime.path('build')}/cargo-home"}
+    if app.static:
+        env["RUSTFLAGS"] = "-C target-feature=+crt-static"
+    return argv, env
+
+
+def _apps_plan(ctx: BuildContext) -> list[str]:
+    lines = []
+    for index in range(len(ctx.board.spec.apps)):
+        argv, env = _app_command(ctx, index)
+        lines.append(" ".join(f"{k}='{v}'" for k, v in env.items()) + " " + ctx.show(argv))
+    return lines
+
+
+def _apps_run(ctx: BuildContext) -> str:
+    ctx.manifest.app_builder = f"cargo in the {ctx.runtime.name} runtime, linker aarch64-linux-gnu-gcc"
+    board_glibc = tuple(int(p) for p in ctx.board.spec.targets.glibc.split("."))
+    built = []
+    with ctx.tee("apps") as tee:
+        for index, app_dir in enumerate(ctx.board.app_dirs()):
+            argv, env = _app_command(ctx, index)
+            ctx.runtime.check(argv, tee, what=f"building app {app_dir.name}", env=env)
+            name = app_name(app_dir)
+            binary = f"{ctx.runtime.path('build')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
+            code, versions = ctx.runtime.output(["llvm-readelf", "-V", binary])
+            needed = highest_glibc(versions) if code == 0 else None
+            if needed and needed > board_glibc:
+                raise StepFailed(
+                    f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "
+                    f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
+                    "(+crt-static) or build it for musl")
+            built.append(name)
+    return ", ".join(built)
+
+
+# -- collect -------------------------------------------------------------------------------------
+
+def _collect_plan(ctx: BuildContext) -> list[str]:
+    return [f"copy Image, DTBs, modules and apps into {ctx.out_dir}; pack the modules tree; "
+            f"record sizes, sha256 and vermagic in {ctx.manifest.path}"]
+
+
+def _publish(source_file: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.copy2(source_file, partial)
+    partial.replace(target)
+    return target
+
+
+def _pack_modules_tree(staging: Path, release: str, target: Path) -> None:
+    """modules_install's lib/modules/<release> as a tar.gz that is the same bytes for the same files."""
+    buffer = io.BytesIO()
+    root = staging / "lib" / "modules" / release
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for path in [root, *sorted(root.rglob("*"))]:
+            info = archive.gettarinfo(path, arcname=f"lib/modules/{release}/{path.relative_to(root)}".rstrip("/."))
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.mtime = 0
+            if info.isfile():
+                with open(path, "rb") as handle:
+                    archive.addfile(info, handle)
+            else:
+                archive.addfile(info)
+    write_atomically(target, gzip.compress(buffer.getvalue(), mtime=0))
+
+
+def _collect_run(ctx: BuildContext) -> str:
+    spec, kernel, out = ctx.board.spec, ctx.kernel_dir_on_host, ctx.out_dir
+    release = ctx.manifest.kernel_release or (kernel / "include/config/kernel.release").read_text().strip()
+    ctx.manifest.kernel_release = release
+    ctx.manifest.artifacts = []
+    ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot" / spec.kernel.image, out / spec.kernel.image), "kernel")
+    for dtb in spec.kernel.dtbs:
+        ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot/dts" / dtb, out / "dtbs" / dtb), "dtb")
+    ctx.manifest.add_artifact(out / "config", "config")
+    for sample in spec.kernel.samples:
+        built = kernel / "samples" / "rust" / f"{sample}.ko"
+        if not built.is_file():
+            raise StepFailed(f"kernel.samples: {sample}.ko was not built: enable its CONFIG_SAMPLE_* =m in a fragment")
+        ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
+    for module in ctx.board.module_dirs():
+        for built in sorted(module_work_dir(ctx, module)[0].glob("*.ko")):
+            ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
+    for index, app_dir in enumerate(ctx.board.app_dirs()):
+        name = app_name(app_dir)
+        binary = ctx.build_dir / "apps" / spec.targets.rust / "release" / name
+        ctx.manifest.add_artifact(_publish(binary, out / "apps" / name), "app")
+    archive = out / f"modules-{release}.tar.gz"
+    _pack_modules_tree(ctx.build_dir / "staging", release, archive)
+    ctx.manifest.add_artifact(archive, "modules-tree")
+    return f"{len(ctx.manifest.artifacts)} artifacts"
+
+
+STEPS = [
+    Step("source", _source_plan, _source_run),
+    Step("toolchain-check", _toolcheck_plan, _toolcheck_run),
+    Step("configure", _configure_plan, _configure_run),
+    Step("kernel", _kernel_plan, _kernel_run),
+    Step("modules", _modules_plan, _modules_run),
+    Step("apps", _apps_plan, _apps_run),
+    Step("collect", _collect_plan, _collect_run),
+]
+STEP_NAMES = [step.name for step in STEPS]

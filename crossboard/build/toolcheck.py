@@ -1,0 +1,66 @@
+"""The kernel's own minimum tool versions (scripts/min-tool-version.sh) against the image's tools."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import StepFailed
+
+# What `invoke build` checks before compiling anything: tool -> the command that prints its version.
+CHECKED_TOOLS = {
+    "rustc": ["rustc", "--version"],
+    "bindgen": ["bindgen", "--version"],
+    "llvm": ["clang", "--version"],
+}
+# Before 6.11 the kernel pinned exact rustc/bindgen versions, so a newer one is worth a word;
+# a newer LLVM never was a problem.
+NEWER_MATTERS = {"rustc", "bindgen"}
+
+
+def version_in(text: str) -> tuple[int, ...] | None:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(part or 0) for part in match.groups()) if match else None
+
+
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+@dataclass(frozen=True)
+class ToolVerdict:
+    tool: str
+    minimum: tuple[int, ...]
+    found: tuple[int, ...] | None
+
+    @property
+    def too_old(self) -> bool:
+        return self.found is None or self.found < self.minimum
+
+    @property
+    def newer(self) -> bool:
+        return self.tool in NEWER_MATTERS and self.found is not None and self.found > self.minimum
+
+    def message(self) -> str:
+        if self.found is None:
+            return f"{self.tool} not found in the toolchain; the kernel needs >= {dotted(self.minimum)}"
+        if self.too_old:
+            return (f"{self.tool} {dotted(self.found)} is older than the kernel's minimum {dotted(self.minimum)} "
+                    f"(scripts/min-tool-version.sh): pin a newer {self.tool} in containers/toolchain/packages.txt")
+        if self.newer:
+            return (f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}; "
+                    f"kernels >= 6.11 accept that, older ones may not")
+        return f"{self.tool} {dotted(self.found)} meets the kernel's minimum {dotted(self.minimum)}"
+
+
+def check_tools(runtime, source_tree: str) -> list[tuple[ToolVerdict, str]]:
+    """Each checked tool's verdict against the kernel tree's minimum, with the tool's own version line."""
+    results = []
+    for tool, version_argv in CHECKED_TOOLS.items():
+        code, minimum_text = runtime.output(["sh", f"{source_tree}/scripts/min-tool-version.sh", tool])
+        minimum = version_in(minimum_text) if code == 0 else None
+        if minimum is None:
+            raise StepFailed(f"the kernel's scripts/min-tool-version.sh {tool} gave no version: {minimum_text.strip()}")
+        code, found_text = runtime.output(version_argv)
+        found_line = found_text.strip().splitlines()[0] if code == 0 and found_text.strip() else ""
+        results.append((ToolVerdict(tool, minimum, version_in(found_line) if found_line else None), found_line))
+    return results

@@ -1,0 +1,77 @@
+"""`invoke doctor`: is this machine ready to build, and if not, what to do about it."""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from .board.load import LoadedBoard
+from .build import source
+from .build.toolcheck import check_tools
+from .errors import CrossboardError, InfrastructureError
+from .settings import Settings
+from .toolchain.base_image import MADE_BY_US
+from .toolchain.engine import docker_client
+from .toolchain.image import REPOSITORY, find_image, image_ref
+from .toolchain.runtime import DockerRuntime
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    what: str
+    todo: str = ""
+
+    def line(self) -> str:
+        return f"ok    {self.what}" if self.ok else f"FAIL  {self.what}\n      -> {self.todo}"
+
+
+def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Check]:
+    checks: list[Check] = []
+    try:
+        client = docker_client()
+    except CrossboardError as error:
+        return [Check(False, "Docker engine", str(error))]
+    checks.append(Check(True, f"Docker engine {client.version()['Version']} reachable"))
+    if find_image(client, settings.base_image):
+        checks.append(Check(True, f"base image {settings.base_image} present"))
+    elif settings.base_image.startswith(MADE_BY_US):
+        can_make = shutil.which("debootstrap") or os.path.exists("/usr/sbin/debootstrap")
+        checks.append(Check(bool(can_make), f"base image {settings.base_image} not made yet; "
+                            f"`invoke toolchain` makes it with debootstrap",
+                            "apt-get install debootstrap (and run `sudo invoke toolchain` once)"))
+    ref = image_ref(settings)
+    if find_image(client, ref) is None:
+        stale = [tag for image in client.images.list(REPOSITORY) for tag in image.tags]
+        checks.append(Check(False, f"toolchain image {ref} missing" + (f" (stale: {', '.join(stale)})" if stale else ""),
+                            "run `invoke toolchain`"))
+        return checks
+    checks.append(Check(True, f"toolchain image {ref} is current"))
+    folders = {}
+    plan = None
+    if board is not None:
+        plan = source.plan_source(board.spec.kernel.source, settings.cache_dir)
+        folders["sources"] = plan.mount
+    with DockerRuntime(client, ref, folders, label="doctor") as runtime:
+        code, versions = runtime.output(["cat", "/etc/crossboard-versions"])
+        checks.append(Check(code == 0, "tool versions: " + ", ".join(versions.split()), "rebuild: invoke toolchain"))
+        if board is not None:
+            checks += _kernel_minimums(runtime, board, plan)
+    return checks
+
+
+def _kernel_minimums(runtime: DockerRuntime, board: LoadedBoard, plan) -> list[Check]:
+    if not plan.tree_on_host.joinpath("scripts/min-tool-version.sh").is_file():
+        return [Check(True, f"{board.name}: kernel source not unpacked yet, minimum versions checked at build time")]
+    return [Check(not verdict.too_old, f"{board.name}: {verdict.message()}",
+                  "pin a newer version in containers/toolchain/packages.txt, then invoke toolchain")
+            for verdict, _ in check_tools(runtime, plan.tree_in(runtime))]
+
+
+def doctor(settings: Settings, board: LoadedBoard | None = None) -> None:
+    checks = run_checks(settings, board)
+    for check in checks:
+        print(check.line())
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        raise InfrastructureError(f"{len(failed)} of {len(checks)} checks failed")

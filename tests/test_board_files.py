@@ -1,0 +1,151 @@
+"""Board files: every malformed one gives one line naming file, line and key, and exit code 2."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crossboard import PROJECT_ROOT
+from crossboard.board.load import load_board
+from crossboard.errors import UserError, exit_code_for
+
+VALID = """\
+description: A test board
+arch: arm64
+targets:
+  glibc: "2.41"
+kernel:
+  source:
+    debian: linux-source-6.12
+  config:
+    base: allnoconfig
+    fragments: [fragments/a.config]
+  dtbs: [ti/k3-am625-beagleplay.dtb]
+modules: [modules/m]
+apps:
+  - path: apps/a
+connection:
+  host: 127.0.0.1
+  port: 22
+  sudo: true
+  host_key_policy: strict
+deploy:
+  remote_dir: /tmp/x
+"""
+
+
+@pytest.fixture
+def boards_dir(tmp_path):
+    boards = tmp_path / "boards"
+    (boards / "fragments").mkdir(parents=True)
+    (boards / "fragments" / "a.config").write_text("CONFIG_RUST=y\n")
+    (tmp_path / "modules" / "m").mkdir(parents=True)
+    (tmp_path / "apps" / "a").mkdir(parents=True)
+    (tmp_path / "apps" / "a" / "Cargo.toml").write_text("[package]\n")
+    return boards
+
+
+def write_board(boards_dir: Path, text: str, name: str = "t") -> None:
+    (boards_dir / f"{name}.yaml").write_text(text)
+
+
+def test_valid_board_loads(boards_dir):
+    write_board(boards_dir, VALID)
+    board = load_board("t", boards_dir)
+    assert board.spec.connection.sudo is True
+    assert board.spec.kernel.source.kind == "debian"
+    assert board.fragment_paths() == [boards_dir / "fragments" / "a.config"]
+
+
+# (what is wrong, replace this, with this, the message expected)
+MALFORMED = [
+    ("unknown top-level key", "arch: arm64\n", "arch: arm64\ncolour: red\n", "boards/t.yaml:3: colour: unknown key"),
+    ("unknown nested key", "    base: allnoconfig\n", "    base: allnoconfig\n    extra: 1\n",
+     "boards/t.yaml:10: kernel.config.extra: unknown key"),
+    ("missing required key", "description: A test board\n", "", "boards/t.yaml:1: description: required key is missing"),
+    ("missing kernel source", "  source:\n    debian: linux-source-6.12\n", "",
+     "boards/t.yaml:5: kernel.source: required key is missing"),
+    ("port is text", "  port: 22\n", "  port: twenty-two\n",
+     "boards/t.yaml:17: connection.port: expected a plain decimal number, got 'twenty-two'"),
+    ("YAML 1.1 no", "  sudo: true\n", "  sudo: no\n",
+     "boards/t.yaml:18: connection.sudo: expected true or false, got 'no'"),
+    ("YAML 1.1 on", "  sudo: true\n", "  sudo: on\n",
+     "boards/t.yaml:18: connection.sudo: expected true or false, got 'on'"),
+    ("octal-looking number", "  port: 22\n", "  port: 0755\n",
+     "boards/t.yaml:17: connection.port: expected a plain decimal number, got '0755'"),
+    ("unquoted version", '  glibc: "2.41"\n', "  glibc: 2.41\n",
+     "boards/t.yaml:4: targets.glibc: expected text, got 2.41: put it in quotes"),
+    ("two kernel sources", "    debian: linux-source-6.12\n", "    debian: linux-source-6.12\n    path: /usr/src/linux\n",
+     "boards/t.yaml:6: kernel.source: give exactly one of debian, tarball, git, path (got debian, path)"),
+    ("bad sha256", "    debian: linux-source-6.12\n", "    tarball: {url: 'http://x/l.tar.xz', sha256: abc}\n",
+     "boards/t.yaml:7: kernel.source.tarball.sha256: 'abc' does not have the expected form"),
+    ("missing fragment", "[fragments/a.config]", "[fragments/a.config, fragments/gone.config]",
+     "boards/t.yaml:10: kernel.config.fragments[1]: no such file boards/fragments/gone.config"),
+    ("duplicate key", "arch: arm64\n", "arch: arm64\narch: arm64\n", "boards/t.yaml:3: arch: given twice"),
+    ("not YAML", "arch: arm64\n", "arch: [arm64\n", "boards/t.yaml:3: not valid YAML"),
+    ("unsupported arch", "arch: arm64\n", "arch: x86\n", "boards/t.yaml:2: arch: Input should be 'arm64'"),
+    ("missing module folder", "modules: [modules/m]", "modules: [modules/m, modules/gone]",
+     "boards/t.yaml:12: modules[1]: no such folder modules/gone"),
+    ("app without Cargo.toml", "  - path: apps/a\n", "  - path: modules/m\n",
+     "boards/t.yaml:14: apps[0].path: no Cargo.toml in modules/m"),
+    ("unknown host key policy", "  host_key_policy: strict\n", "  host_key_policy: auto-add\n",
+     "boards/t.yaml:19: connection.host_key_policy: Input should be 'strict' or 'trust-new'"),
+    ("dtb without .dtb", "[ti/k3-am625-beagleplay.dtb]", "[ti/k3-am625-beagleplay]",
+     "boards/t.yaml:11: kernel.dtbs[0]: 'ti/k3-am625-beagleplay' does not have the expected form"),
+    ("list for a mapping", "deploy:\n  remote_dir: /tmp/x\n", "deploy: [/tmp/x]\n",
+     "boards/t.yaml:20: deploy: Input should be a valid dictionary"),
+    ("port out of range", "  port: 22\n", "  port: 70000\n",
+     "boards/t.yaml:17: connection.port: Input should be less than or equal to 65535"),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[case[0] for case in MALFORMED])
+def test_malformed_board_gives_one_line(boards_dir, case):
+    _, old, new, expected = case
+    assert old in VALID
+    write_board(boards_dir, VALID.replace(old, new, 1))
+    with pytest.raises(UserError) as raised:
+        load_board("t", boards_dir)
+    message = str(raised.value)
+    assert message.startswith(expected), message
+    assert "\n" not in message
+    assert exit_code_for(raised.value) == 2
+
+
+def test_board_with_no_file(boards_dir):
+    write_board(boards_dir, VALID, name="real")
+    with pytest.raises(UserError, match=r"^boards/nope.yaml: no such board \(known boards: real\)$"):
+        load_board("nope", boards_dir)
+
+
+def test_local_override_replaces_kernel_source(boards_dir):
+    write_board(boards_dir, VALID)
+    (boards_dir / "t.local.yaml").write_text("kernel:\n  source:\n    path: /srv/linux\n")
+    board = load_board("t", boards_dir)
+    assert board.spec.kernel.source.kind == "path"
+    assert board.spec.kernel.config.base == "allnoconfig"
+
+
+def test_mistake_in_local_override_names_that_file(boards_dir):
+    write_board(boards_dir, VALID)
+    (boards_dir / "t.local.yaml").write_text("connection:\n  sudo: yes\n")
+    with pytest.raises(UserError, match=r"^boards/t.local.yaml:2: connection.sudo: expected true or false"):
+        load_board("t", boards_dir)
+
+
+def test_the_shipped_boards_are_valid():
+    for name in ("beagleplay", "qemu-arm64"):
+        assert load_board(name, PROJECT_ROOT / "boards").spec.arch == "arm64"
+
+
+def test_invoke_reports_a_bad_board_in_one_line_with_exit_code_2(boards_dir):
+    write_board(boards_dir, VALID.replace("  sudo: true\n", "  sudo: off\n"))
+    result = subprocess.run([sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, env={**os.environ, "CROSSBOARD_BOARDS": str(boards_dir)}, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "crossboard: error: boards/t.yaml:18: connection.sudo: expected true or false, got 'off' "
+        "(YAML 1.1 words like no/on/yes/off are not booleans here)"
+    ]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,98 @@
+"""The toolchain image and the runtimes, against the real Docker engine."""
+import os
+from pathlib import Path
+
+import pytest
+
+from crossboard.errors import StepFailed
+from crossboard.toolchain.image import context_hash, ensure_toolchain, pinned_packages
+from crossboard.toolchain.runtime import RUNTIME_LABEL, DockerRuntime, HostRuntime
+from crossboard.toolchain.stream import Tee
+
+
+def test_context_hash_follows_content_and_base(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    first = context_hash(tmp_path, "crossboard/base:trixie")
+    assert context_hash(tmp_path, "crossboard/base:trixie") == first
+    assert context_hash(tmp_path, "debian:trixie") != first
+    (tmp_path / "packages.txt").write_text("rustc=1\n")
+    assert context_hash(tmp_path, "crossboard/base:trixie") != first
+
+
+def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
+    versions = docker.containers.run(toolchain_image.ref, ["sh", "-c", "rustc -vV; bindgen --version; "
+                                     "clang --version; ld.lld --version; cat /etc/crossboard-versions"],
+                                     remove=True).decode()
+    assert "release: 1.85.1" in versions
+    assert "bindgen 0.71.1" in versions
+    assert "clang version 19.1.7" in versions
+    assert "LLD 19.1.7" in versions
+    assert "glibc-arm64=2.41" in versions
+    labels = docker.images.get(toolchain_image.ref).labels
+    recorded = dict(pin.split("=", 1) for pin in labels["org.crossboard.packages"].split())
+    assert recorded == pinned_packages()
+    assert recorded["rustc"] == "1.85.1+dfsg1-1+deb13u1"
+
+
+def test_base_image_was_made_from_trixie(docker, settings, toolchain_image):
+    release = docker.containers.run(settings.base_image, ["cat", "/etc/debian_version"], remove=True).decode()
+    assert release.startswith("13")
+
+
+def test_second_toolchain_call_builds_nothing(docker, settings, toolchain_image, tmp_path):
+    with Tee(tmp_path / "log") as tee:
+        again = ensure_toolchain(docker, settings, tee)
+    assert not again.built_now
+    assert again.id == docker.images.get(toolchain_image.ref).id
+    assert not (tmp_path / "log").read_bytes()
+
+
+@pytest.fixture
+def docker_runtime(docker, toolchain_image, tmp_path):
+    runtime = DockerRuntime(docker, toolchain_image.ref, {"work": tmp_path / "work"}, label="test")
+    with runtime:
+        yield runtime
+
+
+def test_docker_exec_returns_the_exit_code_and_streams_to_the_log(docker_runtime, tmp_path):
+    with Tee(tmp_path / "step.log", echo=False) as tee:
+        assert docker_runtime.run(["sh", "-c", "echo out; echo err >&2; exit 7"], tee) == 7
+        with pytest.raises(StepFailed, match="exit code 3"):
+            docker_runtime.check(["sh", "-c", "exit 3"], tee, what="failing step")
+    assert (tmp_path / "step.log").read_text().splitlines() == ["out", "err"]
+
+
+def test_docker_files_in_a_mounted_folder_belong_to_the_caller(docker, toolchain_image, tmp_path):
+    for user in (f"{os.getuid()}:{os.getgid()}", "1234:2345"):
+        folder = tmp_path / user.replace(":", "-")
+        with DockerRuntime(docker, toolchain_image.ref, {"work": folder}, label="test", user=user) as runtime:
+            code, _ = runtime.output(["sh", "-c", f"echo x > {runtime.path('work')}/made"])
+            assert code == 0
+        made = folder / "made"
+        assert f"{made.stat().st_uid}:{made.stat().st_gid}" == user
+
+
+class InterruptingTee(Tee):
+    def write(self, chunk):
+        raise KeyboardInterrupt
+
+
+def running_test_containers(docker):
+    return docker.containers.list(filters={"label": f"{RUNTIME_LABEL}=test"})
+
+
+def test_an_interrupt_mid_step_leaves_no_container_running(docker, toolchain_image, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with DockerRuntime(docker, toolchain_image.ref, {"work": tmp_path}, label="test") as runtime:
+            assert running_test_containers(docker)
+            runtime.run(["sh", "-c", "echo tick; sleep 60"], InterruptingTee(echo=False))
+    assert not running_test_containers(docker)
+
+
+def test_host_runtime_runs_the_same_way(tmp_path):
+    runtime = HostRuntime({"work": tmp_path})
+    assert runtime.path("work") == str(tmp_path)
+    with Tee(tmp_path / "log", echo=False) as tee:
+        assert runtime.run(["sh", "-c", "echo hi; exit 4"], tee) == 4
+        assert runtime.run(["no-such-command-here"], tee) == 127
+    assert Path(tmp_path / "log").read_text().startswith("hi\n")

@@ -29,7 +29,7 @@ def toolchain(c, base_image=None, mirror=None):
     "board": "board name (boards/<name>.yaml)",
     "dry-run": "print the plan (commands and where they run) and do nothing",
     "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
-    "only": "comma-separated steps to run: source,toolchain-check,configure,kernel,modules,apps,collect",
+    "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,modules,apps,collect",
     "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
     "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
     "quiet": "do not stream build output to the terminal (it still goes to out/<board>/logs/)",

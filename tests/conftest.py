@@ -20,3 +20,38 @@ def docker():
 def toolchain_image(settings, docker):
     """The pinned toolchain image: made from nothing (debootstrap + import + build) on a fresh machine."""
     return commands.toolchain(settings, echo=False)
+
+
+@pytest.fixture(scope="session")
+def ssh_lab(tmp_path_factory):
+    """Client key, test users, and a factory of real sshd servers on 127.0.0.1, all stopped at the end."""
+    import os
+
+    from sshd import PLAIN_USER, SUDO_USER, SshServer, ensure_user, free_port, make_key
+
+    if os.geteuid() != 0:
+        pytest.fail("the SSH tests start sshd and create test users: run them as root (CI does)")
+    folder = tmp_path_factory.mktemp("ssh")
+    client_key = make_key(folder / "client_key")
+    public = (folder / "client_key.pub").read_text()
+    ensure_user(SUDO_USER, public, sudo=True)
+    ensure_user(PLAIN_USER, public, sudo=False)
+    servers = []
+
+    class Lab:
+        key = client_key
+
+        def server(self, host_key_name="host_key") -> SshServer:
+            server = SshServer(free_port(), make_key(folder / host_key_name)).start(folder)
+            servers.append(server)
+            return server
+
+        def connection(self, server, user=SUDO_USER, **extra):
+            from crossboard.board.schema import Connection
+
+            return Connection(host="127.0.0.1", port=server.port, user=user, key=str(client_key),
+                              sudo=user == SUDO_USER, **extra)
+
+    yield Lab()
+    for server in servers:
+        server.stop()

@@ -75,8 +75,9 @@ class App(Strict):
 
 class Connection(Strict):
     host: NonEmpty
-    port: Annotated[int, Field(ge=1, le=65535)] = 22
-    user: NonEmpty = "root"
+    # Unset port and user come from ~/.ssh/config, else 22 and root.
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    user: NonEmpty | None = None
     key: NonEmpty | None = None
     host_key_policy: Literal["strict", "trust-new"] = "strict"
     sudo: bool = False

@@ -133,25 +133,38 @@ def _verify_config(ctx: BuildContext, config: Path) -> None:
     ctx.manifest.config_sha256 = hashlib.sha256(config.read_bytes()).hexdigest()
 
 
-# -- kernel ------------------------------------------------------------------------------------
+# -- device trees and kernel ---------------------------------------------------------------------
 
-def _kernel_targets(ctx: BuildContext) -> list[str]:
-    return [ctx.board.spec.kernel.image, *ctx.board.spec.kernel.dtbs, "modules"]
+def _dtbs_plan(ctx: BuildContext) -> list[str]:
+    dtbs = ctx.board.spec.kernel.dtbs
+    return [ctx.show(ctx.make(*dtbs))] if dtbs else ["no DTBs for this board"]
+
+
+def _dtbs_run(ctx: BuildContext) -> str:
+    dtbs = ctx.board.spec.kernel.dtbs
+    if not dtbs:
+        return "no DTBs for this board"
+    with ctx.tee("dtbs") as tee:
+        ctx.runtime.check(ctx.make(*dtbs), tee, what="building the DTBs", env=REPRODUCIBLE_ENV)
+    return ", ".join(dtbs)
+
+
+def _install_modules_argv(ctx: BuildContext) -> list[str]:
+    return ctx.make(f"INSTALL_MOD_PATH={ctx.runtime.path('build')}/staging", "modules_install")
 
 
 def _kernel_plan(ctx: BuildContext) -> list[str]:
     env = " ".join(f"{k}='{v}'" for k, v in REPRODUCIBLE_ENV.items())
-    return [f"{env} {ctx.show(ctx.make(*_kernel_targets(ctx)))}",
-            ctx.show(ctx.make(f"INSTALL_MOD_PATH={ctx.runtime.path('build')}/staging", "modules_install"))]
+    return [f"{env} {ctx.show(ctx.make(ctx.board.spec.kernel.image, 'modules'))}",
+            ctx.show(_install_modules_argv(ctx))]
 
 
 def _kernel_run(ctx: BuildContext) -> str:
-    staging = ctx.build_dir / "staging"
     with ctx.tee("kernel") as tee:
-        ctx.runtime.check(ctx.make(*_kernel_targets(ctx)), tee, what="the kernel build", env=REPRODUCIBLE_ENV)
-        shutil.rmtree(staging, ignore_errors=True)
-        ctx.runtime.check(ctx.make(f"INSTALL_MOD_PATH={ctx.runtime.path('build')}/staging", "modules_install"),
-                          tee, what="modules_install", env=REPRODUCIBLE_ENV)
+        ctx.runtime.check(ctx.make(ctx.board.spec.kernel.image, "modules"), tee, what="the kernel build",
+                          env=REPRODUCIBLE_ENV)
+        shutil.rmtree(ctx.build_dir / "staging", ignore_errors=True)
+        ctx.runtime.check(_install_modules_argv(ctx), tee, what="modules_install", env=REPRODUCIBLE_ENV)
     ctx.manifest.kernel_release = (ctx.kernel_dir_on_host / "include/config/kernel.release").read_text().strip()
     return ctx.manifest.kernel_release
 
@@ -317,6 +330,7 @@ STEPS = [
     Step("source", _source_plan, _source_run),
     Step("toolchain-check", _toolcheck_plan, _toolcheck_run),
     Step("configure", _configure_plan, _configure_run),
+    Step("dtbs", _dtbs_plan, _dtbs_run),
     Step("kernel", _kernel_plan, _kernel_run),
     Step("modules", _modules_plan, _modules_run),
     Step("apps", _apps_plan, _apps_run),

@@ -1,0 +1,144 @@
+"""An SSH connection to a board with paramiko: ~/.ssh/config, agent and keys, strict host keys,
+a bounded wait while the board boots, and commands with every value quoted."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from .. import PROJECT_ROOT
+from ..board.schema import Connection
+from ..errors import InfrastructureError, UserError
+
+PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect, after ~/.ssh/config has had its say."""
+
+    name: str  # as the board file says it, for messages
+    hostname: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def resolve(connection: Connection, ssh_config: Path = Path("~/.ssh/config").expanduser()) -> Target:
+    """The board file's values win over ~/.ssh/config's, which win over the defaults."""
+    config = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
+    port = connection.port or int(config.get("port", 22))
+    user = connection.user or config.get("user", "root")
+    keys = [connection.key] if connection.key else list(config.get("identityfile", []))
+    return Target(name=connection.host, hostname=config.get("hostname", connection.host), port=port, user=user,
+                  key_files=tuple(str(Path(k).expanduser()) for k in keys))
+
+
+class _RecordNewKey(paramiko.MissingHostKeyPolicy):
+    """An unknown host key is refused, or with trust-new recorded in the project's known_hosts."""
+
+    def __init__(self, trust_new: bool, known_hosts: Path):
+        self.trust_new = trust_new
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        fingerprint = f"{key.get_name()} SHA256:{_fingerprint(key)}"
+        if not self.trust_new:
+            raise UserError(f"{hostname}: unknown host key {fingerprint}; if that is the board, rerun with "
+                            "--trust-new-host (or set connection.host_key_policy: trust-new)")
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.known_hosts, "a") as handle:
+            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+class Board:
+    """One SSH connection to one board, reused for everything deploy does there."""
+
+    def __init__(self, target: Target, client: paramiko.SSHClient, sudo: bool):
+        self.target = target
+        self.client = client
+        self.sudo = sudo
+
+    def run(self, command: str, *, privileged: bool = False, stdin: bytes | None = None,
+            timeout: float = 120) -> Result:
+        """Run a shell command line on the board; callers quote every value with shlex.quote."""
+        if privileged and self.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        channel = self.client.get_transport().open_session(timeout=timeout)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        if stdin is not None:
+            channel.sendall(stdin)
+            channel.shutdown_write()
+        stdout = channel.makefile("rb").read()
+        stderr = channel.makefile_stderr("rb").read()
+        code = channel.recv_exit_status()
+        channel.close()
+        return Result(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
+            known_hosts: Path = PROJECT_KNOWN_HOSTS) -> Board:
+    """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board)."""
+    target = resolve(connection)
+    client = paramiko.SSHClient()
+    if USER_KNOWN_HOSTS.is_file():
+        client.load_system_host_keys(str(USER_KNOWN_HOSTS))
+    if known_hosts.is_file():
+        client.load_host_keys(str(known_hosts))
+    trust = trust_new_host or connection.host_key_policy == "trust-new"
+    client.set_missing_host_key_policy(_RecordNewKey(trust, known_hosts))
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            client.connect(target.hostname, port=target.port, username=target.user,
+                           key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
+                           banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
+            client.get_transport().set_keepalive(15)
+            return Board(target, client, connection.sudo)
+        except paramiko.BadHostKeyException as error:
+            raise UserError(
+                f"{target.known_hosts_name}: the host key CHANGED (now {error.key.get_name()} "
+                f"SHA256:{_fingerprint(error.key)}); if the board was re-flashed, forget the old key with "
+                f"ssh-keygen -R '{target.known_hosts_name}' -f {known_hosts} (and ~/.ssh/known_hosts)") from None
+        except paramiko.AuthenticationException as error:
+            raise UserError(f"{target.name}: login as {target.user} refused ({error}); set connection.key "
+                            "or load the key into your SSH agent") from None
+        except (OSError, socket.timeout, paramiko.SSHException) as error:
+            if time.monotonic() >= deadline:
+                raise InfrastructureError(f"{target.name}: cannot connect to {target.hostname}:{target.port} "
+                                          f"({error or type(error).__name__})") from None
+            time.sleep(1)

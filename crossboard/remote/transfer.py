@@ -1,0 +1,117 @@
+"""Putting files on a board: as one tar stream over an exec channel into a staging folder, checked
+with sha256 there, and only then renamed into place. A cut connection leaves the old files as they
+were: the board-side script removes its staging folder when the stream ends early or it is hung up on.
+It needs only sh, tar, sha256sum and mktemp, so BusyBox boards and dropbear without SFTP work too."""
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from ..errors import InfrastructureError, StepFailed
+from .connection import Board
+
+STAGING_PREFIX = ".crossboard-incoming."
+HASH_LIST = ".crossboard-sha256"
+NAME_LIST = ".crossboard-names"
+WINDOW_BYTES = 8 << 20  # paramiko's default 2 MiB window halves loopback throughput
+
+_RECEIVE = """set -e
+dir={dir}
+mkdir -p "$dir"
+stage=$(mktemp -d "$dir/{prefix}XXXXXX")
+trap 'rm -rf "$stage"' EXIT HUP INT TERM PIPE
+tar -x -f - -C "$stage"
+cd "$stage"
+if ! sha256sum -c {hashes} >/dev/null 2>&1; then
+  echo "sha256 mismatch on the board:" >&2
+  sha256sum -c {hashes} 2>&1 | grep -v ': OK$' >&2 || true
+  exit 5
+fi
+while IFS= read -r name; do
+  mkdir -p "$dir/$(dirname "$name")"
+  mv -f "$stage/$name" "$dir/$name"
+done < {names}
+"""
+
+
+@dataclass(frozen=True)
+class Upload:
+    local: Path
+    remote: str  # relative to the remote folder
+    sha256: str  # what the file must hash to on the board
+
+
+def remote_hashes(board: Board, remote_dir: str, names: list[str]) -> dict[str, str]:
+    """sha256 of those of `names` that exist under remote_dir on the board."""
+    if not names:
+        return {}
+    quoted = " ".join(shlex.quote(name) for name in names)
+    result = board.run(f"cd {shlex.quote(remote_dir)} 2>/dev/null && sha256sum -- {quoted} 2>/dev/null; true")
+    hashes = {}
+    for line in result.stdout.splitlines():
+        digest, _, name = line.partition("  ")
+        hashes[name] = digest
+    return hashes
+
+
+def push(board: Board, remote_dir: str, uploads: list[Upload],
+         progress: Callable[[int], None] | None = None) -> list[Upload]:
+    """Send the uploads whose hash on the board differs; return those sent."""
+    for upload in uploads:
+        if "\n" in upload.remote or upload.remote.startswith("/") or ".." in Path(upload.remote).parts:
+            raise StepFailed(f"cannot send {upload.remote!r}: not a plain relative name")
+    current = remote_hashes(board, remote_dir, [upload.remote for upload in uploads])
+    todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]
+    if not todo:
+        return []
+    script = _RECEIVE.format(dir=shlex.quote(remote_dir), prefix=STAGING_PREFIX, hashes=HASH_LIST, names=NAME_LIST)
+    try:
+        channel = board.client.get_transport().open_session(window_size=WINDOW_BYTES)
+        channel.exec_command(f"sh -c {shlex.quote(script)}")
+        _send_tar(channel, todo, progress)
+        channel.shutdown_write()
+        stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+        code = channel.recv_exit_status()
+    except (OSError, EOFError, paramiko.SSHException) as error:
+        raise InfrastructureError(f"{board.target.name}: connection lost while sending files ({error}); "
+                                  "the files on the board are unchanged") from None
+    if code != 0:
+        raise StepFailed(f"{board.target.name}: receiving files failed (exit {code}): {' '.join(stderr.split())}")
+    return todo
+
+
+class _ChannelWriter(io.RawIOBase):
+    def __init__(self, channel: paramiko.Channel, progress: Callable[[int], None] | None):
+        self.channel = channel
+        self.progress = progress
+        self.sent = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.channel.sendall(data)
+        self.sent += len(data)
+        if self.progress:
+            self.progress(self.sent)
+        return len(data)
+
+
+def _send_tar(channel: paramiko.Channel, uploads: list[Upload], progress) -> None:
+    writer = io.BufferedWriter(_ChannelWriter(channel, progress), buffer_size=256 << 10)
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:
+        for upload in uploads:
+            archive.add(str(upload.local), arcname=upload.remote, recursive=False)
+        for name, text in ((HASH_LIST, "".join(f"{u.sha256}  {u.remote}\n" for u in uploads)),
+                           (NAME_LIST, "".join(f"{u.remote}\n" for u in uploads))):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    writer.flush()

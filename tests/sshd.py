@@ -1,0 +1,81 @@
+"""A real OpenSSH server on 127.0.0.1 for tests: its own host key, a free port, real users."""
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SUDO_USER = "cbdeploy"  # NOPASSWD sudo
+PLAIN_USER = "cbplain"  # no sudo
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def ensure_user(name: str, client_public_key: str, sudo: bool) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True)
+    # useradd locks the account ("!"), and sshd without PAM refuses even key logins to locked accounts.
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    home = Path(pwd.getpwnam(name).pw_dir)
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    (home / ".ssh/authorized_keys").write_text(client_public_key)
+    entry = Path(f"/etc/sudoers.d/crossboard-test-{name}")
+    if sudo:
+        entry.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+        entry.chmod(0o440)
+    else:
+        entry.unlink(missing_ok=True)
+    for path in (home / ".ssh", home / ".ssh/authorized_keys"):
+        os.chown(path, pwd.getpwnam(name).pw_uid, pwd.getpwnam(name).pw_gid)
+
+
+@dataclass
+class SshServer:
+    port: int
+    host_key: Path
+    process: subprocess.Popen | None = None
+
+    def start(self, folder: Path) -> "SshServer":
+        config = folder / f"sshd_config_{self.port}"
+        config.write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.host_key}\nPidFile none\n"
+            "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
+            "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+        Path("/run/sshd").mkdir(exist_ok=True)
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=open(folder / f"sshd_{self.port}.log", "ab"))
+        wait_for_banner(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def wait_for_banner(port: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"no SSH banner on 127.0.0.1:{port} within {seconds} s")
+
+
+def make_key(path: Path) -> Path:
+    if not path.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path

@@ -1,0 +1,165 @@
+"""invoke build for real: the toolchain image, real kernel builds (build folders cached across runs)."""
+import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.files import sha256_of, vermagic_of
+from crossboard.artifacts.manifest import load_manifest
+from crossboard.board.load import load_board
+from crossboard.build.context import BuildOptions
+from crossboard.build.pipeline import build
+from crossboard.errors import StepFailed, UserError
+
+QUIET = BuildOptions(echo=False)
+# Kbuild's lines for compile and link work; a no-op build prints none of them.
+COMPILE_LINE = re.compile(r"^\s+(CC|CC \[M\]|RUSTC|RUSTC \[M\]|RUSTC L|RUSTC P|LD|LD \[M\]|AR|AS|BINDGEN)\s", re.M)
+
+
+@pytest.fixture(scope="session")
+def qemu_build(settings, toolchain_image):
+    """The virtual board's full build: about ten minutes cold, seconds when the cache is warm."""
+    return build(load_board("qemu-arm64"), settings, QUIET)
+
+
+def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:
+    """A project folder of our own with the board file and what it names, for tests that change them."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "boards", project / "boards", ignore=shutil.ignore_patterns("*.local.yaml"))
+    for folder in ("modules", "apps"):
+        shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("target"))
+    return project / "boards"
+
+
+def test_qemu_build_has_every_artifact(qemu_build):
+    out = qemu_build.out_dir
+    release = qemu_build.kernel_release
+    assert release.endswith("-crossboard")
+    for name in ("Image", "config", "modules/rust_minimal.ko", "modules/rust_print.ko", "modules/hello_rust.ko",
+                 "apps/hello", f"modules-{release}.tar.gz"):
+        assert (out / name).is_file(), name
+    for module in out.glob("modules/*.ko"):
+        assert vermagic_of(module).split()[0] == release
+    described = subprocess.run(["file", "-b", str(out / "apps/hello"), str(out / "modules/hello_rust.ko")],
+                               capture_output=True, text=True, check=True).stdout
+    assert described.count("ARM aarch64") == 2
+    assert "ARM64 boot executable Image" in subprocess.run(["file", "-b", str(out / "Image")], capture_output=True,
+                                                          text=True).stdout
+
+
+def test_manifest_matches_the_files(qemu_build):
+    manifest = load_manifest(qemu_build.out_dir)
+    assert manifest["status"] == "done"
+    assert [step["status"] for step in manifest["steps"]] == ["done"] * len(manifest["steps"])
+    assert manifest["tools"]["rustc"].startswith("rustc 1.85.1")
+    assert manifest["image"]["ref"].startswith("crossboard/toolchain:")
+    assert manifest["config_sha256"] == sha256_of(qemu_build.out_dir / "config")
+    kinds = {artifact["kind"] for artifact in manifest["artifacts"]}
+    assert kinds == {"kernel", "config", "module", "app", "modules-tree"}
+    for artifact in manifest["artifacts"]:
+        file = qemu_build.out_dir / artifact["path"]
+        assert artifact["sha256"] == sha256_of(file) and artifact["size"] == file.stat().st_size
+        if artifact["kind"] == "module":
+            assert artifact["release"] == manifest["kernel_release"]
+
+
+def test_second_build_does_no_compile_work(qemu_build, settings):
+    again = build(load_board("qemu-arm64"), settings, QUIET)
+    logs = qemu_build.out_dir / "logs"
+    for step in ("kernel", "modules"):
+        assert not COMPILE_LINE.findall((logs / f"{step}.log").read_text()), step
+    assert again.step("configure").note == "inputs unchanged: .config kept"
+    assert again.image == qemu_build.image
+    assert [a["sha256"] for a in again.artifacts] == [a["sha256"] for a in qemu_build.artifacts]
+
+
+def test_a_changed_module_is_rebuilt_alone(qemu_build, settings, tmp_path):
+    boards = copy_project(tmp_path)
+    source = boards.parent / "modules/hello_rust/hello_rust.rs"
+    source.write_text(source.read_text() + "\n// changed by a test\n")
+    only_modules = dataclasses.replace(QUIET, only=frozenset({"modules"}))
+    build(load_board("qemu-arm64", boards), settings, only_modules)
+    log = (qemu_build.out_dir / "logs/modules.log").read_text()
+    assert re.search(r"RUSTC \[M\] \S*/hello_rust.o", log), log
+    build(load_board("qemu-arm64", boards), settings, only_modules)
+    assert not COMPILE_LINE.findall((qemu_build.out_dir / "logs/modules.log").read_text())
+
+
+def isolated(settings, tmp_path):
+    return dataclasses.replace(settings, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out")
+
+
+def test_modversions_in_a_fragment_is_caught_at_configure(settings, toolchain_image, tmp_path):
+    boards = copy_project(tmp_path)
+    (boards / "fragments/rust.config").write_text(
+        (boards / "fragments/rust.config").read_text().replace("# CONFIG_MODVERSIONS is not set", "CONFIG_MODVERSIONS=y"))
+    mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
+    board = load_board("qemu-arm64", boards)
+    board = dataclasses.replace(board, name="qemu-modversions")  # its own build folder
+    options = dataclasses.replace(QUIET, only=frozenset({"source", "configure"}))
+    with pytest.raises(UserError) as raised:
+        build(board, mine, options)
+    message = str(raised.value)
+    assert "CONFIG_RUST=y requested but the final .config has n" in message
+    assert "CONFIG_MODVERSIONS is set and Rust cannot coexist with it" in message
+    out = tmp_path / "out/qemu-modversions"
+    assert not (out / "config").exists()
+    assert load_manifest(out)["status"] == "failed"
+
+
+def test_a_tarball_with_the_wrong_sha256_is_not_unpacked(settings, toolchain_image, tmp_path):
+    fake = tmp_path / "linux.tar.gz"
+    subprocess.run(["tar", "-czf", str(fake), "-C", str(PROJECT_ROOT), "boards"], check=True)
+    boards = copy_project(tmp_path)
+    board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {
+        "url": fake.as_uri(), "sha256": "0" * 64}}}})
+    mine = isolated(settings, tmp_path)
+    with pytest.raises(UserError, match=r"kernel.source.tarball.sha256: .* has sha256 [0-9a-f]{64}, the board file says 0{64}; nothing was unpacked"):
+        build(board, mine, dataclasses.replace(QUIET, only=frozenset({"source"})))
+    assert list((mine.cache_dir / "sources").iterdir()) == []
+
+
+def test_a_module_folder_without_kbuild_is_refused_before_anything_runs(settings, tmp_path):
+    boards = copy_project(tmp_path)
+    (boards.parent / "modules/hello_rust/Kbuild").unlink()
+    mine = isolated(settings, tmp_path)
+    with pytest.raises(UserError, match=r"^qemu-arm64.yaml: modules\[0\]: .*hello_rust has no Kbuild file"):
+        build(load_board("qemu-arm64", boards), mine, QUIET)
+    assert not mine.out_dir.exists()
+
+
+def test_a_module_built_before_the_kernel_says_what_is_missing(settings, toolchain_image, tmp_path):
+    mine = isolated(settings, tmp_path)
+    with pytest.raises(StepFailed, match=r"not fully built \(no Module.symvers, rust/libkernel.rmeta\)"):
+        build(load_board("qemu-arm64"), mine, dataclasses.replace(QUIET, only=frozenset({"modules"})))
+    assert load_manifest(mine.out_dir / "qemu-arm64")["steps"][0]["status"] == "failed"
+
+
+def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
+    result = subprocess.run(["invoke", "build", "--board", "beagleplay", "--dry-run"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+                                 "CROSSBOARD_OUT": str(tmp_path / "out")})
+    assert result.returncode == 0, result.stderr
+    assert "defconfig" in result.stdout and "ti/k3-am625-beagleplay.dtb" in result.stdout
+    assert "M=/crossboard/build/modules/hello_rust" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="session")
+def beagleplay_configured(settings, toolchain_image):
+    """defconfig + the Rust and BeaglePlay fragments, and the board's DTB: no full Image (60-100 min here)."""
+    options = dataclasses.replace(QUIET, only=frozenset({"source", "toolchain-check", "configure", "dtbs"}))
+    return build(load_board("beagleplay"), settings, options)
+
+
+def test_beagleplay_configures_with_rust_and_builds_its_dtb(beagleplay_configured, settings):
+    config = (beagleplay_configured.out_dir / "config").read_text()
+    assert "CONFIG_RUST=y" in config.splitlines()
+    assert "CONFIG_MMC_SDHCI_AM654=y" in config.splitlines()
+    dtb = settings.cache_dir / "build/beagleplay/kernel/arch/arm64/boot/dts/ti/k3-am625-beagleplay.dtb"
+    assert dtb.is_file() and dtb.read_bytes()[:4] == b"\xd0\x0d\xfe\xed"

@@ -1,0 +1,69 @@
+"""Pure logic, no engine needed: Kconfig reading and diagnosis, tool versions, ELF facts."""
+import pytest
+
+from crossboard.artifacts.files import highest_glibc, vermagic_of, write_atomically
+from crossboard.build import kconfig
+from crossboard.build.toolcheck import ToolVerdict, version_in
+
+
+def test_kconfig_reads_set_unset_and_strings():
+    values = kconfig.parse('CONFIG_RUST=y\n# CONFIG_MODVERSIONS is not set\nCONFIG_LOCALVERSION="-x"\n# comment\n')
+    assert values == {"CONFIG_RUST": "y", "CONFIG_MODVERSIONS": "n", "CONFIG_LOCALVERSION": '"-x"'}
+
+
+def test_unmet_symbols_treat_absent_as_n():
+    requested = {"CONFIG_RUST": "y", "CONFIG_MODVERSIONS": "n", "CONFIG_A": "m"}
+    final = {"CONFIG_MODVERSIONS": "y", "CONFIG_A": "m"}
+    assert kconfig.unmet(requested, final) == {"CONFIG_RUST": ("y", "n"), "CONFIG_MODVERSIONS": ("n", "y")}
+
+
+@pytest.mark.parametrize("final, reason", [
+    ({"CONFIG_MODVERSIONS": "y", "CONFIG_HAVE_RUST": "y"}, "CONFIG_MODVERSIONS is set"),
+    ({"CONFIG_RANDSTRUCT": "y", "CONFIG_DEBUG_INFO_BTF": "y"}, "CONFIG_RANDSTRUCT, CONFIG_DEBUG_INFO_BTF are set"),
+    ({}, "HAVE_RUST is not set"),
+    ({"CONFIG_HAVE_RUST": "y"}, "RUST_IS_AVAILABLE is not set"),
+    ({"CONFIG_HAVE_RUST": "y", "CONFIG_RUST_IS_AVAILABLE": "y"}, "a dependency of RUST"),
+])
+def test_why_rust_is_missing(final, reason):
+    assert reason in kconfig.why_no_rust(final)
+
+
+def test_unmet_description_puts_rust_first_with_its_reason():
+    final = {"CONFIG_MODVERSIONS": "y", "CONFIG_HAVE_RUST": "y"}
+    text = kconfig.describe_unmet({"CONFIG_A": ("y", "n"), "CONFIG_RUST": ("y", "n")}, final)
+    assert text.startswith("CONFIG_RUST=y requested but the final .config has n; CONFIG_A=y")
+    assert text.endswith("Why RUST: CONFIG_MODVERSIONS is set and Rust cannot coexist with it: "
+                         "add '# CONFIG_MODVERSIONS is not set' to a fragment")
+
+
+def test_versions_and_verdicts():
+    assert version_in("rustc 1.85.1 (4eb161250 2025-03-15)") == (1, 85, 1)
+    assert version_in("Debian clang version 19.1.7 (3+b1)") == (19, 1, 7)
+    assert version_in("bindgen 0.71") == (0, 71, 0)
+    old = ToolVerdict("rustc", (1, 78, 0), (1, 76, 0))
+    assert old.too_old and "older than the kernel's minimum 1.78.0" in old.message()
+    assert ToolVerdict("rustc", (1, 78, 0), (1, 85, 1)).newer
+    assert not ToolVerdict("llvm", (13, 0, 1), (19, 1, 7)).newer
+    assert ToolVerdict("bindgen", (0, 65, 1), None).too_old
+
+
+def test_highest_glibc_from_readelf():
+    text = "  0x0010: Name: GLIBC_2.17  Flags: none\n  0x0020: Name: GLIBC_2.34\n  Name: GLIBC_2.2.5\n"
+    assert highest_glibc(text) == (2, 34)
+    assert highest_glibc("Version needs section '.gnu.version_r' contains 0 entries") is None
+
+
+def test_vermagic_from_modinfo(tmp_path):
+    module = tmp_path / "m.ko"
+    module.write_bytes(b"\x7fELF...\0license=GPL\0vermagic=6.12.107-crossboard SMP mod_unload aarch64\0name=m\0")
+    assert vermagic_of(module) == "6.12.107-crossboard SMP mod_unload aarch64"
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "manifest.json"
+    write_atomically(target, b"old")
+    monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(OSError("disk gone")))
+    with pytest.raises(OSError):
+        write_atomically(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]

@@ -1,0 +1,130 @@
+"""SSH connection and transfer against a real OpenSSH server on 127.0.0.1, with real paramiko."""
+import hashlib
+import os
+import shlex
+import time
+
+import pytest
+
+from crossboard.errors import InfrastructureError, StepFailed, UserError
+from crossboard.remote.connection import connect
+from crossboard.remote.transfer import STAGING_PREFIX, Upload, push
+
+
+@pytest.fixture(scope="module")
+def server(ssh_lab):
+    return ssh_lab.server()
+
+
+@pytest.fixture
+def known_hosts(tmp_path):
+    return tmp_path / "known_hosts"
+
+
+def upload_of(path, remote):
+    return Upload(path, remote, hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def test_unknown_host_key_is_refused(ssh_lab, server, known_hosts):
+    with pytest.raises(UserError, match=r"^\[127.0.0.1\]:\d+: unknown host key ssh-ed25519 SHA256:\S+; .*--trust-new-host"):
+        connect(ssh_lab.connection(server), known_hosts=known_hosts)
+    assert not known_hosts.exists()
+
+
+def test_new_host_key_is_recorded_on_request_then_known(ssh_lab, server, known_hosts):
+    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+        assert board.run("id -un").stdout.strip() == "cbdeploy"
+    assert f"[127.0.0.1]:{server.port} ssh-ed25519 " in known_hosts.read_text()
+    with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:  # strict now passes
+        assert board.run("true").code == 0
+
+
+def test_changed_host_key_is_always_refused(ssh_lab, server, known_hosts):
+    impostor = ssh_lab.server(host_key_name="other_host_key")
+    known_hosts.write_text(f"[127.0.0.1]:{impostor.port} "
+                           + " ".join(server.host_key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    with pytest.raises(UserError, match=r"host key CHANGED .* ssh-keygen -R '\[127.0.0.1\]:\d+' -f "):
+        connect(ssh_lab.connection(impostor), trust_new_host=True, known_hosts=known_hosts)
+
+
+def test_nothing_listening_fails_after_a_bounded_wait(ssh_lab, known_hosts):
+    from sshd import free_port
+
+    class Down:
+        port = free_port()
+
+    started = time.monotonic()
+    with pytest.raises(InfrastructureError, match="cannot connect to 127.0.0.1"):
+        connect(ssh_lab.connection(Down), wait_seconds=2, known_hosts=known_hosts)
+    assert time.monotonic() - started < 30
+
+
+@pytest.fixture
+def board(ssh_lab, server, known_hosts):
+    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+        yield board
+
+
+@pytest.fixture
+def remote_dir(board):
+    folder = f"/tmp/crossboard-test-{os.getpid()}-{time.monotonic_ns()}"
+    yield folder
+    board.run(f"rm -rf {shlex.quote(folder)}")
+
+
+AWKWARD_NAMES = ["plain.ko", "with space.ko", "quote'and\"dq.ko", "semi;colon.ko", "$(touch pwned).ko", "sub dir/x.ko"]
+
+
+def test_files_with_awkward_names_arrive_as_plain_names(board, remote_dir, tmp_path):
+    uploads = []
+    for index, name in enumerate(AWKWARD_NAMES):
+        local = tmp_path / f"f{index}"
+        local.write_bytes(f"content {index}".encode())
+        uploads.append(upload_of(local, name))
+    assert push(board, remote_dir, uploads) == uploads
+    listing = board.run(f"cd {shlex.quote(remote_dir)} && find . -type f | sort").stdout.splitlines()
+    assert listing == sorted(f"./{name}" for name in AWKWARD_NAMES)
+    assert board.run(f"cat {shlex.quote(remote_dir + '/semi;colon.ko')}").stdout == "content 3"
+    assert board.run("ls pwned", ).code != 0
+
+
+def test_unchanged_redeploy_sends_nothing(board, remote_dir, tmp_path):
+    local = tmp_path / "a.ko"
+    local.write_bytes(os.urandom(4096))
+    sent_bytes = []
+    assert len(push(board, remote_dir, [upload_of(local, "a.ko")])) == 1
+    assert push(board, remote_dir, [upload_of(local, "a.ko")], progress=sent_bytes.append) == []
+    assert sent_bytes == []
+
+
+def test_hash_mismatch_is_detected_and_the_old_file_kept(board, remote_dir, tmp_path):
+    local = tmp_path / "m.ko"
+    local.write_bytes(b"old")
+    push(board, remote_dir, [upload_of(local, "m.ko")])
+    local.write_bytes(b"new, but not what the manifest says")
+    with pytest.raises(StepFailed, match="sha256 mismatch on the board"):
+        push(board, remote_dir, [Upload(local, "m.ko", "0" * 64)])
+    assert board.run(f"cat {shlex.quote(remote_dir)}/m.ko").stdout == "old"
+    assert STAGING_PREFIX not in board.run(f"ls -a {shlex.quote(remote_dir)}").stdout
+
+
+def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, server, known_hosts, remote_dir, tmp_path):
+    local = tmp_path / "big.ko"
+    local.write_bytes(b"old")
+    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+        push(board, remote_dir, [upload_of(local, "big.ko")])
+    local.write_bytes(os.urandom(8 << 20))
+    with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:
+        def cut(sent):
+            if sent > (1 << 20):
+                board.client.get_transport().close()
+        with pytest.raises(InfrastructureError, match="connection lost while sending files"):
+            push(board, remote_dir, [upload_of(local, "big.ko")], progress=cut)
+    with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:
+        for _ in range(50):  # the board-side script cleans up once sshd hangs up on it
+            listing = board.run(f"ls -a {shlex.quote(remote_dir)}").stdout
+            if STAGING_PREFIX not in listing:
+                break
+            time.sleep(0.1)
+        assert STAGING_PREFIX not in listing
+        assert board.run(f"cat {shlex.quote(remote_dir)}/big.ko").stdout == "old"

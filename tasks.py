@@ -52,3 +52,20 @@ def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="",
 def doctor(c, board=None):
     """Check the Docker engine, the toolchain image and its tool versions; say what to do about failures."""
     commands.doctor(Settings.from_environment(), board)
+
+
+@task(help={
+    "board": "board name, or several separated by commas (deployed in parallel)",
+    "trust-new-host": "accept and record a host key never seen before (a changed key is always refused)",
+    "keep-loaded": "leave the modules loaded",
+    "module": "load only these modules (comma-separated names); apps are then not run",
+    "wait": "seconds to keep retrying the connection while a board boots",
+})
+@reports_errors
+def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30):
+    """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
+    from crossboard.deploy.run import DeployOptions
+
+    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded, wait_seconds=float(wait),
+                            modules=frozenset(filter(None, module.split(","))))
+    commands.deploy(board, Settings.from_environment(), options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .board.load import board_names, load_board, source_override
+from .errors import UserError
 from .settings import Settings
 from .toolchain.engine import docker_client
 from .toolchain.image import ensure_toolchain
@@ -33,3 +34,12 @@ def doctor(settings: Settings, board_name: str | None = None) -> None:
     from .doctor import doctor as run_doctor
 
     run_doctor(settings, load_board(board_name) if board_name else None)
+
+
+def deploy(board_names: str, settings: Settings, options) -> list[dict]:
+    from .deploy.run import deploy_many
+
+    names = [name.strip() for name in board_names.split(",") if name.strip()]
+    if not names:
+        raise UserError("--board: name at least one board")
+    return deploy_many([load_board(name) for name in names], settings.out_dir, options)

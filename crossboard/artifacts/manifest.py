@@ -36,6 +36,7 @@ class Manifest:
     config_sha256: str = ""
     kernel_release: str = ""
     app_builder: str = ""
+    app_glibc: dict = field(default_factory=dict)  # app name -> highest GLIBC_x.y it needs ("" for none)
     steps: list[StepRecord] = field(default_factory=list)
     artifacts: list[dict] = field(default_factory=list)
 

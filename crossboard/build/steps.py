@@ -257,6 +257,7 @@ def _apps_run(ctx: BuildContext) -> str:
             binary = f"{ctx.runtime.path('build')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
             code, versions = ctx.runtime.output(["llvm-readelf", "-V", binary])
             needed = highest_glibc(versions) if code == 0 else None
+            ctx.manifest.app_glibc[app_name(app_dir)] = dotted(needed) if needed else ""
             if needed and needed > board_glibc:
                 raise StepFailed(
                     f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "

@@ -1,0 +1,108 @@
+"""What deploy does on a board once the files are there: load modules, read their kernel messages,
+run the apps. Every value that reaches the remote shell is quoted."""
+from __future__ import annotations
+
+import shlex
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from ..board.schema import App, ModuleExpect
+from ..errors import UserError
+from ..remote.connection import Board
+
+
+@dataclass
+class ModuleReport:
+    name: str
+    loaded: bool = False
+    unloaded: bool = False
+    refused: str = ""
+    error: str = ""
+    load_messages: list[str] = field(default_factory=list)
+    unload_messages: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.refused or self.error or self.missing)
+
+
+@dataclass
+class AppReport:
+    name: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    refused: str = ""
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and self.exit_code == 0 and not self.missing
+
+
+def as_dict(report) -> dict:
+    return {**asdict(report), "ok": report.ok}
+
+
+def check_privilege(board: Board) -> None:
+    """Loading modules and reading the kernel log need root: as root, or through sudo -n."""
+    user = board.target.user
+    if user == "root":
+        return
+    if not board.sudo:
+        raise UserError(f"{board.target.name}: {user} is not root and connection.sudo is false: "
+                        "set connection.sudo: true (with NOPASSWD sudo on the board) or log in as root")
+    if board.run("sudo -n true").code != 0:
+        raise UserError(f"{board.target.name}: {user} cannot run sudo without a password: on the board add "
+                        f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+
+
+def _messages_since_mark(board: Board, action: str) -> tuple[int, str, list[str]]:
+    """Run `action` as root between a mark written to the kernel log and a read of it; only the
+    kernel messages after the mark belong to the action."""
+    mark = f"crossboard-mark-{uuid.uuid4().hex}"
+    board.run(f"echo {mark} > /dev/kmsg", privileged=True)
+    result = board.run(action, privileged=True)
+    log = board.run("dmesg", privileged=True).stdout.splitlines()
+    after = next((i for i in range(len(log) - 1, -1, -1) if mark in log[i]), -1)
+    return result.code, (result.stderr or result.stdout).strip(), log[after + 1:]
+
+
+def _missing(expected: list[str], lines: list[str]) -> list[str]:
+    return [text for text in expected if not any(text in line for line in lines)]
+
+
+def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool) -> ModuleReport:
+    report = ModuleReport(name)
+    if board.run(f"test -d /sys/module/{shlex.quote(name)}").code == 0:
+        code, output, _ = _messages_since_mark(board, f"rmmod {shlex.quote(name)}")
+        if code != 0:
+            report.error = f"an older {name} is loaded and rmmod failed: {output}"
+            return report
+    code, output, report.load_messages = _messages_since_mark(board, f"insmod {shlex.quote(remote_path)}")
+    if code != 0:
+        report.error = f"insmod failed: {output}"
+        return report
+    report.loaded = True
+    report.missing = _missing(expect.load, report.load_messages)
+    if keep_loaded:
+        return report
+    code, output, report.unload_messages = _messages_since_mark(board, f"rmmod {shlex.quote(name)}")
+    if code != 0:
+        report.error = f"rmmod failed: {output}"
+        return report
+    report.unloaded = True
+    report.missing += _missing(expect.unload, report.unload_messages)
+    return report
+
+
+def run_app(board: Board, remote_path: str, name: str, app: App) -> AppReport:
+    report = AppReport(name)
+    command = " ".join(shlex.quote(part) for part in ["timeout", str(app.timeout), remote_path, *app.args])
+    result = board.run(command, timeout=app.timeout + 30)
+    report.exit_code, report.stdout, report.stderr = result.code, result.stdout, result.stderr
+    if result.code == 124:
+        report.stderr += f"\n(stopped after {app.timeout} s)"
+    report.missing = _missing(app.expect_stdout, result.stdout.splitlines())
+    return report

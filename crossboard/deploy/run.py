@@ -1,0 +1,132 @@
+"""`invoke deploy`: out/<board>/ put to work on one board or many in parallel."""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..artifacts.files import write_atomically
+from ..artifacts.manifest import MANIFEST_NAME, load_manifest
+from ..board.load import LoadedBoard
+from ..board.schema import ModuleExpect
+from ..build.steps import app_name
+from ..errors import CrossboardError, StepFailed, UserError
+from ..remote.connection import connect
+from ..remote.transfer import Upload, push
+from .actions import as_dict, check_privilege, load_module, run_app
+from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
+
+REPORT_NAME = "deploy.json"
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    trust_new_host: bool = False
+    wait_seconds: float = 30
+    keep_loaded: bool = False
+    modules: frozenset[str] = frozenset()  # empty: every module the build made
+    echo: bool = True
+
+
+def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
+    try:
+        manifest = load_manifest(out_dir)
+    except FileNotFoundError:
+        raise UserError(f"{out_dir / MANIFEST_NAME}: no build for {board.name}: run invoke build --board {board.name}") from None
+    if manifest["status"] != "done":
+        raise UserError(f"{out_dir / MANIFEST_NAME}: the last build of {board.name} did not finish "
+                        f"({manifest['status']}): run invoke build --board {board.name}")
+    return manifest
+
+
+def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> dict:
+    """Deploy to one board; the report says what happened, also when something failed."""
+    out_dir = out_root / board.name
+    spec = board.spec
+    report = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
+              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sent": [], "modules": [], "apps": []}
+    try:
+        manifest = built_manifest(board, out_dir)
+        wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
+        uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
+        remote_dir = spec.deploy.remote_dir
+        with connect(spec.connection, trust_new_host=options.trust_new_host,
+                     wait_seconds=options.wait_seconds) as remote:
+            facts = parse_facts(remote.run(FACTS_COMMAND).stdout)
+            report["board_release"] = facts.release
+            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads)]
+            modules = [a for a in wanted if a["kind"] == "module"
+                       and (not options.modules or Path(a["path"]).stem in options.modules)]
+            if modules:
+                check_privilege(remote)
+            for artifact in modules:
+                name = Path(artifact["path"]).stem
+                problem = module_problem(name, artifact["release"], facts)
+                if problem:
+                    report["modules"].append({"name": name, "refused": problem, "ok": False})
+                    continue
+                module_report = load_module(remote, f"{remote_dir}/{artifact['path']}", name,
+                                            spec.deploy.expect.get(name, ModuleExpect()),
+                                            options.keep_loaded or spec.deploy.keep_loaded)
+                report["modules"].append(as_dict(module_report))
+            if not options.modules:
+                for app, app_dir in zip(spec.apps, board.app_dirs()):
+                    name = app_name(app_dir)
+                    problem = app_problem(name, manifest.get("app_glibc", {}).get(name, ""), facts)
+                    if problem:
+                        report["apps"].append({"name": name, "refused": problem, "ok": False})
+                        continue
+                    report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{name}", name, app)))
+        report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"])
+    except CrossboardError as error:
+        report["error"] = str(error)
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if out_dir.is_dir():
+        write_atomically(out_dir / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def describe(report: dict) -> list[str]:
+    """The terminal's view of one board's report."""
+    lines = [f"[{report['board']}] {report['host']}: {'ok' if report['ok'] else 'FAILED'}"
+             + (f" (board runs {report['board_release']})" if report.get("board_release") else "")]
+    if report["error"]:
+        lines.append(f"  error: {report['error']}")
+    lines.append(f"  sent: {', '.join(report['sent']) or 'nothing (all up to date)'}")
+    for module in report["modules"]:
+        if module.get("refused"):
+            lines.append(f"  module {module['name']}: refused: {module['refused']}")
+            continue
+        state = "ok" if module["ok"] else f"FAILED {module['error']}"
+        lines.append(f"  module {module['name']}: {state}")
+        lines += [f"    | {line}" for line in module["load_messages"] + module["unload_messages"]]
+        lines += [f"    missing: {text}" for text in module["missing"]]
+    for app in report["apps"]:
+        if app.get("refused"):
+            lines.append(f"  app {app['name']}: refused: {app['refused']}")
+            continue
+        lines.append(f"  app {app['name']}: exit {app['exit_code']}{'' if app['ok'] else ' FAILED'}")
+        lines += [f"    | {line}" for line in app["stdout"].splitlines()]
+        lines += [f"    missing: {text}" for text in app["missing"]]
+    return lines
+
+
+def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOptions) -> list[dict]:
+    """Each board in its own thread; one failing does not stop the others. Raises when any failed."""
+    with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
+        reports = list(pool.map(lambda board: deploy_board(board, out_root, options), boards))
+    if options.echo:
+        for report in reports:
+            print("\n".join(describe(report)))
+        if len(reports) > 1:
+            print(f"{'board':<16} {'result':<8} {'modules':>8} {'apps':>5}")
+            for report in reports:
+                good = sum(m["ok"] for m in report["modules"]), sum(a["ok"] for a in report["apps"])
+                print(f"{report['board']:<16} {'ok' if report['ok'] else 'FAILED':<8} "
+                      f"{good[0]}/{len(report['modules']):>6} {good[1]}/{len(report['apps']):>3}")
+    failed = [report["board"] for report in reports if not report["ok"]]
+    if failed:
+        raise StepFailed(f"deploy failed on {len(failed)} of {len(reports)} boards: {', '.join(failed)}")
+    return reports

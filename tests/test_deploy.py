@@ -1,0 +1,121 @@
+"""invoke deploy against real OpenSSH servers on 127.0.0.1 (modules are refused by preflight there:
+the host's kernel is not ours; loading for real happens on the virtual board)."""
+import json
+import shutil
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.manifest import Manifest
+from crossboard.board.load import load_board
+from crossboard.deploy.run import DeployOptions, deploy_many
+from crossboard.errors import StepFailed
+
+BOARD = """\
+description: sshd on 127.0.0.1 standing in for a board
+arch: arm64
+targets: {{glibc: "2.99"}}
+kernel:
+  source: {{debian: linux-source-6.12}}
+  config: {{base: allnoconfig}}
+apps:
+  - path: apps/hello
+    args: [lab]
+    expect_stdout: ["Hello, lab!"]
+connection:
+  host: 127.0.0.1
+  port: {port}
+  user: {user}
+  key: {key}
+  sudo: true
+  host_key_policy: trust-new
+  connect_timeout: 2
+deploy:
+  remote_dir: {remote_dir}
+"""
+FAKE_APP = "#!/bin/sh\necho \"Hello, $1! from $(uname -m)\"\n"
+
+
+@pytest.fixture
+def lab(tmp_path, ssh_lab, monkeypatch):
+    monkeypatch.setenv("CROSSBOARD_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
+    monkeypatch.setattr("crossboard.remote.connection.PROJECT_KNOWN_HOSTS", tmp_path / "known_hosts")
+    boards = tmp_path / "project/boards"
+    boards.mkdir(parents=True)
+    shutil.copytree(PROJECT_ROOT / "apps/hello", tmp_path / "project/apps/hello", ignore=shutil.ignore_patterns("target"))
+
+    remote_root = Path(f"/tmp/crossboard-test-{uuid.uuid4().hex}")
+
+    class Lab:
+        out = tmp_path / "out"
+
+        def board(self, name, port, user="cbdeploy", module_release=None):
+            (boards / f"{name}.yaml").write_text(BOARD.format(
+                port=port, user=user, key=ssh_lab.key, remote_dir=remote_root / name))
+            out = self.out / name
+            (out / "apps").mkdir(parents=True)
+            (out / "apps/hello").write_text(FAKE_APP)
+            (out / "apps/hello").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+            manifest = Manifest(board=name, out_dir=out)
+            manifest.add_artifact(out / "apps/hello", "app")
+            if module_release:
+                (out / "modules").mkdir()
+                module = out / "modules/rust_minimal.ko"
+                module.write_bytes(b"\x7fELF\0vermagic=" + module_release.encode() + b" SMP mod_unload aarch64\0")
+                manifest.add_artifact(module, "module")
+            manifest.finish("done")
+            return load_board(name, boards)
+
+    yield Lab()
+    shutil.rmtree(remote_root, ignore_errors=True)
+
+
+def test_a_module_for_another_release_is_refused_before_insmod(lab, ssh_lab):
+    server = ssh_lab.server()
+    board = lab.board("b1", server.port, module_release="6.12.107-crossboard")
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards: b1"):
+        deploy_many([board], lab.out, DeployOptions(echo=False))
+    report = json.loads((lab.out / "b1/deploy.json").read_text())
+    module = report["modules"][0]
+    assert "built for 6.12.107-crossboard but the board runs" in module["refused"]
+    assert "Invalid module format" in module["refused"]
+    assert "loaded" not in module  # never got as far as insmod
+    app = report["apps"][0]
+    assert app["ok"] and app["stdout"].startswith("Hello, lab! from ")
+    assert sorted(report["sent"]) == ["apps/hello", "modules/rust_minimal.ko"]
+
+
+def test_redeploy_of_unchanged_files_sends_nothing(lab, ssh_lab):
+    server = ssh_lab.server()
+    board = lab.board("b2", server.port)
+    first = deploy_many([board], lab.out, DeployOptions(echo=False))[0]
+    again = deploy_many([board], lab.out, DeployOptions(echo=False))[0]
+    assert first["sent"] == ["apps/hello"] and again["sent"] == []
+    assert again["ok"]
+
+
+def test_a_user_without_passwordless_sudo_is_told_what_to_do(lab, ssh_lab):
+    server = ssh_lab.server()
+    board = lab.board("b3", server.port, user="cbplain", module_release="6.12.107-crossboard")
+    with pytest.raises(StepFailed):
+        deploy_many([board], lab.out, DeployOptions(echo=False))
+    report = json.loads((lab.out / "b3/deploy.json").read_text())
+    assert report["error"] == ("127.0.0.1: cbplain cannot run sudo without a password: on the board add "
+                               "'cbplain ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+
+
+def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
+    from sshd import free_port
+
+    boards = [lab.board("up1", ssh_lab.server().port), lab.board("down", free_port()),
+              lab.board("up2", ssh_lab.server().port)]
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 3 boards: down"):
+        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
+    reports = {name: json.loads((lab.out / name / "deploy.json").read_text()) for name in ("up1", "down", "up2")}
+    assert reports["up1"]["ok"] and reports["up2"]["ok"]
+    assert reports["down"]["error"].startswith("127.0.0.1: cannot connect to 127.0.0.1:")
+    table = capsys.readouterr().out
+    assert "down             FAILED" in table and "up1              ok" in table

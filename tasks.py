@@ -1,5 +1,5 @@
 """crossboard's command line: `invoke --list`. Each task parses its arguments and calls the package."""
-from invoke import task
+from invoke import Collection, task
 
 from crossboard import commands
 from crossboard.cli import reports_errors
@@ -69,3 +69,37 @@ def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, modul
     options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded, wait_seconds=float(wait),
                             modules=frozenset(filter(None, module.split(","))))
     commands.deploy(board, Settings.from_environment(), options)
+
+
+@task(name="up", help={"board": "a virtual board (one with a `virtual:` section)"})
+@reports_errors
+def qemu_up(c, board="qemu-arm64"):
+    """Boot the virtual board with the built kernel; returns once its SSH server answers."""
+    from crossboard.virtual import qemu
+
+    vboard = commands.virtual_board(board, Settings.from_environment())
+    pid = qemu.up(vboard)
+    print(qemu.status(vboard) if pid else "")
+
+
+@task(name="status", help={"board": "a virtual board"})
+@reports_errors
+def qemu_status(c, board="qemu-arm64"):
+    """Say whether the virtual board runs, on which port, and whether SSH answers."""
+    from crossboard.virtual import qemu
+
+    print(qemu.status(commands.virtual_board(board, Settings.from_environment())))
+
+
+@task(name="down", help={"board": "a virtual board"})
+@reports_errors
+def qemu_down(c, board="qemu-arm64"):
+    """Stop the virtual board."""
+    from crossboard.virtual import qemu
+
+    stopped = qemu.down(commands.virtual_board(board, Settings.from_environment()))
+    print(f"{board}: {'stopped' if stopped else 'was not running'}")
+
+
+namespace = Collection(boards, toolchain, doctor, build, deploy)
+namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_down))

@@ -43,3 +43,9 @@ def deploy(board_names: str, settings: Settings, options) -> list[dict]:
     if not names:
         raise UserError("--board: name at least one board")
     return deploy_many([load_board(name) for name in names], settings.out_dir, options)
+
+
+def virtual_board(board_name: str, settings: Settings):
+    from .virtual.qemu import VirtualBoard
+
+    return VirtualBoard(load_board(board_name), settings)

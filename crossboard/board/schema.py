@@ -101,6 +101,16 @@ class Deploy(Strict):
     expect: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ModuleExpect] = {}
 
 
+class Virtual(Strict):
+    """A board QEMU emulates: `invoke qemu.up` boots it."""
+
+    machine: NonEmpty = "virt"
+    cpu: NonEmpty = "cortex-a53"
+    cpus: Annotated[int, Field(ge=1, le=8)] = 2
+    memory_mb: Annotated[int, Field(ge=128)] = 512
+    boot_timeout: Annotated[int, Field(gt=0)] = 120
+
+
 class Board(Strict):
     description: NonEmpty
     arch: Literal["arm64"]
@@ -110,6 +120,7 @@ class Board(Strict):
     apps: list[App] = []
     connection: Connection
     deploy: Deploy
+    virtual: Virtual | None = None
 
 
 BOARD_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

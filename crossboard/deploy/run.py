@@ -53,7 +53,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> 
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
         with connect(spec.connection, trust_new_host=options.trust_new_host,
-                     wait_seconds=options.wait_seconds) as remote:
+                     wait_seconds=options.wait_seconds, base_dir=board.project_root) as remote:
             facts = parse_facts(remote.run(FACTS_COMMAND).stdout)
             report["board_release"] = facts.release
             report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads)]

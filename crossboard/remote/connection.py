@@ -36,14 +36,16 @@ class Target:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
-def resolve(connection: Connection, ssh_config: Path = Path("~/.ssh/config").expanduser()) -> Target:
-    """The board file's values win over ~/.ssh/config's, which win over the defaults."""
+def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT,
+            ssh_config: Path = Path("~/.ssh/config").expanduser()) -> Target:
+    """The board file's values win over ~/.ssh/config's, which win over the defaults. A relative
+    key path is relative to the project (`base_dir`)."""
     config = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
     keys = [connection.key] if connection.key else list(config.get("identityfile", []))
     return Target(name=connection.host, hostname=config.get("hostname", connection.host), port=port, user=user,
-                  key_files=tuple(str(Path(k).expanduser()) for k in keys))
+                  key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys))
 
 
 class _RecordNewKey(paramiko.MissingHostKeyPolicy):
@@ -111,9 +113,10 @@ class Board:
 
 
 def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
-            known_hosts: Path = PROJECT_KNOWN_HOSTS) -> Board:
+            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT) -> Board:
     """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board)."""
-    target = resolve(connection)
+    known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
+    target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
     if USER_KNOWN_HOSTS.is_file():
         client.load_system_host_keys(str(USER_KNOWN_HOSTS))

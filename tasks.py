@@ -101,5 +101,19 @@ def qemu_down(c, board="qemu-arm64"):
     print(f"{board}: {'stopped' if stopped else 'was not running'}")
 
 
-namespace = Collection(boards, toolchain, doctor, build, deploy)
+@task(help={
+    "board": "board name",
+    "module": "the out-of-tree module (its folder name) to rebuild, push and reload",
+    "trust-new-host": "accept and record a host key never seen before",
+})
+@reports_errors
+def dev(c, module, board="qemu-arm64", trust_new_host=False):
+    """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
+    from crossboard.deploy.run import DeployOptions
+
+    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=True, modules=frozenset({module}))
+    commands.dev(board, module, Settings.from_environment(), options)
+
+
+namespace = Collection(boards, toolchain, doctor, build, deploy, dev)
 namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_down))

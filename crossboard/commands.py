@@ -49,3 +49,17 @@ def virtual_board(board_name: str, settings: Settings):
     from .virtual.qemu import VirtualBoard
 
     return VirtualBoard(load_board(board_name), settings)
+
+
+def dev(board_name: str, module: str, settings: Settings, deploy_options) -> list[dict]:
+    """The inner loop: rebuild the out-of-tree modules, push the one named, reload it, show its messages."""
+    from .build.context import BuildOptions
+    from .build.pipeline import build as run_build
+    from .deploy.run import deploy_many
+
+    board = load_board(board_name)
+    names = [folder.name for folder in board.module_dirs()]
+    if module not in names:
+        raise UserError(f"--module: {board.file.name} lists no module {module!r} (modules: {', '.join(names) or 'none'})")
+    run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=deploy_options.echo))
+    return deploy_many([board], settings.out_dir, deploy_options)

@@ -2,6 +2,9 @@
 import pytest
 
 from crossboard import commands
+from crossboard.board.load import load_board
+from crossboard.build.context import BuildOptions
+from crossboard.build.pipeline import build
 from crossboard.settings import Settings
 from crossboard.toolchain.engine import docker_client
 
@@ -20,6 +23,15 @@ def docker():
 def toolchain_image(settings, docker):
     """The pinned toolchain image: made from nothing (debootstrap + import + build) on a fresh machine."""
     return commands.toolchain(settings, echo=False)
+
+
+QUIET = BuildOptions(echo=False)
+
+
+@pytest.fixture(scope="session")
+def qemu_build(settings, toolchain_image):
+    """The virtual board's full build: about ten minutes cold, seconds when the cache is warm."""
+    return build(load_board("qemu-arm64"), settings, QUIET)
 
 
 @pytest.fixture(scope="session")

@@ -11,19 +11,12 @@ from crossboard import PROJECT_ROOT
 from crossboard.artifacts.files import sha256_of, vermagic_of
 from crossboard.artifacts.manifest import load_manifest
 from crossboard.board.load import load_board
-from crossboard.build.context import BuildOptions
 from crossboard.build.pipeline import build
 from crossboard.errors import StepFailed, UserError
 
-QUIET = BuildOptions(echo=False)
+from conftest import QUIET
 # Kbuild's lines for compile and link work; a no-op build prints none of them.
 COMPILE_LINE = re.compile(r"^\s+(CC|CC \[M\]|RUSTC|RUSTC \[M\]|RUSTC L|RUSTC P|LD|LD \[M\]|AR|AS|BINDGEN)\s", re.M)
-
-
-@pytest.fixture(scope="session")
-def qemu_build(settings, toolchain_image):
-    """The virtual board's full build: about ten minutes cold, seconds when the cache is warm."""
-    return build(load_board("qemu-arm64"), settings, QUIET)
 
 
 def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:

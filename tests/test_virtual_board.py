@@ -1,0 +1,78 @@
+"""The whole loop on the virtual board: build -> QEMU boot -> deploy -> insmod, for real."""
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.manifest import Manifest
+from crossboard.board.load import load_board
+from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
+from crossboard.remote import connection as remote_connection
+from crossboard.remote.connection import connect
+from crossboard.virtual import qemu
+
+
+@pytest.fixture(scope="module")
+def virtual_board(qemu_build, settings, tmp_path_factory):
+    """qemu-arm64 booted on a free port, with its own known_hosts; stopped even when a test fails."""
+    from sshd import free_port
+
+    known_hosts = tmp_path_factory.mktemp("virtual") / "known_hosts"
+    saved, remote_connection.PROJECT_KNOWN_HOSTS = remote_connection.PROJECT_KNOWN_HOSTS, known_hosts
+    board = load_board("qemu-arm64", overrides={"connection": {"port": free_port()}})
+    vboard = qemu.VirtualBoard(board, settings)
+    try:
+        qemu.up(vboard, echo=False)
+        yield vboard
+    finally:
+        qemu.down(vboard)
+        remote_connection.PROJECT_KNOWN_HOSTS = saved
+    assert vboard.pid() is None
+
+
+def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
+    board = virtual_board.board
+    # strict host keys: the key was recorded when the root was made, nothing is trusted on first use
+    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        assert remote.run("id -un").stdout.strip() == "debian"
+        assert remote.run("uname -r").stdout.strip() == qemu_build.kernel_release
+        assert remote.run("sudo -n id -u").stdout.strip() == "0"
+        assert remote.run(f"test -f /lib/modules/{qemu_build.kernel_release}/modules.dep").code == 0
+        assert remote.run("uname -m").stdout.strip() == "aarch64"
+    assert f"crossboard virtual board: {qemu_build.kernel_release} up" in virtual_board.console_log.read_text()
+    assert "SSH answering" in qemu.status(virtual_board)
+
+
+def test_build_deploy_insmod_loop(virtual_board):
+    report = deploy_many([virtual_board.board], virtual_board.settings.out_dir, DeployOptions(echo=False))[0]
+    assert report["ok"], report
+    modules = {module["name"]: module for module in report["modules"]}
+    assert set(modules) == {"rust_minimal", "rust_print", "hello_rust"}
+    assert any("Rust minimal sample (init)" in line for line in modules["rust_minimal"]["load_messages"])
+    assert any("My numbers are [72, 108, 200]" in line for line in modules["rust_minimal"]["unload_messages"])
+    assert any("Hello from an out-of-tree Rust module (init)" in line for line in modules["hello_rust"]["load_messages"])
+    assert all(module["unloaded"] for module in modules.values())
+    assert report["apps"][0]["stdout"].strip() == "Hello, crossboard! from aarch64"
+    saved = json.loads((virtual_board.out_dir / "deploy.json").read_text())
+    assert saved["ok"] and saved["board_release"] == report["board_release"]
+
+
+def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(virtual_board, tmp_path):
+    out = tmp_path / "out" / "qemu-arm64"
+    (out / "modules").mkdir(parents=True)
+    module = out / "modules/rust_minimal.ko"
+    module.write_bytes((virtual_board.out_dir / "modules/rust_minimal.ko").read_bytes().replace(
+        b"vermagic=6.12.107-crossboard", b"vermagic=6.12.107-somebody"))
+    manifest = Manifest(board="qemu-arm64", out_dir=out)
+    manifest.add_artifact(module, "module")
+    manifest.finish("done")
+    board = virtual_board.board
+    report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False))
+    assert not report["ok"]
+    assert report["modules"][0]["refused"].startswith(
+        "rust_minimal was built for 6.12.107-somebody but the board runs 6.12.107-crossboard")
+    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        assert remote.run("test -d /sys/module/rust_minimal").code != 0
+        assert remote.run("uname -r").code == 0

@@ -39,15 +39,12 @@ def ssh_lab(tmp_path_factory):
     """Client key, test users, and a factory of real sshd servers on 127.0.0.1, all stopped at the end."""
     import os
 
-    from sshd import PLAIN_USER, SUDO_USER, SshServer, ensure_user, free_port, make_key
+    from sshd import SUDO_USER, SshServer, free_port, make_key, prepare_lab
 
     if os.geteuid() != 0:
         pytest.fail("the SSH tests start sshd and create test users: run them as root (CI does)")
     folder = tmp_path_factory.mktemp("ssh")
-    client_key = make_key(folder / "client_key")
-    public = (folder / "client_key.pub").read_text()
-    ensure_user(SUDO_USER, public, sudo=True)
-    ensure_user(PLAIN_USER, public, sudo=False)
+    client_key = prepare_lab(folder)
     servers = []
 
     class Lab:

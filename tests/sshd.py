@@ -79,3 +79,12 @@ def make_key(path: Path) -> Path:
     if not path.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
+
+
+def prepare_lab(folder: Path) -> Path:
+    """The client key and the two test users (one with NOPASSWD sudo) that every test server accepts."""
+    client_key = make_key(folder / "client_key")
+    public = (folder / "client_key.pub").read_text()
+    ensure_user(SUDO_USER, public, sudo=True)
+    ensure_user(PLAIN_USER, public, sudo=False)
+    return client_key

@@ -1,8 +1,10 @@
 """invoke build for real: the toolchain image, real kernel builds (build folders cached across runs)."""
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,10 +135,9 @@ def test_a_module_built_before_the_kernel_says_what_is_missing(settings, toolcha
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
-    result = subprocess.run(["invoke", "build", "--board", "beagleplay", "--dry-run"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
-                                 "CROSSBOARD_OUT": str(tmp_path / "out")})
+    result = subprocess.run([sys.executable, "-m", "invoke", "build", "--board", "beagleplay", "--dry-run"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "CROSSBOARD_OUT": str(tmp_path / "out")})
     assert result.returncode == 0, result.stderr
     assert "defconfig" in result.stdout and "ti/k3-am625-beagleplay.dtb" in result.stdout
     assert "M=/crossboard/build/modules/hello_rust" in result.stdout

@@ -2,72 +2,27 @@
 the host's kernel is not ours; loading for real happens on the virtual board)."""
 import json
 import shutil
-import stat
 import uuid
 from pathlib import Path
 
 import pytest
+from fakes import fake_built_board
 
-from crossboard import PROJECT_ROOT
-from crossboard.artifacts.manifest import Manifest
-from crossboard.board.load import load_board
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed
-
-BOARD = """\
-description: sshd on 127.0.0.1 standing in for a board
-arch: arm64
-targets: {{glibc: "2.99"}}
-kernel:
-  source: {{debian: linux-source-6.12}}
-  config: {{base: allnoconfig}}
-apps:
-  - path: apps/hello
-    args: [lab]
-    expect_stdout: ["Hello, lab!"]
-connection:
-  host: 127.0.0.1
-  port: {port}
-  user: {user}
-  key: {key}
-  sudo: true
-  host_key_policy: trust-new
-  connect_timeout: 2
-deploy:
-  remote_dir: {remote_dir}
-"""
-FAKE_APP = "#!/bin/sh\necho \"Hello, $1! from $(uname -m)\"\n"
 
 
 @pytest.fixture
 def lab(tmp_path, ssh_lab, monkeypatch):
-    monkeypatch.setenv("CROSSBOARD_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
     monkeypatch.setattr("crossboard.remote.connection.PROJECT_KNOWN_HOSTS", tmp_path / "known_hosts")
-    boards = tmp_path / "project/boards"
-    boards.mkdir(parents=True)
-    shutil.copytree(PROJECT_ROOT / "apps/hello", tmp_path / "project/apps/hello", ignore=shutil.ignore_patterns("target"))
-
     remote_root = Path(f"/tmp/crossboard-test-{uuid.uuid4().hex}")
 
     class Lab:
         out = tmp_path / "out"
 
         def board(self, name, port, user="cbdeploy", module_release=None):
-            (boards / f"{name}.yaml").write_text(BOARD.format(
-                port=port, user=user, key=ssh_lab.key, remote_dir=remote_root / name))
-            out = self.out / name
-            (out / "apps").mkdir(parents=True)
-            (out / "apps/hello").write_text(FAKE_APP)
-            (out / "apps/hello").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
-            manifest = Manifest(board=name, out_dir=out)
-            manifest.add_artifact(out / "apps/hello", "app")
-            if module_release:
-                (out / "modules").mkdir()
-                module = out / "modules/rust_minimal.ko"
-                module.write_bytes(b"\x7fELF\0vermagic=" + module_release.encode() + b" SMP mod_unload aarch64\0")
-                manifest.add_artifact(module, "module")
-            manifest.finish("done")
-            return load_board(name, boards)
+            return fake_built_board(tmp_path / "project", self.out, name, port, user, ssh_lab.key,
+                                    str(remote_root / name), module_release)
 
     yield Lab()
     shutil.rmtree(remote_root, ignore_errors=True)

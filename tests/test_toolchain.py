@@ -65,6 +65,8 @@ def test_docker_exec_returns_the_exit_code_and_streams_to_the_log(docker_runtime
 def test_docker_files_in_a_mounted_folder_belong_to_the_caller(docker, toolchain_image, tmp_path):
     for user in (f"{os.getuid()}:{os.getgid()}", "1234:2345"):
         folder = tmp_path / user.replace(":", "-")
+        folder.mkdir()
+        os.chown(folder, *map(int, user.split(":")))  # as a user's own output folder would be
         with DockerRuntime(docker, toolchain_image.ref, {"work": folder}, label="test", user=user) as runtime:
             code, _ = runtime.output(["sh", "-c", f"echo x > {runtime.path('work')}/made"])
             assert code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 import tomllib
@@ -19,6 +20,7 @@ from .context import REPRODUCIBLE_ENV, BuildContext
 from .toolcheck import CHECKED_TOOLS, check_tools, dotted
 
 CONFIG_STAMP = ".crossboard-config-inputs"
+TOOLCHECK_STAMP = ".crossboard-toolchain-check"
 GENERATED_FRAGMENT = "crossboard-board.config"
 
 
@@ -49,6 +51,14 @@ def _toolcheck_plan(ctx: BuildContext) -> list[str]:
 
 
 def _toolcheck_run(ctx: BuildContext) -> str:
+    # The verdict only changes with the toolchain image or the tree: keep it beside the build.
+    stamp = ctx.kernel_dir_on_host / TOOLCHECK_STAMP
+    identity = f"{getattr(ctx.runtime, 'image', '')}\0{ctx.source_tree}\0{ctx.options.strict_toolchain}"
+    if getattr(ctx.runtime, "image", None) and stamp.is_file():
+        remembered = json.loads(stamp.read_text())
+        if remembered["identity"] == identity:
+            ctx.manifest.tools.update(remembered["tools"])
+            return remembered["note"] + " (unchanged toolchain and tree: not run again)"
     notes = []
     for verdict, version_line in check_tools(ctx.runtime, ctx.source_tree):
         ctx.manifest.tools[verdict.tool] = version_line
@@ -61,7 +71,9 @@ def _toolcheck_run(ctx: BuildContext) -> str:
         if ctx.runtime.run(ctx.make("rustavailable"), tee) != 0:
             last = tee.tail.decode(errors="replace").strip().splitlines()[-1:]
             raise StepFailed(f"`make LLVM=1 rustavailable` says Rust is not available with this toolchain: {last}")
-    return "; ".join(notes)
+    note = "; ".join(notes)
+    write_atomically(stamp, json.dumps({"identity": identity, "tools": ctx.manifest.tools, "note": note}).encode())
+    return note
 
 
 # -- configure -----------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""A no-op `invoke build --board qemu-arm64` against the raw no-op make commands it wraps, as a ratio."""
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crossboard import PROJECT_ROOT  # noqa: E402
+from crossboard.board.load import load_board  # noqa: E402
+from crossboard.build import source  # noqa: E402
+from crossboard.build.pipeline import build_folders  # noqa: E402
+from crossboard.settings import Settings  # noqa: E402
+from crossboard.toolchain.engine import docker_client  # noqa: E402
+from crossboard.toolchain.image import image_ref  # noqa: E402
+from crossboard.toolchain.runtime import DockerRuntime  # noqa: E402
+from crossboard.toolchain.stream import Tee  # noqa: E402
+
+ROUNDS = 5
+
+
+def median_seconds(action) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    settings = Settings.from_environment()
+    board = load_board("qemu-arm64")
+    invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet"]
+    subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
+    folders = build_folders(board, settings)
+    tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir).key}"
+    make = ["make", "-C", tree, "O=/crossboard/build/kernel", "ARCH=arm64", "LLVM=1", "-j2"]
+    raw_commands = [make + ["Image", "modules"], make + ["M=/crossboard/build/modules/hello_rust", "modules"]]
+    with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
+        def raw():
+            for argv in raw_commands:
+                assert runtime.run(argv, Tee(echo=False)) == 0
+        baseline = median_seconds(raw)
+    ours = median_seconds(lambda: subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True))
+    print(f"raw no-op make (kernel + out-of-tree module), median of {ROUNDS}: {baseline:.2f} s")
+    print(f"no-op invoke build (whole command, container start included), median of {ROUNDS}: {ours:.2f} s")
+    print(f"ratio: {ours / baseline:.2f}x (target <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Deploy speed against OpenSSH's own tools on real sshd servers on 127.0.0.1 (run as root):
+upload throughput of a 20 MB artifact against scp, bytes of an unchanged redeploy, 8 boards against 1."""
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fakes import fake_built_board  # noqa: E402
+from sshd import SUDO_USER, SshServer, free_port, make_key, prepare_lab  # noqa: E402
+
+from crossboard.board.schema import Connection  # noqa: E402
+from crossboard.deploy.run import DeployOptions, deploy_many  # noqa: E402
+from crossboard.remote import connection as remote_connection  # noqa: E402
+from crossboard.remote.connection import connect  # noqa: E402
+from crossboard.remote.transfer import Upload, push  # noqa: E402
+
+ROUNDS = 3
+SIZE = 20 * 2**20
+
+
+def median(action) -> float:
+    times = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="crossboard-bench-"))
+    remote_root = f"/tmp/crossboard-bench-{uuid.uuid4().hex}"
+    remote_connection.PROJECT_KNOWN_HOSTS = folder / "known_hosts"
+    key = prepare_lab(folder)
+    servers = [SshServer(free_port(), make_key(folder / "host_key")).start(folder) for _ in range(8)]
+    try:
+        artifact = folder / "artifact.bin"
+        artifact.write_bytes(os.urandom(SIZE))
+        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+        connection = Connection(host="127.0.0.1", port=servers[0].port, user=SUDO_USER, key=str(key), sudo=True)
+        with connect(connection, trust_new_host=True) as board:
+            def ours():
+                target = f"{remote_root}/upload-{uuid.uuid4().hex}"
+                push(board, target, [Upload(artifact, "artifact.bin", digest)])
+            ours_seconds = median(ours)
+            sent = []
+            push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)])
+            push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)], progress=sent.append)
+            board.run(f"mkdir -p {remote_root}/scp")
+
+        def scp():
+            subprocess.run(["scp", "-q", "-i", str(key), "-P", str(servers[0].port), "-o", "StrictHostKeyChecking=no",
+                            "-o", f"UserKnownHostsFile={folder / 'scp_known_hosts'}", str(artifact),
+                            f"{SUDO_USER}@127.0.0.1:{remote_root}/scp/"], check=True)
+        scp_seconds = median(scp)
+        print(f"upload 20 MiB, median of {ROUNDS}: crossboard {SIZE / ours_seconds / 1e6:.0f} MB/s "
+              f"(sha256-checked, atomic), scp {SIZE / scp_seconds / 1e6:.0f} MB/s: "
+              f"ratio {scp_seconds / ours_seconds:.2f}x (target >= 0.9x)")
+        print(f"unchanged redeploy: {sent[-1] if sent else 0} bytes sent (target 0)")
+
+        boards = [fake_built_board(folder / "project", folder / "out", f"b{i}", server.port, SUDO_USER, key,
+                                   f"{remote_root}/b{i}-{uuid.uuid4().hex}", extra_files={"apps/blob": os.urandom(2**20)})
+                  for i, server in enumerate(servers)]
+        options = DeployOptions(echo=False, trust_new_host=True)
+
+        def fresh(selected):
+            shutil.rmtree(remote_root, ignore_errors=True)  # the servers are this machine: every byte goes again
+            deploy_many(selected, folder / "out", options)
+        one = median(lambda: fresh(boards[:1]))
+        eight = median(lambda: fresh(boards))
+        print(f"deploy (connect, 1 MiB + app sent, app run), median of {ROUNDS}: 1 board {one:.2f} s, "
+              f"8 boards in parallel {eight:.2f} s: ratio {eight / one:.2f}x (target <= 1.5x)")
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(remote_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Boards that are sshd servers on 127.0.0.1 with a hand-made build: for deploy tests and benchmarks."""
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.manifest import Manifest
+from crossboard.board.load import LoadedBoard, load_board
+
+BOARD = """\
+description: sshd on 127.0.0.1 standing in for a board
+arch: arm64
+targets: {{glibc: "2.99"}}
+kernel:
+  source: {{debian: linux-source-6.12}}
+  config: {{base: allnoconfig}}
+apps:
+  - path: apps/hello
+    args: [lab]
+    expect_stdout: ["Hello, lab!"]
+connection:
+  host: 127.0.0.1
+  port: {port}
+  user: {user}
+  key: {key}
+  sudo: true
+  host_key_policy: trust-new
+  connect_timeout: 2
+deploy:
+  remote_dir: {remote_dir}
+"""
+# Runs on the x86 host where the real app (aarch64) would not.
+FAKE_APP = "#!/bin/sh\necho \"Hello, $1! from $(uname -m)\"\n"
+
+
+def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: str, key: Path, remote_dir: str,
+                     module_release: str | None = None, extra_files: dict[str, bytes] | None = None) -> LoadedBoard:
+    """A board file for the server at `port` and a finished build in out_root/name: the app above,
+    a module for `module_release` if given, and any extra files (as modules)."""
+    boards = project / "boards"
+    boards.mkdir(parents=True, exist_ok=True)
+    if not (project / "apps/hello").is_dir():
+        shutil.copytree(PROJECT_ROOT / "apps/hello", project / "apps/hello", ignore=shutil.ignore_patterns("target"))
+    (boards / f"{name}.yaml").write_text(BOARD.format(port=port, user=user, key=key, remote_dir=remote_dir))
+    out = out_root / name
+    (out / "apps").mkdir(parents=True, exist_ok=True)
+    (out / "apps/hello").write_text(FAKE_APP)
+    (out / "apps/hello").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+    manifest = Manifest(board=name, out_dir=out)
+    manifest.add_artifact(out / "apps/hello", "app")
+    if module_release:
+        (out / "modules").mkdir(exist_ok=True)
+        module = out / "modules/rust_minimal.ko"
+        module.write_bytes(b"\x7fELF\0vermagic=" + module_release.encode() + b" SMP mod_unload aarch64\0")
+        manifest.add_artifact(module, "module")
+    for relative, data in (extra_files or {}).items():
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        (out / relative).write_bytes(data)
+        manifest.add_artifact(out / relative, "app")
+    manifest.finish("done")
+    return load_board(name, boards)

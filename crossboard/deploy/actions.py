@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from ..board.schema import App, ModuleExpect
 from ..errors import UserError
 from ..remote.connection import Board
+from .preflight import BoardFacts
 
 
 @dataclass
@@ -45,37 +46,42 @@ def as_dict(report) -> dict:
     return {**asdict(report), "ok": report.ok}
 
 
-def check_privilege(board: Board) -> None:
+def check_privilege(board: Board, facts: BoardFacts) -> None:
     """Loading modules and reading the kernel log need root: as root, or through sudo -n."""
-    user = board.target.user
+    user = facts.user or board.target.user
     if user == "root":
         return
     if not board.sudo:
         raise UserError(f"{board.target.name}: {user} is not root and connection.sudo is false: "
                         "set connection.sudo: true (with NOPASSWD sudo on the board) or log in as root")
-    if board.run("sudo -n true").code != 0:
+    if not facts.sudo_works:
         raise UserError(f"{board.target.name}: {user} cannot run sudo without a password: on the board add "
                         f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
 
 
 def _messages_since_mark(board: Board, action: str) -> tuple[int, str, list[str]]:
-    """Run `action` as root between a mark written to the kernel log and a read of it; only the
-    kernel messages after the mark belong to the action."""
+    """Run `action` as root between a mark written to the kernel log and a read of it, in one round
+    trip; only the kernel messages after the mark belong to the action."""
     mark = f"crossboard-mark-{uuid.uuid4().hex}"
-    board.run(f"echo {mark} > /dev/kmsg", privileged=True)
-    result = board.run(action, privileged=True)
-    log = board.run("dmesg", privileged=True).stdout.splitlines()
-    after = next((i for i in range(len(log) - 1, -1, -1) if mark in log[i]), -1)
-    return result.code, (result.stderr or result.stdout).strip(), log[after + 1:]
+    script = f"echo {mark} > /dev/kmsg; {action}; echo \"{mark} exit=$?\"; dmesg"
+    result = board.run(script, privileged=True)
+    head, _, log = result.stdout.partition(f"{mark} exit=")
+    code_text, _, log = log.partition("\n")
+    lines = log.splitlines()
+    after = next((i for i in range(len(lines) - 1, -1, -1) if mark in lines[i]), -1)
+    code = int(code_text) if code_text.isdigit() else result.code or 1
+    return code, (result.stderr or head).strip(), lines[after + 1:]
 
 
 def _missing(expected: list[str], lines: list[str]) -> list[str]:
     return [text for text in expected if not any(text in line for line in lines)]
 
 
-def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool) -> ModuleReport:
+def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool,
+                loaded: frozenset[str]) -> ModuleReport:
+    """Unload a copy already loaded, insmod, check the kernel's messages, rmmod unless kept."""
     report = ModuleReport(name)
-    if board.run(f"test -d /sys/module/{shlex.quote(name)}").code == 0:
+    if name in loaded:
         code, output, _ = _messages_since_mark(board, f"rmmod {shlex.quote(name)}")
         if code != 0:
             report.error = f"an older {name} is loaded and rmmod failed: {output}"

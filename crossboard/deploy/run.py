@@ -60,7 +60,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> 
             modules = [a for a in wanted if a["kind"] == "module"
                        and (not options.modules or Path(a["path"]).stem in options.modules)]
             if modules:
-                check_privilege(remote)
+                check_privilege(remote, facts)
             for artifact in modules:
                 name = Path(artifact["path"]).stem
                 problem = module_problem(name, artifact["release"], facts)
@@ -69,7 +69,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> 
                     continue
                 module_report = load_module(remote, f"{remote_dir}/{artifact['path']}", name,
                                             spec.deploy.expect.get(name, ModuleExpect()),
-                                            options.keep_loaded or spec.deploy.keep_loaded)
+                                            options.keep_loaded or spec.deploy.keep_loaded, facts.loaded)
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
                 for app, app_dir in zip(spec.apps, board.app_dirs()):

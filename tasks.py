@@ -115,5 +115,13 @@ def dev(c, module, board="qemu-arm64", trust_new_host=False):
     commands.dev(board, module, Settings.from_environment(), options)
 
 
+@task(name="pull", help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})
+@reports_errors
+def config_pull(c, board="beagleplay", trust_new_host=False):
+    """Build against the board's running kernel: store its config and release in boards/<board>.local.yaml."""
+    print(commands.config_pull(board, Settings.from_environment(), trust_new_host))
+
+
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev)
 namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_down))
+namespace.add_collection(Collection("config", config_pull))

@@ -63,3 +63,19 @@ def dev(board_name: str, module: str, settings: Settings, deploy_options) -> lis
         raise UserError(f"--module: {board.file.name} lists no module {module!r} (modules: {', '.join(names) or 'none'})")
     run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=deploy_options.echo))
     return deploy_many([board], settings.out_dir, deploy_options)
+
+
+def config_pull(board_name: str, settings: Settings, trust_new_host: bool = False) -> str:
+    from .build.source import plan_source, tree_version
+    from .deploy.config_pull import pull_config, split_release
+
+    board = load_board(board_name)
+    config_file, release = pull_config(board, trust_new_host)
+    lines = [f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
+             f"and boards/{board_name}.local.yaml now builds on it"]
+    source_version = tree_version(plan_source(board.spec.kernel.source, settings.cache_dir).tree_on_host)
+    if source_version and source_version != split_release(release)[0]:
+        lines.append(f"warning: kernel.source is {'.'.join(map(str, source_version))} but the board runs {release}: "
+                     "vermagic matches only when kernel.source is the board's own tree (--kernel-source or "
+                     f"boards/{board_name}.local.yaml)")
+    return "\n".join(lines)

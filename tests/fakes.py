@@ -35,6 +35,17 @@ deploy:
 FAKE_APP = "#!/bin/sh\necho \"Hello, $1! from $(uname -m)\"\n"
 
 
+def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:
+    """A project folder of our own with the board files and what they name, for tests that change them;
+    returns its boards folder."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "boards", project / "boards",
+                    ignore=shutil.ignore_patterns("*.local.yaml", "*.pulled.config"))
+    for folder in ("modules", "apps"):
+        shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("target"))
+    return project / "boards"
+
+
 def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: str, key: Path, remote_dir: str,
                      module_release: str | None = None, extra_files: dict[str, bytes] | None = None) -> LoadedBoard:
     """A board file for the server at `port` and a finished build in out_root/name: the app above,

@@ -2,10 +2,8 @@
 import dataclasses
 import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,17 +15,9 @@ from crossboard.build.pipeline import build
 from crossboard.errors import StepFailed, UserError
 
 from conftest import QUIET
+from fakes import copy_project
 # Kbuild's lines for compile and link work; a no-op build prints none of them.
 COMPILE_LINE = re.compile(r"^\s+(CC|CC \[M\]|RUSTC|RUSTC \[M\]|RUSTC L|RUSTC P|LD|LD \[M\]|AR|AS|BINDGEN)\s", re.M)
-
-
-def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:
-    """A project folder of our own with the board file and what it names, for tests that change them."""
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT / "boards", project / "boards", ignore=shutil.ignore_patterns("*.local.yaml"))
-    for folder in ("modules", "apps"):
-        shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("target"))
-    return project / "boards"
 
 
 def test_qemu_build_has_every_artifact(qemu_build):

@@ -74,3 +74,14 @@ def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
     assert reports["down"]["error"].startswith("127.0.0.1: cannot connect to 127.0.0.1:")
     table = capsys.readouterr().out
     assert "down             FAILED" in table and "up1              ok" in table
+
+
+def test_config_pull_refuses_a_kernel_without_rust(lab, ssh_lab):
+    from crossboard.deploy.config_pull import pull_config
+    from crossboard.errors import UserError
+
+    board = lab.board("b4", ssh_lab.server().port)  # this host's kernel: CONFIG_RUST is not set
+    with pytest.raises(UserError, match="would fail to load with 'Unknown symbol __rust_alloc'"):
+        pull_config(board)
+    assert not (board.boards_dir / "b4.local.yaml").exists()
+    assert not (board.boards_dir / "b4.pulled.config").exists()

@@ -67,3 +67,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         write_atomically(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_release_split_and_rust_verdicts():
+    from crossboard.deploy.config_pull import rust_problem, split_release
+
+    assert split_release("6.12.43-ti-arm64-r54") == ((6, 12, 43), "-ti-arm64-r54")
+    assert split_release("6.12.107-crossboard") == ((6, 12, 107), "-crossboard")
+    assert "arm64 Rust needs Linux >= 6.9" in rust_problem("6.6.58-ti-arm64-r20", {"CONFIG_RUST": "y"})
+    assert "Unknown symbol __rust_alloc" in rust_problem("6.12.43-ti-arm64-r54", {"CONFIG_HAVE_RUST": "y"})
+    assert rust_problem("6.12.43-ti-arm64-r54", {"CONFIG_RUST": "y"}) is None

@@ -1,13 +1,15 @@
 """The whole loop on the virtual board: build -> QEMU boot -> deploy -> insmod, for real."""
 import dataclasses
 import json
-import shutil
 
 import pytest
+from conftest import QUIET
+from fakes import copy_project
 
-from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
+from crossboard.build.pipeline import build
+from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
 from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
@@ -76,3 +78,21 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
     with connect(board.spec.connection, base_dir=board.project_root) as remote:
         assert remote.run("test -d /sys/module/rust_minimal").code != 0
         assert remote.run("uname -r").code == 0
+
+
+def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build, settings, tmp_path):
+    boards = copy_project(tmp_path)
+    port = virtual_board.board.spec.connection.port
+    board = load_board("qemu-arm64", boards, overrides={"connection": {"port": port}})
+    config_file, release = pull_config(board)
+    assert release == qemu_build.kernel_release
+    assert "CONFIG_RUST=y" in config_file.read_text().splitlines()
+    pulled = load_board("qemu-arm64", boards)
+    assert pulled.spec.kernel.config.base == "file:qemu-arm64.pulled.config"
+    assert pulled.spec.kernel.localversion == "-crossboard"
+    # configure on the pulled config in a build folder of its own: RUST sticks, the release is the board's
+    pulled = dataclasses.replace(pulled, name="qemu-pulled")
+    mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
+    build(pulled, mine, dataclasses.replace(QUIET, only=frozenset({"source", "configure"})))
+    final = (tmp_path / "out/qemu-pulled/config").read_text().splitlines()
+    assert "CONFIG_RUST=y" in final and 'CONFIG_LOCALVERSION="-crossboard"' in final

@@ -30,6 +30,11 @@ class LoadedBoard:
     project_root: Path
     sha256: str
 
+    def base_config_file(self) -> Path | None:
+        """The full config file `kernel.config.base: file:NAME` names, or None for a make target."""
+        base = self.spec.kernel.config.base
+        return self.boards_dir / base.removeprefix("file:") if base.startswith("file:") else None
+
     def fragment_paths(self) -> list[Path]:
         return [self.boards_dir / fragment for fragment in self.spec.kernel.config.fragments]
 
@@ -138,6 +143,10 @@ def _explain(error: dict) -> str:
 
 
 def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
+    base_file = board.base_config_file()
+    if base_file is not None and not base_file.is_file():
+        where = _where(located, ("kernel", "config", "base"))
+        raise UserError(f"{where} kernel.config.base: no such file {_display(base_file, board.project_root)}")
     for index, fragment in enumerate(board.fragment_paths()):
         if not fragment.is_file():
             where = _where(located, ("kernel", "config", "fragments", index))

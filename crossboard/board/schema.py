@@ -45,7 +45,8 @@ class KernelSource(Strict):
 
 
 class KernelConfig(Strict):
-    base: Annotated[str, Field(pattern=r"^[a-z0-9_.-]*config$")]
+    # a make target (defconfig, allnoconfig, ...) or `file:NAME`, a full config under boards/
+    base: Annotated[str, Field(pattern=r"^(?:[a-z0-9_.-]*config|file:\S+)$")]
     fragments: list[NonEmpty] = []
 
 

@@ -46,6 +46,15 @@ def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
     return SourcePlan(mount=sources, key=f"git_{identity}")
 
 
+def tree_version(tree: Path) -> tuple[int, int, int] | None:
+    """VERSION.PATCHLEVEL.SUBLEVEL from a kernel tree's Makefile, None when there is no tree yet."""
+    makefile = tree / "Makefile"
+    if not makefile.is_file():
+        return None
+    values = dict(line.split(" = ", 1) for line in makefile.read_text().splitlines()[:8] if " = " in line)
+    return tuple(int(values.get(key, "0") or 0) for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+
+
 def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
     if plan.tree_on_host.joinpath("Makefile").is_file():
         return [f"kernel source ready at {plan.tree_on_host}"]

@@ -90,8 +90,14 @@ def _fragment_files(ctx: BuildContext) -> list[tuple[str, str]]:
     return files + [(f"fragments/{len(files)}-{GENERATED_FRAGMENT}", _generated_fragment(ctx))]
 
 
+BASE_CONFIG = "fragments/base.config"
+
+
 def _configure_inputs_hash(ctx: BuildContext) -> str:
     digest = hashlib.sha256(f"{ctx.source_tree}\0{ctx.source_plan.key}\0{ctx.board.spec.kernel.config.base}\0".encode())
+    base_file = ctx.board.base_config_file()
+    if base_file is not None:
+        digest.update(base_file.read_bytes())
     for name, content in _fragment_files(ctx):
         digest.update(f"{name}\0{content}\0".encode())
     return digest.hexdigest()
@@ -101,12 +107,13 @@ def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
     """(what, argv) of each configure command."""
     base = ctx.board.spec.kernel.config.base
     fragments = [f"{ctx.kernel_dir}/{name}" for name, _ in _fragment_files(ctx)]
-    return [
-        (f"make {base}", ctx.make(base)),
-        ("merge_config.sh", ["sh", f"{ctx.source_tree}/scripts/kconfig/merge_config.sh", "-m", "-O", ctx.kernel_dir,
-                             f"{ctx.kernel_dir}/.config", *fragments]),
-        ("make olddefconfig", ctx.make("olddefconfig")),  # always with LLVM=1: without it Kconfig hides RUST
-    ]
+    # A full config file (e.g. pulled from a board) is merge_config's starting point; a make target makes one.
+    from_file = ctx.board.base_config_file() is not None
+    start = f"{ctx.kernel_dir}/{BASE_CONFIG}" if from_file else f"{ctx.kernel_dir}/.config"
+    merge = ("merge_config.sh", ["sh", f"{ctx.source_tree}/scripts/kconfig/merge_config.sh", "-m", "-O",
+                                 ctx.kernel_dir, start, *fragments])
+    olddefconfig = ("make olddefconfig", ctx.make("olddefconfig"))  # always with LLVM=1: else Kconfig hides RUST
+    return [merge, olddefconfig] if from_file else [(f"make {base}", ctx.make(base)), merge, olddefconfig]
 
 
 def _configure_plan(ctx: BuildContext) -> list[str]:
@@ -124,6 +131,8 @@ def _configure_run(ctx: BuildContext) -> str:
     stamp.unlink(missing_ok=True)
     for name, content in _fragment_files(ctx):
         write_atomically(ctx.kernel_dir_on_host / name, content.encode())
+    if ctx.board.base_config_file() is not None:
+        write_atomically(ctx.kernel_dir_on_host / BASE_CONFIG, ctx.board.base_config_file().read_bytes())
     with ctx.tee("configure") as tee:
         for what, argv in _configure_commands(ctx):
             ctx.runtime.check(argv, tee, what=what)

@@ -1,0 +1,67 @@
+"""`invoke config.pull`: build against the kernel a board runs. Reads its config and release and
+stores them as the board's base config and LOCALVERSION in the untracked local override file."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from ..artifacts.files import write_atomically
+from ..board.load import LoadedBoard
+from ..build import kconfig
+from ..errors import UserError
+from ..remote.connection import connect
+
+SEPARATOR = "@@crossboard-config@@"
+PULL_COMMAND = (f'uname -r; echo {SEPARATOR}; release=$(uname -r); '
+                'if [ -r /proc/config.gz ]; then zcat /proc/config.gz; '
+                'elif [ -r "/boot/config-$release" ]; then cat "/boot/config-$release"; fi')
+ARM64_RUST_SINCE = (6, 9)
+
+
+def split_release(release: str) -> tuple[tuple[int, ...], str]:
+    """`6.12.43-ti-arm64-r54` -> ((6, 12, 43), "-ti-arm64-r54")."""
+    match = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?(.*)$", release)
+    if not match:
+        raise UserError(f"cannot read a kernel version in the release {release!r}")
+    return tuple(int(part or 0) for part in match.groups()[:3]), match[4]
+
+
+def rust_problem(release: str, config: dict[str, str]) -> str | None:
+    """Why modules built against this running kernel could not be Rust modules, or None."""
+    version, _ = split_release(release)
+    if version[:2] < ARM64_RUST_SINCE:
+        return (f"the board runs {release}: arm64 Rust needs Linux >= 6.9, so this kernel cannot have "
+                "CONFIG_RUST (the 6.6-ti kernel of older BeaglePlay images is one)")
+    if config.get("CONFIG_RUST", "n") != "y":
+        return (f"the board's kernel {release} was built without CONFIG_RUST: Rust modules built against "
+                "it would fail to load with 'Unknown symbol __rust_alloc'")
+    return None
+
+
+def pull_config(board: LoadedBoard, trust_new_host: bool = False) -> tuple[Path, str]:
+    """Store the running kernel's config as boards/<name>.pulled.config and point the local override
+    at it with the release's LOCALVERSION; returns the config file and the release."""
+    spec = board.spec
+    with connect(spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+        output = remote.run(PULL_COMMAND).stdout
+    release, _, config_text = output.partition(f"{SEPARATOR}\n")
+    release = release.strip()
+    if not config_text.strip():
+        raise UserError(f"{spec.connection.host}: the running kernel {release} shows no config (it needs "
+                        "CONFIG_IKCONFIG_PROC for /proc/config.gz, or a /boot/config-<release>)")
+    problem = rust_problem(release, kconfig.parse(config_text))
+    if problem:
+        raise UserError(f"{problem}. Install a Rust-enabled kernel built by crossboard on the board instead")
+    _, localversion = split_release(release)
+    config_file = board.boards_dir / f"{board.name}.pulled.config"
+    write_atomically(config_file, config_text.encode())
+    local_file = board.boards_dir / f"{board.name}.local.yaml"
+    local = yaml.safe_load(local_file.read_text()) if local_file.is_file() else None
+    local = local if isinstance(local, dict) else {}
+    kernel = local.setdefault("kernel", {})
+    kernel.setdefault("config", {})["base"] = f"file:{config_file.name}"
+    kernel["localversion"] = localversion
+    write_atomically(local_file, yaml.safe_dump(local, sort_keys=False).encode())
+    return config_file, release

@@ -1,12 +1,12 @@
 """A no-op `invoke build --board qemu-arm64` against the raw no-op commands it wraps (kernel make,
 out-of-tree module make, cargo build), run in the same toolchain container, as a ratio."""
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import median_seconds  # noqa: E402
 
 from crossboard import PROJECT_ROOT  # noqa: E402
 from crossboard.board.load import load_board  # noqa: E402
@@ -19,15 +19,6 @@ from crossboard.toolchain.runtime import DockerRuntime  # noqa: E402
 from crossboard.toolchain.stream import Tee  # noqa: E402
 
 ROUNDS = 5
-
-
-def median_seconds(action) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -45,11 +36,13 @@ def main() -> None:
         def raw():
             for argv in raw_commands:
                 assert runtime.run(argv, Tee(echo=False), env={"CARGO_HOME": "/crossboard/build/cargo-home"}) == 0
-        baseline = median_seconds(raw)
-    ours = median_seconds(lambda: subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True))
+        baseline = median_seconds(raw, ROUNDS)
+    def ours():
+        subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)
+    ours_seconds = median_seconds(ours, ROUNDS)
     print(f"raw no-op commands (kernel make, module make, cargo), median of {ROUNDS}: {baseline:.2f} s")
-    print(f"no-op invoke build (whole command, container start included), median of {ROUNDS}: {ours:.2f} s")
-    print(f"ratio: {ours / baseline:.2f}x (target <= 1.10x)")
+    print(f"no-op invoke build (whole command, container start included), median of {ROUNDS}: {ours_seconds:.2f} s")
+    print(f"ratio: {ours_seconds / baseline:.2f}x (target <= 1.10x)")
 
 
 if __name__ == "__main__":

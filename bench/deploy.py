@@ -3,15 +3,15 @@ upload throughput of a 20 MB artifact against scp, bytes of an unchanged redeplo
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import median_seconds  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fakes import fake_built_board  # noqa: E402
@@ -25,15 +25,6 @@ from crossboard.remote.transfer import Upload, push  # noqa: E402
 
 ROUNDS = 3
 SIZE = 20 * 2**20
-
-
-def median(action) -> float:
-    times = []
-    for _ in range(ROUNDS):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -51,7 +42,7 @@ def main() -> None:
             def ours():
                 target = f"{remote_root}/upload-{uuid.uuid4().hex}"
                 push(board, target, [Upload(artifact, "artifact.bin", digest)])
-            ours_seconds = median(ours)
+            ours_seconds = median_seconds(ours, ROUNDS)
             sent = []
             push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)])
             push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)], progress=sent.append)
@@ -61,7 +52,7 @@ def main() -> None:
             subprocess.run(["scp", "-q", "-i", str(key), "-P", str(servers[0].port), "-o", "StrictHostKeyChecking=no",
                             "-o", f"UserKnownHostsFile={folder / 'scp_known_hosts'}", str(artifact),
                             f"{SUDO_USER}@127.0.0.1:{remote_root}/scp/"], check=True)
-        scp_seconds = median(scp)
+        scp_seconds = median_seconds(scp, ROUNDS)
         print(f"upload 20 MiB, median of {ROUNDS}: crossboard {SIZE / ours_seconds / 1e6:.0f} MB/s "
               f"(sha256-checked, atomic), scp {SIZE / scp_seconds / 1e6:.0f} MB/s: "
               f"ratio {scp_seconds / ours_seconds:.2f}x (target >= 0.9x)")
@@ -75,8 +66,8 @@ def main() -> None:
         def fresh(selected):
             shutil.rmtree(remote_root, ignore_errors=True)  # the servers are this machine: every byte goes again
             deploy_many(selected, folder / "out", options)
-        one = median(lambda: fresh(boards[:1]))
-        eight = median(lambda: fresh(boards))
+        one = median_seconds(lambda: fresh(boards[:1]), ROUNDS)
+        eight = median_seconds(lambda: fresh(boards), ROUNDS)
         print(f"deploy (connect, 1 MiB + app sent, app run), median of {ROUNDS}: 1 board {one:.2f} s, "
               f"8 boards in parallel {eight:.2f} s: ratio {eight / one:.2f}x (target <= 1.5x)")
     finally:

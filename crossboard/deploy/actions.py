@@ -82,9 +82,9 @@ def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect,
     """Unload a copy already loaded, insmod, check the kernel's messages, rmmod unless kept."""
     report = ModuleReport(name)
     if name in loaded:
-        code, output, _ = _messages_since_mark(board, f"rmmod {shlex.quote(name)}")
-        if code != 0:
-            report.error = f"an older {name} is loaded and rmmod failed: {output}"
+        old = board.run(f"rmmod {shlex.quote(name)}", privileged=True)
+        if old.code != 0:
+            report.error = f"an older {name} is loaded and rmmod failed: {(old.stderr or old.stdout).strip()}"
             return report
     code, output, report.load_messages = _messages_since_mark(board, f"insmod {shlex.quote(remote_path)}")
     if code != 0:

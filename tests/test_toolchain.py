@@ -98,3 +98,28 @@ def test_host_runtime_runs_the_same_way(tmp_path):
         assert runtime.run(["sh", "-c", "echo hi; exit 4"], tee) == 4
         assert runtime.run(["no-such-command-here"], tee) == 127
     assert Path(tmp_path / "log").read_text().startswith("hi\n")
+
+
+def test_doctor_reports_real_versions(toolchain_image, qemu_build):
+    import subprocess
+    import sys
+
+    from crossboard import PROJECT_ROOT
+
+    result = subprocess.run([sys.executable, "-m", "invoke", "doctor", "--board", "qemu-arm64"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok    toolchain image {toolchain_image.ref} is current" in result.stdout
+    assert "rustc=1.85.1" in result.stdout and "bindgen=0.71.1" in result.stdout
+    assert "qemu-arm64: rustc 1.85.1 is newer than the kernel's minimum 1.78.0" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_doctor_says_what_to_do_when_the_image_is_missing():
+    from crossboard.doctor import run_checks
+    from crossboard.settings import Settings
+
+    settings = Settings.from_environment(base_image="crossboard/base:no-such-base")
+    checks = run_checks(settings)
+    missing = [check for check in checks if not check.ok]
+    assert missing and missing[-1].todo == "run `invoke toolchain`"

@@ -70,8 +70,12 @@ def test_a_changed_module_is_rebuilt_alone(qemu_build, settings, tmp_path):
     build(load_board("qemu-arm64", boards), settings, only_modules)
     log = (qemu_build.out_dir / "logs/modules.log").read_text()
     assert re.search(r"RUSTC \[M\] \S*/hello_rust.o", log), log
-    build(load_board("qemu-arm64", boards), settings, only_modules)
+    again = build(load_board("qemu-arm64", boards), settings, only_modules)
     assert not COMPILE_LINE.findall((qemu_build.out_dir / "logs/modules.log").read_text())
+    # an --only build updates the earlier manifest: what the other steps made is still listed
+    assert again.status == "done" and again.kernel_release == qemu_build.kernel_release
+    assert {a["path"] for a in again.artifacts} == {a["path"] for a in qemu_build.artifacts}
+    assert [record.name for record in again.steps] == [record.name for record in qemu_build.steps]
 
 
 def isolated(settings, tmp_path):

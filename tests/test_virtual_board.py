@@ -82,8 +82,8 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
 
 def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build, settings, tmp_path):
     boards = copy_project(tmp_path)
-    port = virtual_board.board.spec.connection.port
-    board = load_board("qemu-arm64", boards, overrides={"connection": {"port": port}})
+    connection = {"port": virtual_board.board.spec.connection.port, "key": str(virtual_board.keys_dir / "id_ed25519")}
+    board = load_board("qemu-arm64", boards, overrides={"connection": connection})
     config_file, release = pull_config(board)
     assert release == qemu_build.kernel_release
     assert "CONFIG_RUST=y" in config_file.read_text().splitlines()

@@ -67,5 +67,19 @@ class Manifest:
         write_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode())
 
 
+def earlier_manifest(out_dir: Path, board: str) -> Manifest | None:
+    """The manifest a previous build of `board` left in out_dir, or None."""
+    try:
+        data = load_manifest(out_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    if data.get("board") != board:
+        return None
+    data["out_dir"] = out_dir
+    data["steps"] = [StepRecord(**record) for record in data.get("steps", [])]
+    known = Manifest.__dataclass_fields__
+    return Manifest(**{key: value for key, value in data.items() if key in known})
+
+
 def load_manifest(out_dir: Path) -> dict:
     return json.loads((out_dir / MANIFEST_NAME).read_text())

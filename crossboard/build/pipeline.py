@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..artifacts.manifest import Manifest, StepRecord
+from ..artifacts.manifest import Manifest, StepRecord, earlier_manifest
 from ..board.load import LoadedBoard
 from ..errors import CrossboardError, UserError
 from ..settings import Settings
@@ -79,8 +79,7 @@ def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime
     steps = selected_steps(options.only)
     preflight(board)
     folders = build_folders(board, settings)
-    manifest = Manifest(board=board.name, out_dir=folders["out"], runtime=runtime_kind,
-                        board_file_sha256=board.sha256, steps=[StepRecord(step.name) for step in steps])
+    manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
         runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=True)
@@ -97,6 +96,20 @@ def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime
         manifest.finish("failed", str(error) or "interrupted")
         raise
     manifest.finish("done")
+    return manifest
+
+
+def _start_manifest(board: LoadedBoard, out_dir: Path, runtime_kind: str, steps, options: BuildOptions) -> Manifest:
+    """A new manifest; with --only, the earlier one updated, so the steps not run keep what they made."""
+    fresh = Manifest(board=board.name, out_dir=out_dir, runtime=runtime_kind, board_file_sha256=board.sha256)
+    earlier = earlier_manifest(out_dir, board.name) if options.only else None
+    manifest = earlier or fresh
+    manifest.status, manifest.error, manifest.finished = "running", "", ""
+    manifest.started, manifest.runtime, manifest.board_file_sha256 = fresh.started, runtime_kind, board.sha256
+    previous = {record.name: record for record in manifest.steps}
+    running = {step.name for step in steps}
+    manifest.steps = [StepRecord(name) if name in running else previous[name]
+                      for name in STEP_NAMES if name in running or name in previous]
     return manifest
 
 

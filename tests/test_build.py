@@ -151,3 +151,17 @@ def test_beagleplay_configures_with_rust_and_builds_its_dtb(beagleplay_configure
     assert "CONFIG_MMC_SDHCI_AM654=y" in config.splitlines()
     dtb = settings.cache_dir / "build/beagleplay/kernel/arch/arm64/boot/dts/ti/k3-am625-beagleplay.dtb"
     assert dtb.is_file() and dtb.read_bytes()[:4] == b"\xd0\x0d\xfe\xed"
+
+
+def test_an_app_needing_a_newer_glibc_than_the_board_is_refused_unless_static(qemu_build, settings, tmp_path):
+    boards = copy_project(tmp_path)
+    mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
+    only_apps = dataclasses.replace(QUIET, only=frozenset({"apps"}))
+    old_board = {"targets": {"glibc": "2.17"}}
+    with pytest.raises(StepFailed, match=r"apps\[0\] hello needs GLIBC_2\.\d+ but qemu-arm64 has glibc 2\.17 "
+                                         r"\(targets.glibc\): set `static: true`"):
+        build(load_board("qemu-arm64", boards, overrides=old_board), mine, only_apps)
+    (boards / "qemu-arm64.local.yaml").write_text(
+        'targets: {glibc: "2.17"}\napps:\n  - path: apps/hello\n    static: true\n')
+    static = build(load_board("qemu-arm64", boards), mine, only_apps)
+    assert static.app_glibc == {"hello": ""}

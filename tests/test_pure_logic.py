@@ -77,3 +77,13 @@ def test_release_split_and_rust_verdicts():
     assert "arm64 Rust needs Linux >= 6.9" in rust_problem("6.6.58-ti-arm64-r20", {"CONFIG_RUST": "y"})
     assert "Unknown symbol __rust_alloc" in rust_problem("6.12.43-ti-arm64-r54", {"CONFIG_HAVE_RUST": "y"})
     assert rust_problem("6.12.43-ti-arm64-r54", {"CONFIG_RUST": "y"}) is None
+
+
+def test_app_glibc_against_the_board():
+    from crossboard.deploy.preflight import BoardFacts, app_problem
+
+    facts = BoardFacts(release="6.12.1", rust=True, glibc=(2, 36), user="debian", sudo_works=True,
+                       loaded=frozenset())
+    assert "needs GLIBC_2.39 but the board has glibc 2.36" in app_problem("hello", "2.39", facts)
+    assert app_problem("hello", "2.34", facts) is None
+    assert app_problem("hello", "", facts) is None  # static: needs no glibc

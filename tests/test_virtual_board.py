@@ -43,6 +43,7 @@ def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
         assert remote.run("sudo -n id -u").stdout.strip() == "0"
         assert remote.run(f"test -f /lib/modules/{qemu_build.kernel_release}/modules.dep").code == 0
         assert remote.run("uname -m").stdout.strip() == "aarch64"
+        assert remote.run("test -f /mnt/out/manifest.json").code == 0  # out/<board>/ over 9p
     assert f"crossboard virtual board: {qemu_build.kernel_release} up" in virtual_board.console_log.read_text()
     assert "SSH answering" in qemu.status(virtual_board)
 

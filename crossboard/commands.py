@@ -4,9 +4,7 @@ from __future__ import annotations
 from .board.load import board_names, load_board, source_override
 from .errors import UserError
 from .settings import Settings
-from .toolchain.engine import docker_client
-from .toolchain.image import ensure_toolchain
-from .toolchain.stream import Tee
+from .toolchain.image import prepare_toolchain
 
 
 def list_boards() -> list[tuple[str, str]]:
@@ -15,9 +13,7 @@ def list_boards() -> list[tuple[str, str]]:
 
 def toolchain(settings: Settings, echo: bool = True):
     """Build the toolchain image if its build context changed; a no-op otherwise."""
-    client = docker_client()
-    with Tee(settings.cache_dir / "logs" / "toolchain.log", echo=echo) as tee:
-        return ensure_toolchain(client, settings, tee)
+    return prepare_toolchain(settings, echo)[1]
 
 
 def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):

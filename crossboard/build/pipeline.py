@@ -8,10 +8,8 @@ from ..artifacts.manifest import Manifest, StepRecord, earlier_manifest
 from ..board.load import LoadedBoard
 from ..errors import CrossboardError, UserError
 from ..settings import Settings
-from ..toolchain.engine import docker_client
-from ..toolchain.image import ensure_toolchain, image_ref
+from ..toolchain.image import image_ref, prepare_toolchain
 from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime
-from ..toolchain.stream import Tee
 from . import source
 from .context import BuildContext, BuildOptions
 from .steps import STEP_NAMES, STEPS
@@ -52,9 +50,7 @@ def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: 
         raise UserError(f"--runtime: unknown runtime {kind!r} (runtimes: {', '.join(RUNTIMES)})")
     if not prepare:
         return DockerRuntime(None, image_ref(settings), folders)
-    client = docker_client()
-    with Tee(settings.cache_dir / "logs" / "toolchain.log", echo=echo) as tee:
-        image = ensure_toolchain(client, settings, tee)
+    client, image = prepare_toolchain(settings, echo)
     return DockerRuntime(client, image.ref, folders)
 
 

@@ -12,6 +12,7 @@ from .. import PROJECT_ROOT
 from ..errors import InfrastructureError
 from ..settings import Settings
 from .base_image import ensure_base_image
+from .engine import docker_client
 from .stream import Tee
 
 CONTEXT_DIR = PROJECT_ROOT / "containers" / "toolchain"
@@ -80,3 +81,10 @@ def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee,
     except (APIError, BuildError) as error:
         raise InfrastructureError(f"building {ref} failed: {error}") from None
     return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True)
+
+
+def prepare_toolchain(settings: Settings, echo: bool = True) -> tuple[docker.DockerClient, ToolchainImage]:
+    """The engine and the current toolchain image, built first when its context changed."""
+    client = docker_client()
+    with Tee(settings.cache_dir / "logs" / "toolchain.log", echo=echo) as tee:
+        return client, ensure_toolchain(client, settings, tee)

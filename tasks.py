@@ -60,15 +60,16 @@ def doctor(c, board=None):
     "keep-loaded": "leave the modules loaded",
     "module": "load only these modules (comma-separated names); apps are then not run",
     "wait": "seconds to keep retrying the connection while a board boots",
+    "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
 })
 @reports_errors
-def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30):
+def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30, kernel=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
     options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded, wait_seconds=float(wait),
                             modules=frozenset(filter(None, module.split(","))))
-    commands.deploy(board, Settings.from_environment(), options)
+    commands.deploy(board, Settings.from_environment(), options, kernel)
 
 
 @task(name="up", help={"board": "a virtual board (one with a `virtual:` section)"})
@@ -122,6 +123,13 @@ def config_pull(c, board="beagleplay", trust_new_host=False):
     print(commands.config_pull(board, Settings.from_environment(), trust_new_host))
 
 
-namespace = Collection(boards, toolchain, doctor, build, deploy, dev)
+@task(help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})
+@reports_errors
+def rollback(c, board="beagleplay", trust_new_host=False):
+    """Undo invoke deploy --kernel: the previous default label again, crossboard's kernel and modules removed."""
+    commands.rollback(board, trust_new_host)
+
+
+namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)
 namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_down))
 namespace.add_collection(Collection("config", config_pull))

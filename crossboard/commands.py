@@ -32,9 +32,11 @@ def doctor(settings: Settings, board_name: str | None = None) -> None:
     run_doctor(settings, load_board(board_name) if board_name else None)
 
 
-def deploy(board_names: str, settings: Settings, options) -> list[dict]:
+def deploy(board_names: str, settings: Settings, options, kernel: bool = False) -> list[dict]:
     from .deploy.run import deploy_many
 
+    if kernel:
+        return [install_kernel(name, settings, options.trust_new_host) for name in board_names.split(",")]
     names = [name.strip() for name in board_names.split(",") if name.strip()]
     if not names:
         raise UserError("--board: name at least one board")
@@ -75,3 +77,20 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
                      "vermagic matches only when kernel.source is the board's own tree (--kernel-source or "
                      f"boards/{board_name}.local.yaml)")
     return "\n".join(lines)
+
+
+def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False) -> dict:
+    from .deploy.kernel_install import install_kernel as install
+
+    record = install(load_board(board_name.strip()), settings.out_dir, trust_new_host)
+    print(f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
+          f"previous default {record['previous_default']!r}); reboot the board to run it, invoke rollback to undo")
+    return record
+
+
+def rollback(board_name: str, trust_new_host: bool = False) -> dict:
+    from .deploy.kernel_install import rollback as undo
+
+    record = undo(load_board(board_name), trust_new_host)
+    print(f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again")
+    return record

@@ -9,7 +9,7 @@ import pytest
 from fakes import fake_built_board
 
 from crossboard.deploy.run import DeployOptions, deploy_many
-from crossboard.errors import StepFailed
+from crossboard.errors import StepFailed, UserError
 
 
 @pytest.fixture
@@ -85,3 +85,61 @@ def test_config_pull_refuses_a_kernel_without_rust(lab, ssh_lab):
         pull_config(board)
     assert not (board.boards_dir / "b4.local.yaml").exists()
     assert not (board.boards_dir / "b4.pulled.config").exists()
+
+
+RELEASE = "6.12.107-crossboard-test"
+
+
+@pytest.fixture
+def boot_board(tmp_path, ssh_lab, monkeypatch):
+    """A board whose boot partition is a folder holding a stock BeaglePlay extlinux.conf."""
+    monkeypatch.setattr("crossboard.remote.connection.PROJECT_KNOWN_HOSTS", tmp_path / "known_hosts")
+    root = Path(f"/tmp/crossboard-test-{uuid.uuid4().hex}")
+    (root / "boot/extlinux").mkdir(parents=True)
+    root.chmod(0o1777)  # the login user makes its remote folder here; the boot folder stays root's
+    stock = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_text()
+    (root / "boot/extlinux/extlinux.conf").write_text(stock)
+    board = fake_built_board(tmp_path / "project", tmp_path / "out", "play", ssh_lab.server().port, "cbdeploy",
+                             ssh_lab.key, str(root / "remote"), boot_partition=str(root / "boot"),
+                             kernel_release=RELEASE)
+    yield board, root / "boot", stock, tmp_path / "out"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(f"/lib/modules/{RELEASE}", ignore_errors=True)
+
+
+def test_kernel_install_adds_a_default_label_and_rollback_restores_the_stock_one(boot_board):
+    from crossboard.deploy import extlinux
+    from crossboard.deploy.kernel_install import install_kernel, rollback
+
+    board, boot, stock, out = boot_board
+    record = install_kernel(board, out)
+    conf = (boot / "extlinux/extlinux.conf").read_text()
+    lines, default, labels = extlinux.parse(conf)
+    assert default == f"crossboard-{RELEASE}" and "Linux microSD" in labels and "BeaglePlay Recovery" in labels
+    assert (boot / f"crossboard/{RELEASE}/Image").read_bytes().startswith(b"ARMd fake")
+    assert (boot / f"crossboard/{RELEASE}/k3-am625-beagleplay.dtb").is_file()
+    assert Path(f"/lib/modules/{RELEASE}/modules.order").is_file()
+    assert [p.read_text() for p in (boot / "extlinux").glob("extlinux.conf.crossboard-*")] == [stock]  # backup
+    assert not (boot / "Image.gz").exists()  # the stock files are never touched
+    assert record["previous_default"] == "Linux microSD"
+    assert install_kernel(board, out)["previous_default"] == "Linux microSD"  # again: same release, same record
+
+    rollback(board)
+    assert (boot / "extlinux/extlinux.conf").read_text() == stock
+    assert not (boot / "crossboard" / RELEASE).exists() and not Path(f"/lib/modules/{RELEASE}").exists()
+    assert not (boot / "crossboard/installed.json").exists()
+    with pytest.raises(UserError, match="no crossboard kernel is installed"):
+        rollback(board)
+
+
+def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    board, boot, stock, out = boot_board
+    broken = stock.replace("default Linux microSD", "default Linux eMMC")
+    (boot / "extlinux/extlinux.conf").write_text(broken)
+    with pytest.raises(UserError, match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label .*nothing was changed"):
+        install_kernel(board, out)
+    assert (boot / "extlinux/extlinux.conf").read_text() == broken
+    assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
+    assert not Path(f"/lib/modules/{RELEASE}").exists()

@@ -1,4 +1,6 @@
 """Pure logic, no engine needed: Kconfig reading and diagnosis, tool versions, ELF facts."""
+from pathlib import Path
+
 import pytest
 
 from crossboard.artifacts.files import highest_glibc, vermagic_of, write_atomically
@@ -87,3 +89,36 @@ def test_app_glibc_against_the_board():
     assert "needs GLIBC_2.39 but the board has glibc 2.36" in app_problem("hello", "2.39", facts)
     assert app_problem("hello", "2.34", facts) is None
     assert app_problem("hello", "", facts) is None  # static: needs no glibc
+
+
+STOCK_EXTLINUX = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_text()
+
+
+def test_our_label_becomes_the_default_and_copies_the_stock_command_line():
+    from crossboard.deploy import extlinux
+
+    new, stock = extlinux.add_default_label(STOCK_EXTLINUX, "crossboard-6.12.107-crossboard",
+                                            "/crossboard/6.12.107-crossboard/Image",
+                                            "/crossboard/6.12.107-crossboard/k3-am625-beagleplay.dtb")
+    assert stock == "Linux microSD"
+    lines, default, labels = extlinux.parse(new)
+    assert default == "crossboard-6.12.107-crossboard"
+    assert list(labels) == ["crossboard-6.12.107-crossboard", "Linux microSD", "BeaglePlay Recovery",
+                            "BeaglePlay disable BCFSERIAL"]
+    ours = "\n".join(labels[default].lines(lines))
+    assert "append console=ttyS2,115200n8 root=/dev/mmcblk1p2 ro rootfstype=ext4 resume=/dev/mmcblk1p3" in ours
+    assert "fdt /crossboard/6.12.107-crossboard/k3-am625-beagleplay.dtb" in ours and "initrd" not in ours
+    assert extlinux.remove_label(new, default, stock) == STOCK_EXTLINUX  # byte for byte
+
+
+@pytest.mark.parametrize("broken, reason", [
+    (STOCK_EXTLINUX.replace("default Linux microSD", "default Linux eMMC"), "names no label"),
+    (STOCK_EXTLINUX.replace("default Linux microSD\n", ""), "no `default` line"),
+    ("timeout 5\n", "no `label` entries"),
+    (STOCK_EXTLINUX.replace("    kernel /Image.gz\n", "", 1), "has no kernel line"),
+])
+def test_a_broken_extlinux_conf_is_refused(broken, reason):
+    from crossboard.deploy import extlinux
+
+    with pytest.raises(ValueError, match=reason):
+        extlinux.add_default_label(broken, "crossboard-x", "/x/Image", None)

@@ -4,6 +4,7 @@ were: the board-side script removes its staging folder when the stream ends earl
 It needs only sh, tar, sha256sum and mktemp, so BusyBox boards and dropbear without SFTP work too."""
 from __future__ import annotations
 
+import hashlib
 import io
 import shlex
 import tarfile
@@ -42,9 +43,14 @@ done < {names}
 
 @dataclass(frozen=True)
 class Upload:
-    local: Path
+    local: Path | None
     remote: str  # relative to the remote folder
     sha256: str  # what the file must hash to on the board
+    data: bytes | None = None  # content made in memory, instead of a local file
+
+    @classmethod
+    def of_bytes(cls, remote: str, data: bytes) -> "Upload":
+        return cls(None, remote, hashlib.sha256(data).hexdigest(), data)
 
 
 def remote_hashes(board: Board, remote_dir: str, names: list[str]) -> dict[str, str]:
@@ -103,15 +109,21 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
+def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    archive.addfile(info, io.BytesIO(data))
+
+
 def _send_tar(channel: paramiko.Channel, uploads: list[Upload], progress) -> None:
     writer = io.BufferedWriter(_ChannelWriter(channel, progress), buffer_size=256 << 10)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:
         for upload in uploads:
-            archive.add(str(upload.local), arcname=upload.remote, recursive=False)
-        for name, text in ((HASH_LIST, "".join(f"{u.sha256}  {u.remote}\n" for u in uploads)),
-                           (NAME_LIST, "".join(f"{u.remote}\n" for u in uploads))):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+            if upload.data is None:
+                archive.add(str(upload.local), arcname=upload.remote, recursive=False)
+            else:
+                _add_bytes(archive, upload.remote, upload.data)
+        _add_bytes(archive, HASH_LIST, "".join(f"{u.sha256}  {u.remote}\n" for u in uploads).encode())
+        _add_bytes(archive, NAME_LIST, "".join(f"{u.remote}\n" for u in uploads).encode())
     writer.flush()

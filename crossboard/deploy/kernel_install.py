@@ -1,0 +1,121 @@
+"""`invoke deploy --kernel` and `invoke rollback`: our kernel on the board's boot partition under its own
+names, a new default extlinux label beside the stock ones, and a record on the board of what was
+installed so that rollback can take it all away again."""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path, PurePosixPath
+
+from ..artifacts.files import sha256_of
+from ..board.load import LoadedBoard
+from ..errors import StepFailed, UserError
+from ..remote.connection import Board, connect
+from ..remote.transfer import Upload, push
+from . import extlinux
+from .run import built_manifest
+
+RECORD = "crossboard/installed.json"  # on the boot partition, beside the kernels
+
+
+def _boot(board: LoadedBoard):
+    boot = board.spec.deploy.boot
+    if boot is None:
+        raise UserError(f"{board.file.name}: deploy.boot is not set: {board.name} has no boot partition to install into")
+    return boot.partition, f"{boot.partition}/{boot.extlinux}"
+
+
+def _read(remote: Board, path: str) -> str | None:
+    result = remote.run(f"cat {shlex.quote(path)}", privileged=True)
+    return result.stdout if result.code == 0 else None
+
+
+def _stage_files(remote: Board, stage: str, files: dict[str, Path | bytes]) -> None:
+    """Send files (local paths, or contents) into the staging folder, checked and atomic as every transfer."""
+    push(remote, stage, [Upload.of_bytes(name, content) if isinstance(content, bytes)
+                         else Upload(content, name, sha256_of(content)) for name, content in files.items()])
+
+
+def _run_script(remote: Board, script: str, what: str) -> None:
+    result = remote.run(f"set -e\n{script}", privileged=True)
+    if result.code != 0:
+        raise StepFailed(f"{remote.target.name}: {what} failed (exit {result.code}): {' '.join(result.stderr.split())}")
+
+
+def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = False) -> dict:
+    """Install the built kernel, DTBs and modules; the new label becomes the default."""
+    partition, conf = _boot(board)
+    out_dir = out_root / board.name
+    manifest = built_manifest(board, out_dir)
+    release = manifest["kernel_release"]
+    kind = {artifact["kind"]: artifact for artifact in manifest["artifacts"]}
+    if "kernel" not in kind or "modules-tree" not in kind:
+        raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
+    dtbs = [a for a in manifest["artifacts"] if a["kind"] == "dtb"]
+    label, dest = f"crossboard-{release}", f"{partition}/crossboard/{release}"
+    image_name = PurePosixPath(kind["kernel"]["path"]).name
+    with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+        earlier = _read(remote, f"{partition}/{RECORD}")
+        earlier = json.loads(earlier) if earlier else None
+        if earlier and earlier["release"] != release:
+            raise UserError(f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
+                            f"run invoke rollback --board {board.name} first")
+        current = _read(remote, conf)
+        if current is None:
+            raise UserError(f"{board.name}: cannot read {conf} on the board (deploy.boot)")
+        try:
+            new_conf, stock_default = extlinux.add_default_label(
+                current, label, f"/crossboard/{release}/{image_name}",
+                f"/crossboard/{release}/{PurePosixPath(dtbs[0]['path']).name}" if dtbs else None)
+        except ValueError as reason:
+            raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
+        record = {"release": release, "label": label, "previous_default": earlier["previous_default"] if earlier
+                  else stock_default, "kernel_dir": dest, "modules_dir": f"/lib/modules/{release}",
+                  "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
+        files = {image_name: out_dir / kind["kernel"]["path"], "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
+                 "extlinux.conf": new_conf.encode(), "installed.json": json.dumps(record, indent=2).encode()}
+        files.update({PurePosixPath(dtb["path"]).name: out_dir / dtb["path"] for dtb in dtbs})
+        _stage_files(remote, stage, files)
+        q = shlex.quote
+        copies = " ".join(q(f"{stage}/{name}") for name in files if name not in
+                          ("modules.tar.gz", "extlinux.conf", "installed.json"))
+        _run_script(remote, f"""
+mkdir -p {q(dest)}
+cp {copies} {q(dest)}/
+tar -xzf {q(stage + '/modules.tar.gz')} -C /
+if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi
+cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
+cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
+grep -q {q('^label ' + label + '$')} {q(conf + '.crossboard-new')}
+mv -f {q(conf + '.crossboard-new')} {q(conf)}
+cp {q(stage + '/installed.json')} {q(partition + '/' + RECORD)}
+sync""", "installing the kernel")
+    return record
+
+
+def rollback(board: LoadedBoard, trust_new_host: bool = False) -> dict:
+    """Restore the default label from before, and remove what crossboard installed."""
+    partition, conf = _boot(board)
+    with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+        text = _read(remote, f"{partition}/{RECORD}")
+        if not text:
+            raise UserError(f"{board.name}: no crossboard kernel is installed ({partition}/{RECORD} is missing)")
+        record = json.loads(text)
+        current = _read(remote, conf)
+        try:
+            restored = extlinux.remove_label(current or "", record["label"], record["previous_default"])
+        except ValueError as reason:
+            raise UserError(f"{board.name}: {conf} could not be restored ({reason}); nothing was changed") from None
+        stage = f"{board.spec.deploy.remote_dir}/rollback"
+        _stage_files(remote, stage, {"extlinux.conf": restored.encode()})
+        q = shlex.quote
+        _run_script(remote, f"""
+cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
+cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
+mv -f {q(conf + '.crossboard-new')} {q(conf)}
+rm -rf {q(record['kernel_dir'])} {q(record['modules_dir'])}
+rm -f {q(partition + '/' + RECORD)}
+sync""", "rolling back")
+    return record

@@ -10,8 +10,10 @@ from crossboard.settings import Settings
 @reports_errors
 def boards(c):
     """List the boards (boards/*.yaml) with a one-line description each."""
-    for name, description in commands.list_boards():
-        print(f"{name:<14} {description}")
+    listed = commands.list_boards()
+    width = max((len(name) for name, _ in listed), default=0)
+    for name, description in listed:
+        print(f"{name:<{width}}  {description}")
 
 
 @task(help={
@@ -61,25 +63,30 @@ def doctor(c, board=None):
     "module": "load only these modules (comma-separated names); apps are then not run",
     "wait": "seconds to keep retrying the connection while a board boots",
     "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
+    "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
 })
 @reports_errors
-def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30, kernel=False):
+def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30, kernel=False,
+           reboot=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
     options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded, wait_seconds=float(wait),
                             modules=frozenset(filter(None, module.split(","))))
-    commands.deploy(board, Settings.from_environment(), options, kernel)
+    commands.deploy(board, Settings.from_environment(), options, kernel, reboot)
 
 
-@task(name="up", help={"board": "a virtual board (one with a `virtual:` section)"})
+@task(name="up", help={
+    "board": "a virtual board (one with a `virtual:` section)",
+    "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
+})
 @reports_errors
-def qemu_up(c, board="qemu-arm64"):
+def qemu_up(c, board="qemu-arm64", fresh=False):
     """Boot the virtual board with the built kernel; returns once its SSH server answers."""
     from crossboard.virtual import qemu
 
     vboard = commands.virtual_board(board, Settings.from_environment())
-    pid = qemu.up(vboard)
+    pid = qemu.up(vboard, fresh=fresh)
     print(qemu.status(vboard) if pid else "")
 
 
@@ -123,11 +130,15 @@ def config_pull(c, board="beagleplay", trust_new_host=False):
     print(commands.config_pull(board, Settings.from_environment(), trust_new_host))
 
 
-@task(help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})
+@task(help={
+    "board": "board name",
+    "trust-new-host": "accept and record a host key never seen before",
+    "reboot": "reboot, wait for SSH and check the board runs the kernel it ran before the install",
+})
 @reports_errors
-def rollback(c, board="beagleplay", trust_new_host=False):
+def rollback(c, board="beagleplay", trust_new_host=False, reboot=False):
     """Undo invoke deploy --kernel: the previous default label again, crossboard's kernel and modules removed."""
-    commands.rollback(board, trust_new_host)
+    commands.rollback(board, trust_new_host, reboot)
 
 
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)

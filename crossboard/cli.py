@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 from invoke.exceptions import Exit
@@ -14,6 +15,9 @@ def reports_errors(task_body):
 
     @functools.wraps(task_body)
     def wrapper(*args, **kwargs):
+        # CI systems cancel with SIGTERM: unwind as for Ctrl-C, so containers are removed and the
+        # manifest says the build was interrupted.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             return task_body(*args, **kwargs)
         except (CrossboardError, KeyboardInterrupt) as error:
@@ -22,3 +26,7 @@ def reports_errors(task_body):
             raise Exit(code=exit_code_for(error)) from None
 
     return wrapper
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -32,11 +32,13 @@ def doctor(settings: Settings, board_name: str | None = None) -> None:
     run_doctor(settings, load_board(board_name) if board_name else None)
 
 
-def deploy(board_names: str, settings: Settings, options, kernel: bool = False) -> list[dict]:
+def deploy(board_names: str, settings: Settings, options, kernel: bool = False, reboot: bool = False) -> list[dict]:
     from .deploy.run import deploy_many
 
+    if reboot and not kernel:
+        raise UserError("--reboot goes with --kernel: it boots the kernel just installed")
     if kernel:
-        return [install_kernel(name, settings, options.trust_new_host) for name in board_names.split(",")]
+        return [install_kernel(name, settings, options.trust_new_host, reboot) for name in board_names.split(",")]
     names = [name.strip() for name in board_names.split(",") if name.strip()]
     if not names:
         raise UserError("--board: name at least one board")
@@ -79,18 +81,21 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
     return "\n".join(lines)
 
 
-def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False) -> dict:
+def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import install_kernel as install
 
-    record = install(load_board(board_name.strip()), settings.out_dir, trust_new_host)
+    record = install(load_board(board_name.strip()), settings.out_dir, trust_new_host, reboot)
     print(f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
-          f"previous default {record['previous_default']!r}); reboot the board to run it, invoke rollback to undo")
+          f"previous default {record['previous_default']!r}); "
+          + (f"rebooted, and it runs {record['release']}" if reboot else "reboot the board to run it")
+          + "; invoke rollback to undo")
     return record
 
 
-def rollback(board_name: str, trust_new_host: bool = False) -> dict:
+def rollback(board_name: str, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import rollback as undo
 
-    record = undo(load_board(board_name), trust_new_host)
-    print(f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again")
+    record = undo(load_board(board_name), trust_new_host, reboot)
+    print(f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
+          + (f"; rebooted, and it runs {record['previous_release']}" if reboot else ""))
     return record

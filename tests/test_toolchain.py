@@ -1,12 +1,18 @@
 """The toolchain image and the runtimes, against the real Docker engine."""
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from crossboard import PROJECT_ROOT
 from crossboard.errors import StepFailed
 from crossboard.toolchain.image import context_hash, ensure_toolchain, pinned_packages
-from crossboard.toolchain.runtime import RUNTIME_LABEL, DockerRuntime, HostRuntime
+from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
 
 
@@ -124,3 +130,45 @@ def test_doctor_says_what_to_do_when_the_image_is_missing():
     checks = run_checks(settings)
     missing = [check for check in checks if not check.ok]
     assert missing and missing[-1].todo == "run `invoke toolchain`"
+
+
+def _build_until_kernel_step(out_dir):
+    """Start `invoke build` and return it once its manifest says the kernel step runs."""
+    process = subprocess.Popen([sys.executable, "-m", "invoke", "build", "--quiet"], cwd=PROJECT_ROOT,
+                               env={**os.environ, "CROSSBOARD_OUT": str(out_dir)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifest = out_dir / "qemu-arm64/manifest.json"
+    for _ in range(600):
+        if manifest.is_file():
+            steps = {s["name"]: s["status"] for s in json.loads(manifest.read_text())["steps"]}
+            if steps.get("kernel") == "running":
+                return process, manifest
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("the build never reached its kernel step")
+
+
+def test_a_killed_build_leaves_a_readable_manifest_and_its_container_is_reaped(docker, qemu_build, tmp_path):
+    process, manifest = _build_until_kernel_step(tmp_path)
+    owner_suffix = f":{process.pid}"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    state = json.loads(manifest.read_text())  # written atomically: never half a file
+    steps = {step["name"]: step["status"] for step in state["steps"]}
+    assert state["status"] == "running" and steps["kernel"] == "running"
+    orphans = [c for c in docker.containers.list(filters={"label": OWNER_LABEL})
+               if c.labels[OWNER_LABEL].endswith(owner_suffix)]
+    assert len(orphans) == 1
+    assert orphans[0].name in remove_orphans(docker)
+
+
+def test_sigterm_unwinds_like_ctrl_c(docker, qemu_build, tmp_path):
+    process, manifest = _build_until_kernel_step(tmp_path)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert stderr.decode().strip().splitlines()[-1] == "crossboard: error: interrupted"
+    state = json.loads(manifest.read_text())
+    assert state["status"] == "failed" and state["error"] == "interrupted"
+    assert not [c for c in docker.containers.list(filters={"label": OWNER_LABEL})
+                if c.labels[OWNER_LABEL].endswith(f":{process.pid}")]

@@ -98,6 +98,9 @@ class ModuleExpect(Strict):
 class Deploy(Strict):
     remote_dir: NonEmpty
     boot: Boot | None = None
+    # where to look when a board does not come back from a reboot (deploy --kernel --reboot)
+    console: NonEmpty = "the board's serial console"
+    reboot_timeout: Annotated[int, Field(gt=0)] = 180
     keep_loaded: bool = False
     expect: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ModuleExpect] = {}
 
@@ -110,6 +113,17 @@ class Virtual(Strict):
     cpus: Annotated[int, Field(ge=1, le=8)] = 2
     memory_mb: Annotated[int, Field(ge=128)] = 512
     boot_timeout: Annotated[int, Field(gt=0)] = 120
+    # `kernel`: QEMU loads this board's kernel and an initramfs root directly. `u-boot`: QEMU runs
+    # U-Boot from a disk with a FAT boot partition (extlinux.conf) and an ext4 root, like a BeaglePlay,
+    # whose stock kernel is the build of the board named by `stock_kernel`.
+    boot: Literal["kernel", "u-boot"] = "kernel"
+    stock_kernel: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None
+
+    @model_validator(mode="after")
+    def stock_kernel_with_u_boot(self):
+        if (self.boot == "u-boot") != (self.stock_kernel is not None):
+            raise ValueError("stock_kernel is given exactly when boot is u-boot")
+        return self
 
 
 class Board(Strict):

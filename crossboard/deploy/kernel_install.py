@@ -14,6 +14,7 @@ from ..errors import StepFailed, UserError
 from ..remote.connection import Board, connect
 from ..remote.transfer import Upload, push
 from . import extlinux
+from .reboot import boot_id, reboot_into
 from .run import built_manifest
 
 RECORD = "crossboard/installed.json"  # on the boot partition, beside the kernels
@@ -43,8 +44,9 @@ def _run_script(remote: Board, script: str, what: str) -> None:
         raise StepFailed(f"{remote.target.name}: {what} failed (exit {result.code}): {' '.join(result.stderr.split())}")
 
 
-def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = False) -> dict:
-    """Install the built kernel, DTBs and modules; the new label becomes the default."""
+def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = False, reboot: bool = False) -> dict:
+    """Install the built kernel, DTBs and modules; the new label becomes the default. With `reboot`,
+    boot it and check the board runs it."""
     partition, conf = _boot(board)
     out_dir = out_root / board.name
     manifest = built_manifest(board, out_dir)
@@ -61,6 +63,9 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
         if earlier and earlier["release"] != release:
             raise UserError(f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
                             f"run invoke rollback --board {board.name} first")
+        if not earlier and remote.run(f"test -e /lib/modules/{shlex.quote(release)}").code == 0:
+            raise UserError(f"{board.name}: /lib/modules/{release} is already there and is not crossboard's: give "
+                            "the build its own kernel.localversion, or installing would overwrite that kernel's modules")
         current = _read(remote, conf)
         if current is None:
             raise UserError(f"{board.name}: cannot read {conf} on the board (deploy.boot)")
@@ -70,8 +75,10 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
                 f"/crossboard/{release}/{PurePosixPath(dtbs[0]['path']).name}" if dtbs else None)
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
-        record = {"release": release, "label": label, "previous_default": earlier["previous_default"] if earlier
-                  else stock_default, "kernel_dir": dest, "modules_dir": f"/lib/modules/{release}",
+        before = boot_id(remote)
+        record = {"release": release, "label": label, "kernel_dir": dest, "modules_dir": f"/lib/modules/{release}",
+                  "previous_default": earlier["previous_default"] if earlier else stock_default,
+                  "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
                   "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
         files = {image_name: out_dir / kind["kernel"]["path"], "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
@@ -92,11 +99,14 @@ grep -q {q('^label ' + label + '$')} {q(conf + '.crossboard-new')}
 mv -f {q(conf + '.crossboard-new')} {q(conf)}
 cp {q(stage + '/installed.json')} {q(partition + '/' + RECORD)}
 sync""", "installing the kernel")
+    if reboot:
+        reboot_into(board, release, before, trust_new_host=trust_new_host)
     return record
 
 
-def rollback(board: LoadedBoard, trust_new_host: bool = False) -> dict:
-    """Restore the default label from before, and remove what crossboard installed."""
+def rollback(board: LoadedBoard, trust_new_host: bool = False, reboot: bool = False) -> dict:
+    """Restore the default label from before, and remove what crossboard installed. With `reboot`,
+    boot the board again and check it runs the kernel it ran before the install."""
     partition, conf = _boot(board)
     with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
         text = _read(remote, f"{partition}/{RECORD}")
@@ -108,6 +118,7 @@ def rollback(board: LoadedBoard, trust_new_host: bool = False) -> dict:
             restored = extlinux.remove_label(current or "", record["label"], record["previous_default"])
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} could not be restored ({reason}); nothing was changed") from None
+        before = boot_id(remote)
         stage = f"{board.spec.deploy.remote_dir}/rollback"
         _stage_files(remote, stage, {"extlinux.conf": restored.encode()})
         q = shlex.quote
@@ -118,4 +129,6 @@ mv -f {q(conf + '.crossboard-new')} {q(conf)}
 rm -rf {q(record['kernel_dir'])} {q(record['modules_dir'])}
 rm -f {q(partition + '/' + RECORD)}
 sync""", "rolling back")
+    if reboot:
+        reboot_into(board, record["previous_release"], before, trust_new_host=trust_new_host)
     return record

@@ -7,6 +7,7 @@ Rust's path-dependent crate hashes match between a kernel build and a later modu
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -19,6 +20,7 @@ from .stream import Tee
 
 CONTAINER_ROOT = "/crossboard"
 RUNTIME_LABEL = "org.crossboard.runtime"
+OWNER_LABEL = "org.crossboard.owner"  # host:pid of the crossboard process that started the container
 
 
 class Runtime(ABC):
@@ -109,13 +111,15 @@ class DockerRuntime(Runtime):
         return f"{CONTAINER_ROOT}/{folder}"
 
     def start(self) -> None:
+        remove_orphans(self.client)
         for host_path in self.folders.values():
             host_path.mkdir(parents=True, exist_ok=True)
         volumes = {str(host): {"bind": self.path(name), "mode": "rw"} for name, host in self.folders.items()}
         try:
             self.container = self.client.containers.run(
                 self.image, ["sleep", "infinity"], detach=True, init=True, user=self.user, volumes=volumes,
-                labels={RUNTIME_LABEL: self.label}, network_mode="host", working_dir=CONTAINER_ROOT,
+                labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()}, network_mode="host",
+                working_dir=CONTAINER_ROOT,
             )
         except APIError as error:
             raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None
@@ -138,3 +142,23 @@ class DockerRuntime(Runtime):
         for chunk in api.exec_start(exec_id, stream=True):
             tee.write(chunk)
         return api.exec_inspect(exec_id)["ExitCode"]
+
+
+def _owner(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+def remove_orphans(client: docker.DockerClient) -> list[str]:
+    """Remove toolchain containers whose crossboard process on this host is gone (killed with SIGKILL,
+    say): each would otherwise sleep forever. Returns their names."""
+    removed = []
+    for container in client.containers.list(filters={"label": OWNER_LABEL}):
+        host, _, pid = container.labels[OWNER_LABEL].rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        try:
+            container.remove(force=True)
+            removed.append(container.name)
+        except NotFound:
+            pass
+    return removed

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..board.load import LoadedBoard
+from ..board.load import LoadedBoard, load_board
 from ..deploy.run import built_manifest
 from ..errors import InfrastructureError, UserError
 from ..remote import connection as remote_connection
@@ -21,7 +21,10 @@ from ..toolchain.stream import Tee
 from .keys import ensure_keys
 
 GUEST_DEBS = "/usr/share/crossboard/guest-debs"
+U_BOOT = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"  # in the toolchain image (u-boot-qemu)
 MAKE_ROOT = Path(__file__).with_name("make-root")
+MAKE_DISK = Path(__file__).with_name("make-disk")
+STOCK_EXTLINUX = Path(__file__).with_name("stock-extlinux.conf")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,17 @@ class VirtualBoard:
         return self.work_dir / "root.cpio.gz"
 
     @property
+    def disk_image(self) -> Path:
+        """The U-Boot shape's disk as made: stock kernel, stock extlinux.conf."""
+        return self.work_dir / "disk.img"
+
+    @property
+    def disk(self) -> Path:
+        """The disk the board runs on, with every change made on the board: a qcow2 overlay of
+        disk_image, so that it survives qemu.down and up, and `qemu.up --fresh` discards it."""
+        return self.out_dir / "disk.qcow2"
+
+    @property
     def pidfile(self) -> Path:
         return self.out_dir / "qemu.pid"
 
@@ -75,32 +89,77 @@ class VirtualBoard:
             return None
 
 
-def ensure_root(vboard: VirtualBoard, echo: bool = True) -> Path:
-    """Make the root image when its inputs changed: the modules tree, the keys, the script, the image."""
+def kernel_board(vboard: VirtualBoard) -> LoadedBoard:
+    """The board whose build the virtual board boots first: its own, or with U-Boot the stock kernel's."""
+    name = vboard.board.spec.virtual.stock_kernel
+    return load_board(name, vboard.board.file.parent) if name else vboard.board
+
+
+def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
+    """QEMU's arguments for what the board boots, made again only when their inputs changed: the
+    kernel and modules tree, the keys, the scripts, the toolchain image."""
     from ..build.pipeline import build_folders, make_runtime
 
-    manifest = built_manifest(vboard.board, vboard.out_dir)
-    modules_tree = next(a for a in manifest["artifacts"] if a["kind"] == "modules-tree")
+    stock = kernel_board(vboard)
+    stock_out = vboard.settings.out_dir / stock.name
+    artifacts = {a["kind"]: a for a in built_manifest(stock, stock_out)["artifacts"]}
     keys = ensure_keys(vboard.keys_dir)
-    folders = build_folders(vboard.board, vboard.settings)
-    runtime = make_runtime("docker", vboard.settings, folders, echo, prepare=True)
-    inputs = hashlib.sha256("\0".join([
-        modules_tree["sha256"], keys["host_pub"].read_text(), keys["client_pub"].read_text(),
-        MAKE_ROOT.read_text(), runtime.image]).encode()).hexdigest()
-    stamp = vboard.work_dir / "root.inputs"
-    if vboard.root_image.is_file() and stamp.is_file() and stamp.read_text() == inputs:
-        return vboard.root_image
-    vboard.work_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(keys["host"], vboard.work_dir / "host_key")
-    shutil.copyfile(keys["client_pub"], vboard.work_dir / "authorized_keys")
-    inside_work = f"{runtime.path('build')}/virtual"
+    runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo,
+                           prepare=True)
+    u_boot = vboard.board.spec.virtual.boot == "u-boot"
+    scripts = [MAKE_ROOT, MAKE_DISK, STOCK_EXTLINUX] if u_boot else [MAKE_ROOT]
+    inputs = hashlib.sha256("\0".join(
+        [artifacts["modules-tree"]["sha256"], artifacts["kernel"]["sha256"], keys["host_pub"].read_text(),
+         keys["client_pub"].read_text(), runtime.image] + [script.read_text() for script in scripts]).encode()).hexdigest()
+    product = vboard.disk_image if u_boot else vboard.root_image
+    stamp = vboard.work_dir / "inputs"
+    if not (product.is_file() and stamp.is_file() and stamp.read_text() == inputs):
+        stamp.unlink(missing_ok=True)
+        vboard.disk.unlink(missing_ok=True)  # an overlay on the old disk image would be garbage
+        _make(vboard, runtime, stock_out, artifacts, keys, echo)
+        stamp.write_text(inputs)
+    if not u_boot:
+        return ["-kernel", str(vboard.out_dir / vboard.board.spec.kernel.image), "-initrd", str(product),
+                "-append", "console=ttyAMA0 rdinit=/init panic=1", "-no-reboot"]
+    if not vboard.disk.is_file():
+        _run_host(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(product), str(vboard.disk)],
+                  "qemu-img cannot make the board's disk")
+    return ["-bios", str(vboard.work_dir / "u-boot.bin"),
+            "-drive", f"if=none,id=disk,format=qcow2,file={vboard.disk}", "-device", "virtio-blk-pci,drive=disk"]
+
+
+def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys: dict, echo: bool) -> None:
+    """Run make-root (and for U-Boot make-disk) in the toolchain image, on copies of their inputs
+    in the build folder, the one folder of the board's that the container sees whole."""
+    work, inside = vboard.work_dir, f"{runtime.path('build')}/virtual"
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(keys["host"], work / "host_key")
+    shutil.copyfile(keys["client_pub"], work / "authorized_keys")
+    shutil.copyfile(stock_out / artifacts["modules-tree"]["path"], work / "modules.tar.gz")
+    def project_file(path: Path) -> str:
+        return f"{runtime.path('project')}/{path.relative_to(vboard.board.project_root)}"
+
+    u_boot = vboard.board.spec.virtual.boot == "u-boot"
     with runtime, Tee(vboard.out_dir / "logs" / "virtual-root.log", echo=echo) as tee:
-        runtime.check(["sh", f"{runtime.path('project')}/{MAKE_ROOT.relative_to(vboard.board.project_root)}",
-                       GUEST_DEBS, f"{runtime.path('out')}/{modules_tree['path']}", f"{inside_work}/host_key",
-                       f"{inside_work}/authorized_keys", vboard.board.name, f"{inside_work}/root.cpio.gz"],
+        root = f"{inside}/{'root.tar' if u_boot else vboard.root_image.name}"
+        runtime.check(["sh", project_file(MAKE_ROOT), GUEST_DEBS, f"{inside}/modules.tar.gz", f"{inside}/host_key",
+                       f"{inside}/authorized_keys", vboard.board.name, "disk" if u_boot else "initramfs", root],
                       tee, what="making the virtual board's root")
-    stamp.write_text(inputs)
-    return vboard.root_image
+        if u_boot:
+            shutil.copyfile(stock_out / artifacts["kernel"]["path"], work / "stock-Image")
+            runtime.check(["sh", project_file(MAKE_DISK), root, f"{inside}/stock-Image", project_file(STOCK_EXTLINUX),
+                           f"{inside}/{vboard.disk_image.name}"], tee, what="making the virtual board's disk")
+            runtime.check(["cp", U_BOOT, f"{inside}/u-boot.bin"], tee, what="copying U-Boot out of the image")
+            for leftover in ("root.tar", "stock-Image"):
+                (work / leftover).unlink()
+
+
+def _run_host(command: list[str], what: str) -> None:
+    if shutil.which(command[0]) is None:
+        raise InfrastructureError(f"{command[0]} is not installed: run scripts/install-deps")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InfrastructureError(f"{what}: {done.stderr.strip()}")
 
 
 def _remember_host_key(vboard: VirtualBoard) -> None:
@@ -132,13 +191,11 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def qemu_command(vboard: VirtualBoard, image: Path, root: Path) -> list[str]:
+def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
     virtual = vboard.board.spec.virtual
     return [
         "qemu-system-aarch64", "-M", virtual.machine, "-cpu", virtual.cpu, "-smp", str(virtual.cpus),
-        "-m", str(virtual.memory_mb), "-display", "none", "-no-reboot", "-daemonize",
-        "-kernel", str(image), "-initrd", str(root),
-        "-append", "console=ttyAMA0 rdinit=/init panic=1",
+        "-m", str(virtual.memory_mb), "-display", "none", "-daemonize", *media,
         "-serial", f"file:{vboard.console_log}", "-pidfile", str(vboard.pidfile),
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vboard.port}-:22",
         "-device", "virtio-net-pci,netdev=n0",
@@ -147,21 +204,25 @@ def qemu_command(vboard: VirtualBoard, image: Path, root: Path) -> list[str]:
     ]
 
 
-def up(vboard: VirtualBoard, echo: bool = True) -> int:
-    """Boot the board and wait for its SSH banner; returns QEMU's pid (already running: that one)."""
+def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
+    """Boot the board and wait for its SSH banner; returns QEMU's pid (already running: that one).
+    `fresh`: the U-Boot shape starts again from the disk as made, whatever was changed on it."""
     running = vboard.pid()
     if running:
+        if fresh:
+            raise UserError(f"{vboard.board.name} is running: invoke qemu.down --board {vboard.board.name} before --fresh")
         return running
     if shutil.which("qemu-system-aarch64") is None:
         raise InfrastructureError("qemu-system-aarch64 is not installed: apt-get install qemu-system-arm")
     if not _port_free(vboard.port):
         raise UserError(f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; "
                         f"set another port in boards/{vboard.board.name}.local.yaml")
-    image = vboard.out_dir / vboard.board.spec.kernel.image
-    root = ensure_root(vboard, echo)
+    if fresh:
+        vboard.disk.unlink(missing_ok=True)
+    media = boot_media(vboard, echo)
     _remember_host_key(vboard)
     vboard.console_log.unlink(missing_ok=True)
-    started = subprocess.run(qemu_command(vboard, image, root), capture_output=True, text=True)
+    started = subprocess.run(qemu_command(vboard, media), capture_output=True, text=True)
     if started.returncode != 0:
         raise InfrastructureError(f"qemu-system-aarch64 failed to start: {started.stderr.strip()}")
     deadline = time.monotonic() + vboard.board.spec.virtual.boot_timeout

@@ -1,0 +1,112 @@
+"""Installing our kernel through a real bootloader: the U-Boot shape of the virtual board boots the stock
+kernel (qemu-arm64's build) from a FAT partition's extlinux.conf, and `deploy --kernel --reboot` must
+bring it back on ours (qemu-arm64-uboot's build), rollback on the stock one again."""
+import dataclasses
+import json
+import shlex
+
+import pytest
+from conftest import QUIET
+
+from crossboard.artifacts.manifest import Manifest
+from crossboard.board.load import load_board
+from crossboard.build.pipeline import build
+from crossboard.deploy.kernel_install import install_kernel, rollback
+from crossboard.deploy.run import DeployOptions, deploy_many
+from crossboard.errors import StepFailed, UserError
+from crossboard.remote import connection as remote_connection
+from crossboard.remote.connection import connect
+from crossboard.virtual import qemu
+
+CONF = "/boot/firmware/extlinux/extlinux.conf"
+
+
+@pytest.fixture(scope="module")
+def uboot_build(qemu_build, settings):
+    """The kernel to install: qemu-arm64's configuration under its own release (a second cold build)."""
+    return build(load_board("qemu-arm64-uboot"), settings, QUIET)
+
+
+@pytest.fixture(scope="module")
+def uboot_board(uboot_build, settings, tmp_path_factory):
+    """qemu-arm64-uboot booted from a fresh disk on a free port; stopped even when a test fails."""
+    from sshd import free_port
+
+    known_hosts = tmp_path_factory.mktemp("uboot") / "known_hosts"
+    saved, remote_connection.PROJECT_KNOWN_HOSTS = remote_connection.PROJECT_KNOWN_HOSTS, known_hosts
+    board = load_board("qemu-arm64-uboot", overrides={"connection": {"port": free_port()}})
+    vboard = qemu.VirtualBoard(board, settings)
+    try:
+        qemu.up(vboard, echo=False, fresh=True)
+        yield vboard
+    finally:
+        qemu.down(vboard)
+        remote_connection.PROJECT_KNOWN_HOSTS = saved
+    assert vboard.pid() is None
+
+
+def _on_board(vboard, command: str, privileged: bool = False):
+    board = vboard.board
+    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        return remote.run(command, privileged=privileged)
+
+
+def test_it_boots_the_stock_kernel_through_u_boot_and_extlinux(uboot_board, qemu_build):
+    assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
+    mounts = _on_board(uboot_board, "cat /proc/mounts").stdout
+    assert "/dev/vda2 / ext4 rw" in mounts and "/dev/vda1 /boot/firmware vfat" in mounts
+    assert _on_board(uboot_board, f"cat {CONF}").stdout.startswith("# The stock boot menu")
+    console = uboot_board.console_log.read_text(errors="replace")
+    assert "U-Boot 2025.01" in console and "Linux microSD" in console
+
+
+def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, uboot_build):
+    original = _on_board(uboot_board, f"cat {CONF}").stdout
+    broken = original.replace("default Linux microSD", "default Linux eMMC")
+    assert _on_board(uboot_board, f"printf %s {shlex.quote(broken)} > {CONF}", privileged=True).code == 0
+    try:
+        with pytest.raises(UserError, match="names no label"):
+            install_kernel(uboot_board.board, uboot_board.settings.out_dir)
+        assert _on_board(uboot_board, f"cat {CONF}").stdout == broken
+        listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
+        assert "crossboard" not in listing and uboot_build.kernel_release not in listing
+    finally:
+        _on_board(uboot_board, f"printf %s {shlex.quote(original)} > {CONF}", privileged=True)
+
+
+def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, qemu_build):
+    board, out = uboot_board.board, uboot_board.settings.out_dir
+    stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
+    record = install_kernel(board, out, reboot=True)
+    assert record["previous_release"] == qemu_build.kernel_release
+    assert _on_board(uboot_board, "uname -r").stdout.strip() == uboot_build.kernel_release
+    assert "Retrieving file: /crossboard/" in uboot_board.console_log.read_text(errors="replace")
+    # the point of it all: modules built for our kernel load on the board
+    report = deploy_many([board], out, DeployOptions(echo=False))[0]
+    assert report["ok"], report
+    assert {module["name"] for module in report["modules"]} == {"rust_minimal", "hello_rust"}
+
+    rollback(board, reboot=True)
+    assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
+    assert _on_board(uboot_board, f"cat {CONF}").stdout == stock_conf
+    listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
+    assert "crossboard" not in listing and uboot_build.kernel_release not in listing
+
+
+def test_a_kernel_that_does_not_come_back_is_reported(uboot_board, uboot_build, tmp_path):
+    """Half an Image: U-Boot starts it, it hangs before it prints anything."""
+    built = uboot_board.out_dir
+    out = tmp_path / "out" / uboot_board.board.name
+    manifest = Manifest(board=uboot_board.board.name, out_dir=out, kernel_release=uboot_build.kernel_release)
+    artifacts = {a["kind"]: a for a in json.loads((built / "manifest.json").read_text())["artifacts"]}
+    for kind in ("kernel", "modules-tree"):
+        target = out / artifacts[kind]["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = (built / artifacts[kind]["path"]).read_bytes()
+        target.write_bytes(data[:len(data) // 2] if kind == "kernel" else data)
+        manifest.add_artifact(target, kind)
+    manifest.finish("done")
+    board = dataclasses.replace(uboot_board.board, spec=uboot_board.board.spec.model_copy(
+        update={"deploy": uboot_board.board.spec.deploy.model_copy(update={"reboot_timeout": 45})}))
+    with pytest.raises(StepFailed, match=r"did not come back within 45 s of rebooting into .*; see QEMU's serial log"):
+        install_kernel(board, tmp_path / "out", reboot=True)

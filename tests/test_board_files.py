@@ -97,6 +97,8 @@ MALFORMED = [
      "boards/t.yaml:20: deploy: Input should be a valid dictionary"),
     ("port out of range", "  port: 22\n", "  port: 70000\n",
      "boards/t.yaml:17: connection.port: Input should be less than or equal to 65535"),
+    ("u-boot without a stock kernel", "  remote_dir: /tmp/x\n", "  remote_dir: /tmp/x\nvirtual:\n  boot: u-boot\n",
+     "boards/t.yaml:22: virtual: stock_kernel is given exactly when boot is u-boot"),
 ]
 
 

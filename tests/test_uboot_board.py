@@ -54,7 +54,7 @@ def _on_board(vboard, command: str, privileged: bool = False):
 def test_it_boots_the_stock_kernel_through_u_boot_and_extlinux(uboot_board, qemu_build):
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
     mounts = _on_board(uboot_board, "cat /proc/mounts").stdout
-    assert "/dev/vda2 / ext4 rw" in mounts and "/dev/vda1 /boot/firmware vfat" in mounts
+    assert "/dev/root / ext4 rw" in mounts and "/dev/vda1 /boot/firmware vfat" in mounts
     assert _on_board(uboot_board, f"cat {CONF}").stdout.startswith("# The stock boot menu")
     console = uboot_board.console_log.read_text(errors="replace")
     assert "U-Boot 2025.01" in console and "Linux microSD" in console

@@ -128,6 +128,7 @@ cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
 mv -f {q(conf + '.crossboard-new')} {q(conf)}
 rm -rf {q(record['kernel_dir'])} {q(record['modules_dir'])}
 rm -f {q(partition + '/' + RECORD)}
+rmdir {q(partition + '/crossboard')} 2>/dev/null || true
 sync""", "rolling back")
     if reboot:
         reboot_into(board, record["previous_release"], before, trust_new_host=trust_new_host)

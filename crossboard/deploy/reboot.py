@@ -13,8 +13,10 @@ from ..remote.connection import Board, connect
 # A new boot has a new boot_id: the only sure sign that the board went down and came up again (a
 # board still shutting down, or QEMU's port forward with no guest behind it, also accepts connections).
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
-# Detached and delayed, so the command returns before the connection drops.
-REBOOT = "nohup sh -c 'sleep 1; reboot' >/dev/null 2>&1 &"
+# In the background and delayed, so the command returns before the connection drops; without a
+# terminal no SIGHUP reaches it (and BusyBox boards may have no nohup).
+REBOOT = ("command -v reboot >/dev/null || { echo 'no reboot command' >&2; exit 127; }; "
+          "sh -c 'sleep 1; reboot' </dev/null >/dev/null 2>&1 &")
 
 
 def boot_id(remote: Board) -> str:

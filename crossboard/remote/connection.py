@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import socket
@@ -16,6 +17,10 @@ import paramiko
 from .. import PROJECT_ROOT
 from ..board.schema import Connection
 from ..errors import InfrastructureError, UserError
+
+# paramiko logs each failed attempt with a traceback; retries are expected while a board boots, and
+# what finally fails is reported as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()

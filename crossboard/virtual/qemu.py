@@ -198,7 +198,8 @@ def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
         "-m", str(virtual.memory_mb), "-display", "none", "-daemonize", *media,
         "-serial", f"file:{vboard.console_log}", "-pidfile", str(vboard.pidfile),
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vboard.port}-:22",
-        "-device", "virtio-net-pci,netdev=n0",
+        # no option ROM: it is only for network boot, and ipxe-qemu may not be installed
+        "-device", "virtio-net-pci,netdev=n0,romfile=",
         "-fsdev", f"local,id=out,path={vboard.out_dir},security_model=none,readonly=on",
         "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
     ]

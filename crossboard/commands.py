@@ -1,14 +1,17 @@
 """What each invoke task does, behind tasks.py's argument parsing."""
 from __future__ import annotations
 
-from .board.load import board_names, load_board, source_override
+from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
 from .errors import UserError
 from .settings import Settings
 from .toolchain.image import prepare_toolchain
 
 
 def list_boards() -> list[tuple[str, str]]:
-    return [(name, load_board(name).spec.description) for name in board_names()]
+    """(name, description) of every board, then of every group with its boards."""
+    groups = [(name, load_group(name)) for name in group_names()]
+    return [(name, load_board(name).spec.description) for name in board_names()] + [
+        (name, f"group: {group.description} ({', '.join(group.boards)})") for name, group in groups]
 
 
 def toolchain(settings: Settings, echo: bool = True):
@@ -32,16 +35,14 @@ def doctor(settings: Settings, board_name: str | None = None) -> None:
     run_doctor(settings, load_board(board_name) if board_name else None)
 
 
-def deploy(board_names: str, settings: Settings, options, kernel: bool = False, reboot: bool = False) -> list[dict]:
+def deploy(boards: str, settings: Settings, options, kernel: bool = False, reboot: bool = False) -> list[dict]:
     from .deploy.run import deploy_many
 
     if reboot and not kernel:
         raise UserError("--reboot goes with --kernel: it boots the kernel just installed")
+    names = expand_board_names(boards)
     if kernel:
-        return [install_kernel(name, settings, options.trust_new_host, reboot) for name in board_names.split(",")]
-    names = [name.strip() for name in board_names.split(",") if name.strip()]
-    if not names:
-        raise UserError("--board: name at least one board")
+        return [install_kernel(name, settings, options.trust_new_host, reboot) for name in names]
     return deploy_many([load_board(name) for name in names], settings.out_dir, options)
 
 
@@ -84,7 +85,7 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
 def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import install_kernel as install
 
-    record = install(load_board(board_name.strip()), settings.out_dir, trust_new_host, reboot)
+    record = install(load_board(board_name), settings.out_dir, trust_new_host, reboot)
     print(f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
           f"previous default {record['previous_default']!r}); "
           + (f"rebooted, and it runs {record['release']}" if reboot else "reboot the board to run it")

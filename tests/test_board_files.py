@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crossboard import PROJECT_ROOT
-from crossboard.board.load import load_board
+from crossboard.board.load import board_names, expand_board_names, load_board
 from crossboard.errors import UserError, exit_code_for
 
 VALID = """\
@@ -136,9 +136,12 @@ def test_mistake_in_local_override_names_that_file(boards_dir):
         load_board("t", boards_dir)
 
 
-def test_the_shipped_boards_are_valid():
-    for name in ("beagleplay", "qemu-arm64"):
-        assert load_board(name, PROJECT_ROOT / "boards").spec.arch == "arm64"
+def test_the_shipped_boards_and_groups_are_valid():
+    boards = PROJECT_ROOT / "boards"
+    assert board_names(boards) == ["beagleplay", "qemu-arm64", "qemu-arm64-uboot"]
+    for name in board_names(boards):
+        assert load_board(name, boards).spec.arch == "arm64"
+    assert expand_board_names("virtual", boards) == ["qemu-arm64", "qemu-arm64-uboot"]
 
 
 def test_invoke_reports_a_bad_board_in_one_line_with_exit_code_2(boards_dir):
@@ -151,3 +154,25 @@ def test_invoke_reports_a_bad_board_in_one_line_with_exit_code_2(boards_dir):
         "(YAML 1.1 words like no/on/yes/off are not booleans here)"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_a_group_stands_for_its_boards_in_order_each_once(boards_dir):
+    write_board(boards_dir, VALID, "a")
+    write_board(boards_dir, VALID, "b")
+    (boards_dir / "lab.group.yaml").write_text("description: the lab\nboards: [b, a]\n")
+    assert expand_board_names("lab", boards_dir) == ["b", "a"]
+    assert expand_board_names("a, lab,,b", boards_dir) == ["a", "b"]
+    assert board_names(boards_dir) == ["a", "b"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("description: the lab\nboards: [a, gone]\n", "boards/lab.group.yaml:2: boards[1]: no board file gone.yaml"),
+    ("description: the lab\nboards: []\n", "boards/lab.group.yaml:2: boards: List should have at least 1 item"),
+    ("description: the lab\nboards: [a]\nmembers: [a]\n", "boards/lab.group.yaml:3: members: unknown key"),
+])
+def test_a_bad_group_file_is_one_line_naming_it(boards_dir, text, message):
+    write_board(boards_dir, VALID, "a")
+    (boards_dir / "lab.group.yaml").write_text(text)
+    with pytest.raises(UserError) as error:
+        expand_board_names("a,lab", boards_dir)
+    assert str(error.value).startswith(message)

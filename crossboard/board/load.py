@@ -11,10 +11,11 @@ from pydantic import ValidationError
 from .. import PROJECT_ROOT
 from ..errors import UserError
 from . import strict_yaml
-from .schema import BOARD_NAME, Board
+from .schema import BOARD_NAME, Board, Group
 
 # A lab may keep its board files elsewhere; relative paths in them are then relative to that folder's parent.
 BOARDS_DIR = Path(os.environ.get("CROSSBOARD_BOARDS", PROJECT_ROOT / "boards"))
+GROUP_SUFFIX = ".group.yaml"
 # Choices of one among several keys: an override replaces them whole instead of adding a second key.
 ONE_OF_KEYS = frozenset({("kernel", "source")})
 
@@ -46,7 +47,37 @@ class LoadedBoard:
 
 
 def board_names(boards_dir: Path = BOARDS_DIR) -> list[str]:
-    return sorted(p.stem for p in boards_dir.glob("*.yaml") if not p.name.endswith(".local.yaml"))
+    return sorted(p.stem for p in boards_dir.glob("*.yaml") if BOARD_NAME.match(p.stem))
+
+
+def group_names(boards_dir: Path = BOARDS_DIR) -> list[str]:
+    return sorted(p.name.removesuffix(GROUP_SUFFIX) for p in boards_dir.glob(f"*{GROUP_SUFFIX}"))
+
+
+def load_group(name: str, boards_dir: Path = BOARDS_DIR) -> Group:
+    """boards/<name>.group.yaml, every board it lists checked to have a board file."""
+    file = boards_dir / f"{name}{GROUP_SUFFIX}"
+    located = strict_yaml.load(file, _display(file, boards_dir.parent))
+    try:
+        group = Group.model_validate(located.value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserError(_where(located, first["loc"]) + f" {strict_yaml.dotted(first['loc'])}: {_explain(first)}") from None
+    for index, member in enumerate(group.boards):
+        if not (boards_dir / f"{member}.yaml").is_file():
+            raise UserError(f"{_where(located, ('boards', index))} boards[{index}]: no board file {member}.yaml")
+    return group
+
+
+def expand_board_names(text: str, boards_dir: Path = BOARDS_DIR) -> list[str]:
+    """`--board a,b,lab`: the names in order, each group replaced by its boards, each board once."""
+    names: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        is_group = BOARD_NAME.match(item) and (boards_dir / f"{item}{GROUP_SUFFIX}").is_file()
+        names += [name for name in (load_group(item, boards_dir).boards if is_group else [item]) if name not in names]
+    if not names:
+        raise UserError("--board: name at least one board or group")
+    return names
 
 
 def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None = None) -> LoadedBoard:

@@ -139,3 +139,10 @@ class Board(Strict):
 
 
 BOARD_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class Group(Strict):
+    """boards/<name>.group.yaml: several boards under one name, for `invoke deploy --board <name>`."""
+
+    description: NonEmpty
+    boards: Annotated[list[Annotated[str, Field(pattern=BOARD_NAME.pattern)]], Field(min_length=1)]

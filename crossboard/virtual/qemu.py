@@ -115,7 +115,10 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     stamp = vboard.work_dir / "inputs"
     if not (product.is_file() and stamp.is_file() and stamp.read_text() == inputs):
         stamp.unlink(missing_ok=True)
-        vboard.disk.unlink(missing_ok=True)  # an overlay on the old disk image would be garbage
+        if vboard.disk.is_file():  # an overlay on the old disk image would be garbage
+            vboard.disk.unlink()
+            print(f"{vboard.board.name}: its disk is made again ({stock.name}'s build or the root changed): "
+                  "what was changed on the board is gone")
         _make(vboard, runtime, stock_out, artifacts, keys, echo)
         stamp.write_text(inputs)
     if not u_boot:
@@ -136,6 +139,7 @@ def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys:
     shutil.copyfile(keys["host"], work / "host_key")
     shutil.copyfile(keys["client_pub"], work / "authorized_keys")
     shutil.copyfile(stock_out / artifacts["modules-tree"]["path"], work / "modules.tar.gz")
+
     def project_file(path: Path) -> str:
         return f"{runtime.path('project')}/{path.relative_to(vboard.board.project_root)}"
 

@@ -35,15 +35,16 @@ def toolchain(c, base_image=None, mirror=None):
     "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
     "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
     "quiet": "do not stream build output to the terminal (it still goes to out/<board>/logs/)",
+    "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",
 })
 @reports_errors
 def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="", runtime="docker",
-          kernel_source=None, quiet=False):
+          kernel_source=None, quiet=False, app_builder="auto"):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
     from crossboard.build.context import BuildOptions
 
     options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, echo=not quiet,
-                           only=frozenset(filter(None, only.split(","))))
+                           only=frozenset(filter(None, only.split(","))), app_builder=app_builder)
     manifest = commands.build(board, Settings.from_environment(), options, runtime, kernel_source)
     if manifest is not None:
         print(f"{board}: built {manifest.kernel_release}, {len(manifest.artifacts)} artifacts in {manifest.out_dir}")

@@ -2,6 +2,7 @@
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -165,3 +166,22 @@ def test_an_app_needing_a_newer_glibc_than_the_board_is_refused_unless_static(qe
         'targets: {glibc: "2.17"}\napps:\n  - path: apps/hello\n    static: true\n')
     static = build(load_board("qemu-arm64", boards), mine, only_apps)
     assert static.app_glibc == {"hello": ""}
+
+
+@pytest.mark.parametrize("builder", ["cargo", pytest.param("cross", marks=pytest.mark.skipif(
+    shutil.which("cross") is None, reason="cross is not installed (scripts/install-deps installs it where cargo is)"))])
+def test_both_app_builders_compile_with_the_images_pinned_rustc(builder, qemu_build, settings, tmp_path):
+    boards = copy_project(tmp_path)
+    mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
+    built = build(load_board("qemu-arm64", boards), mine,
+                  dataclasses.replace(QUIET, only=frozenset({"apps", "collect"}), app_builder=builder))
+    assert built.app_builder.startswith("cross on the host" if builder == "cross" else "cargo in the docker runtime")
+    assert built.app_builder.endswith("rustc version 1.85.1")  # the image's, whichever builder ran
+    described = subprocess.run(["file", "-b", str(tmp_path / "out/qemu-arm64/apps/hello")], capture_output=True,
+                               text=True, check=True).stdout
+    assert "ARM aarch64" in described
+
+
+def test_an_unknown_app_builder_is_refused(settings):
+    with pytest.raises(UserError, match=r"^--app-builder: unknown builder 'rustup'"):
+        build(load_board("qemu-arm64"), settings, dataclasses.replace(QUIET, app_builder="rustup"))

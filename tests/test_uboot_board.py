@@ -93,20 +93,35 @@ def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, q
     assert "crossboard" not in listing and uboot_build.kernel_release not in listing
 
 
-def test_a_kernel_that_does_not_come_back_is_reported(uboot_board, uboot_build, tmp_path):
-    """Half an Image: U-Boot starts it, it hangs before it prints anything."""
+def _board_with_broken_kernel(uboot_board, uboot_build, out_root, corrupt):
+    """A copy of the board's build whose Image is `corrupt(Image)`, and the board with a short reboot timeout."""
     built = uboot_board.out_dir
-    out = tmp_path / "out" / uboot_board.board.name
+    out = out_root / uboot_board.board.name
     manifest = Manifest(board=uboot_board.board.name, out_dir=out, kernel_release=uboot_build.kernel_release)
     artifacts = {a["kind"]: a for a in json.loads((built / "manifest.json").read_text())["artifacts"]}
     for kind in ("kernel", "modules-tree"):
         target = out / artifacts[kind]["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         data = (built / artifacts[kind]["path"]).read_bytes()
-        target.write_bytes(data[:len(data) // 2] if kind == "kernel" else data)
+        target.write_bytes(corrupt(data) if kind == "kernel" else data)
         manifest.add_artifact(target, kind)
     manifest.finish("done")
-    board = dataclasses.replace(uboot_board.board, spec=uboot_board.board.spec.model_copy(
-        update={"deploy": uboot_board.board.spec.deploy.model_copy(update={"reboot_timeout": 45})}))
+    spec = uboot_board.board.spec
+    return dataclasses.replace(uboot_board.board, spec=spec.model_copy(
+        update={"deploy": spec.deploy.model_copy(update={"reboot_timeout": 45})}))
+
+
+def test_a_kernel_u_boot_refuses_brings_the_stock_one_back_and_that_is_reported(uboot_board, uboot_build, qemu_build,
+                                                                                 tmp_path):
+    """No arm64 Image magic: U-Boot's booti refuses it and boots the next label, the stock kernel."""
+    board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: bytes(len(data)))
+    with pytest.raises(StepFailed, match=rf"came back on {qemu_build.kernel_release}, not {uboot_build.kernel_release}"):
+        install_kernel(board, tmp_path / "out", reboot=True)
+    assert "Bad Linux ARM64 Image magic" in uboot_board.console_log.read_text(errors="replace")
+
+
+def test_a_kernel_that_does_not_come_back_is_reported(uboot_board, uboot_build, tmp_path):
+    """Half an Image: U-Boot starts it, it crashes before it prints anything, and the board boot-loops."""
+    board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: data[:len(data) // 2])
     with pytest.raises(StepFailed, match=r"did not come back within 45 s of rebooting into .*; see QEMU's serial log"):
         install_kernel(board, tmp_path / "out", reboot=True)

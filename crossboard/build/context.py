@@ -29,6 +29,7 @@ class BuildOptions:
     only: frozenset[str] = frozenset()
     echo: bool = True
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    app_builder: str = "auto"  # auto, cross or cargo: see steps.app_builder
 
 
 @dataclass

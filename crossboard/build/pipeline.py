@@ -12,7 +12,7 @@ from ..toolchain.image import image_ref, prepare_toolchain
 from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime
 from . import source
 from .context import BuildContext, BuildOptions
-from .steps import STEP_NAMES, STEPS
+from .steps import APP_BUILDERS, STEP_NAMES, STEPS
 
 RUNTIMES = ("docker", "host")
 
@@ -35,11 +35,13 @@ def preflight(board: LoadedBoard) -> None:
                             f"(it needs a line `obj-m := {module.name}.o`)")
 
 
-def selected_steps(only: frozenset[str]):
-    unknown = sorted(only - set(STEP_NAMES))
+def selected_steps(options: BuildOptions):
+    unknown = sorted(options.only - set(STEP_NAMES))
     if unknown:
         raise UserError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})")
-    return [step for step in STEPS if not only or step.name in only]
+    if options.app_builder not in APP_BUILDERS:
+        raise UserError(f"--app-builder: unknown builder {options.app_builder!r} (builders: {', '.join(APP_BUILDERS)})")
+    return [step for step in STEPS if not options.only or step.name in options.only]
 
 
 def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool) -> Runtime:
@@ -65,14 +67,14 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
     print(f"build plan for {board.name}, {where(runtime)}:")
     for name, host_path in folders.items():
         print(f"  folder {name}: {host_path} -> {runtime.path(name)}")
-    for step in selected_steps(options.only):
+    for step in selected_steps(options):
         print(f"[{step.name}]")
         for line in step.plan(ctx):
             print(f"  {line}")
 
 
 def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str = "docker") -> Manifest:
-    steps = selected_steps(options.only)
+    steps = selected_steps(options)
     preflight(board)
     folders = build_folders(board, settings)
     manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)

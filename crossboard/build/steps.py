@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
 import tomllib
@@ -17,6 +18,7 @@ from ..artifacts.files import highest_glibc, write_atomically
 from ..errors import StepFailed, UserError
 from . import kconfig, source
 from .context import REPRODUCIBLE_ENV, BuildContext
+from ..toolchain.runtime import HostRuntime, Runtime
 from .toolcheck import CHECKED_TOOLS, check_tools, dotted
 
 CONFIG_STAMP = ".crossboard-config-inputs"
@@ -246,37 +248,63 @@ def app_name(app_dir: Path) -> str:
     return tomllib.loads((app_dir / "Cargo.toml").read_text())["package"]["name"]
 
 
-def _app_command(ctx: BuildContext, index: int) -> tuple[list[str], dict[str, str]]:
+APP_BUILDERS = ("auto", "cross", "cargo")
+
+
+def app_builder(ctx: BuildContext) -> str:
+    """`cross` where it is installed and the runtime is docker (cross starts our image itself), else
+    `cargo` in the runtime; `--app-builder` chooses."""
+    wanted = ctx.options.app_builder
+    cross_usable = ctx.runtime.name == "docker" and shutil.which("cross") is not None
+    if wanted == "cross" and not cross_usable:
+        raise UserError("--app-builder cross: " + ("cross is not installed (cargo install cross)"
+                                                    if shutil.which("cross") is None else "cross needs --runtime docker"))
+    if wanted == "auto":
+        return "cross" if cross_usable else "cargo"
+    return wanted
+
+
+def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, list[str], dict[str, str], str | None]:
+    """(where it runs, argv, environment, working folder) of one app's build. Both builders compile with
+    the image's cargo and rustc: cross mounts the host's rustup toolchain at /rust but puts it last on PATH."""
     app = ctx.board.spec.apps[index]
+    target = ctx.board.spec.targets.rust
+    env = {"RUSTFLAGS": "-C target-feature=+crt-static"} if app.static else {}
+    if builder == "cross":
+        # cross maps --target-dir into its container, not --manifest-path: it runs in the app's folder
+        env[f"CROSS_TARGET_{target.upper().replace('-', '_')}_IMAGE"] = ctx.runtime.image
+        argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.build_dir / "apps")]
+        return HostRuntime(ctx.runtime.folders), argv, env, str(ctx.board.app_dirs()[index])
     project_dir = ctx.board.app_dirs()[index].relative_to(ctx.board.project_root)
-    argv = ["cargo", "build", "--release", "--target", ctx.board.spec.targets.rust,
+    argv = ["cargo", "build", "--release", "--target", target,
             "--manifest-path", f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
             "--target-dir", f"{ctx.runtime.path('build')}/apps"]
-    env = {"CARGO_HOME": f"{ctx.runtime.path('build')}/cargo-home"}
-    if app.static:
-        env["RUSTFLAGS"] = "-C target-feature=+crt-static"
-    return argv, env
+    env["CARGO_HOME"] = f"{ctx.runtime.path('build')}/cargo-home"
+    return ctx.runtime, argv, env, None
 
 
 def _apps_plan(ctx: BuildContext) -> list[str]:
     lines = []
+    builder = app_builder(ctx)
     for index in range(len(ctx.board.spec.apps)):
-        argv, env = _app_command(ctx, index)
-        lines.append(" ".join(f"{k}='{v}'" for k, v in env.items()) + " " + ctx.show(argv))
+        runner, argv, env, cwd = _app_command(ctx, index, builder)
+        where = f"on the host in {cwd}: " if cwd else ""
+        lines.append(where + " ".join(f"{k}='{v}'" for k, v in env.items()) + " " + ctx.show(argv))
     return lines
 
 
 def _apps_run(ctx: BuildContext) -> str:
-    ctx.manifest.app_builder = f"cargo in the {ctx.runtime.name} runtime, linker aarch64-linux-gnu-gcc"
+    builder = app_builder(ctx)
     board_glibc = tuple(int(p) for p in ctx.board.spec.targets.glibc.split("."))
-    built = []
+    built, compilers = [], set()
     with ctx.tee("apps") as tee:
         for index, app_dir in enumerate(ctx.board.app_dirs()):
-            argv, env = _app_command(ctx, index)
-            ctx.runtime.check(argv, tee, what=f"building app {app_dir.name}", env=env)
+            runner, argv, env, cwd = _app_command(ctx, index, builder)
+            runner.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
             name = app_name(app_dir)
             binary = f"{ctx.runtime.path('build')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
-            code, versions = ctx.runtime.output(["llvm-readelf", "-V", binary])
+            code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", binary])
+            compilers.update(re.findall(r"rustc version [^ ]+", versions))
             needed = highest_glibc(versions) if code == 0 else None
             ctx.manifest.app_glibc[app_name(app_dir)] = dotted(needed) if needed else ""
             if needed and needed > board_glibc:
@@ -285,7 +313,11 @@ def _apps_run(ctx: BuildContext) -> str:
                     f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
                     "(+crt-static) or build it for musl")
             built.append(name)
-    return ", ".join(built)
+    how = (f"cross on the host with the image {ctx.runtime.image}" if builder == "cross"
+           else f"cargo in the {ctx.runtime.name} runtime")
+    ctx.manifest.app_builder = f"{how}, linker aarch64-linux-gnu-gcc" + (
+        f", {', '.join(sorted(compilers))}" if compilers else "")
+    return f"{', '.join(built)} (with {builder})"
 
 
 # -- collect -------------------------------------------------------------------------------------

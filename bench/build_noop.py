@@ -1,5 +1,6 @@
 """A no-op `invoke build --board qemu-arm64` against the raw no-op commands it wraps (kernel make,
-out-of-tree module make, cargo build), run in the same toolchain container, as a ratio."""
+out-of-tree module make, cargo build), run in the same toolchain container, as a ratio. The apps are
+built with cargo in the container on both sides (`--app-builder cargo`): cross would add a container."""
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ ROUNDS = 5
 def main() -> None:
     settings = Settings.from_environment()
     board = load_board("qemu-arm64")
-    invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet"]
+    invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet",
+                    "--app-builder", "cargo"]
     subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
     folders = build_folders(board, settings)
     tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir).key}"

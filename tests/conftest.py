@@ -50,8 +50,8 @@ def ssh_lab(tmp_path_factory):
     class Lab:
         key = client_key
 
-        def server(self, host_key_name="host_key") -> SshServer:
-            server = SshServer(free_port(), make_key(folder / host_key_name)).start(folder)
+        def server(self, host_key_name="host_key", sftp=True) -> SshServer:
+            server = SshServer(free_port(), make_key(folder / host_key_name), sftp).start(folder)
             servers.append(server)
             return server
 

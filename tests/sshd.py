@@ -43,6 +43,7 @@ def ensure_user(name: str, client_public_key: str, sudo: bool) -> None:
 class SshServer:
     port: int
     host_key: Path
+    sftp: bool = True  # without it, as dropbear without sftp-server: transfers go as an exec stream
     process: subprocess.Popen | None = None
 
     def start(self, folder: Path) -> "SshServer":
@@ -50,7 +51,7 @@ class SshServer:
         config.write_text(
             f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.host_key}\nPidFile none\n"
             "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
-            "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+            + ("Subsystem sftp internal-sftp\n" if self.sftp else "") + "LogLevel ERROR\n")
         Path("/run/sshd").mkdir(exist_ok=True)
         self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=open(folder / f"sshd_{self.port}.log", "ab"))

@@ -59,10 +59,20 @@ def test_nothing_listening_fails_after_a_bounded_wait(ssh_lab, known_hosts):
     assert time.monotonic() - started < 30
 
 
+@pytest.fixture(scope="module", params=["sftp", "exec stream"])
+def transfer_server(request, ssh_lab):
+    """A server with SFTP, and one without (as dropbear without sftp-server): both ways files travel."""
+    return ssh_lab.server(sftp=request.param == "sftp")
+
+
 @pytest.fixture
-def board(ssh_lab, server, known_hosts):
-    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+def board(ssh_lab, transfer_server, known_hosts):
+    with connect(ssh_lab.connection(transfer_server), trust_new_host=True, known_hosts=known_hosts) as board:
         yield board
+
+
+def test_files_go_by_sftp_where_offered_else_as_an_exec_stream(board, transfer_server):
+    assert board.transport_name == ("sftp" if transfer_server.sftp else "exec stream")
 
 
 @pytest.fixture
@@ -108,7 +118,9 @@ def test_hash_mismatch_is_detected_and_the_old_file_kept(board, remote_dir, tmp_
     assert STAGING_PREFIX not in board.run(f"ls -a {shlex.quote(remote_dir)}").stdout
 
 
-def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, server, known_hosts, remote_dir, tmp_path):
+def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfer_server, known_hosts, remote_dir,
+                                                                tmp_path):
+    server = transfer_server
     local = tmp_path / "big.ko"
     local.write_bytes(b"old")
     with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:

@@ -57,6 +57,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> 
             facts = parse_facts(remote.run(FACTS_COMMAND).stdout)
             report["board_release"] = facts.release
             report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads)]
+            report["transfer"] = remote.transport_name
             modules = [a for a in wanted if a["kind"] == "module"
                        and (not options.modules or Path(a["path"]).stem in options.modules)]
             if modules:
@@ -94,7 +95,8 @@ def describe(report: dict) -> list[str]:
              + (f" (board runs {report['board_release']})" if report.get("board_release") else "")]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
-    lines.append(f"  sent: {', '.join(report['sent']) or 'nothing (all up to date)'}")
+    via = f" (by {report['transfer']})" if report["sent"] and report.get("transfer") else ""
+    lines.append(f"  sent{via}: {', '.join(report['sent']) or 'nothing (all up to date)'}")
     for module in report["modules"]:
         if module.get("refused"):
             lines.append(f"  module {module['name']}: refused: {module['refused']}")

@@ -22,6 +22,7 @@ from ..errors import InfrastructureError, UserError
 # what finally fails is reported as one line.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
+WINDOW_BYTES = 8 << 20  # for file transfers: paramiko's default 2 MiB window halves loopback throughput
 PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 
@@ -89,6 +90,23 @@ class Board:
         self.target = target
         self.client = client
         self.sudo = sudo
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_refused = False
+
+    def sftp(self) -> paramiko.SFTPClient | None:
+        """The server's SFTP subsystem, opened on first use; None when it has none (dropbear without
+        sftp-server, say)."""
+        if self._sftp is None and not self._sftp_refused:
+            try:
+                self._sftp = paramiko.SFTPClient.from_transport(self.client.get_transport(), window_size=WINDOW_BYTES)
+            except paramiko.SSHException:
+                self._sftp_refused = True
+        return self._sftp
+
+    @property
+    def transport_name(self) -> str:
+        """How files go to this board: `sftp` or `exec stream`."""
+        return "sftp" if self.sftp() else "exec stream"
 
     def run(self, command: str, *, privileged: bool = False, stdin: bytes | None = None,
             timeout: float = 120) -> Result:

@@ -1,7 +1,8 @@
-"""Putting files on a board: as one tar stream over an exec channel into a staging folder, checked
-with sha256 there, and only then renamed into place. A cut connection leaves the old files as they
-were: the board-side script removes its staging folder when the stream ends early or it is hung up on.
-It needs only sh, tar, sha256sum and mktemp, so BusyBox boards and dropbear without SFTP work too."""
+"""Putting files on a board: as one tar archive into a staging folder, checked with sha256 there, and
+only then renamed into place. The archive goes by SFTP (pipelined) where the server offers it, else as
+a stream over the exec channel of the board-side script (BusyBox boards, dropbear without SFTP). Either
+way that script owns the staging folder: a cut connection hangs up on it, and it removes the folder,
+so the old files stay as they were. It needs only sh, tar, sha256sum and mktemp."""
 from __future__ import annotations
 
 import hashlib
@@ -15,19 +16,27 @@ from typing import Callable
 import paramiko
 
 from ..errors import InfrastructureError, StepFailed
-from .connection import Board
+from .connection import WINDOW_BYTES, Board
 
 STAGING_PREFIX = ".crossboard-incoming."
+ARCHIVE = ".crossboard-archive.tar"  # in the staging folder, when it comes by SFTP
 HASH_LIST = ".crossboard-sha256"
 NAME_LIST = ".crossboard-names"
-WINDOW_BYTES = 8 << 20  # paramiko's default 2 MiB window halves loopback throughput
 
 _RECEIVE = """set -e
 dir={dir}
 mkdir -p "$dir"
 stage=$(mktemp -d "$dir/{prefix}XXXXXX")
 trap 'rm -rf "$stage"' EXIT HUP INT TERM PIPE
-tar -x -f - -C "$stage"
+if [ {via} = sftp ]; then
+  # the client writes the archive into the staging folder by SFTP, then says `sent` on stdin
+  echo "$stage"
+  IFS= read -r said && [ "$said" = sent ] || exit 6
+  tar -x -f "$stage/{archive}" -C "$stage"
+  rm -f "$stage/{archive}"
+else
+  tar -x -f - -C "$stage"
+fi
 cd "$stage"
 if ! sha256sum -c {hashes} >/dev/null 2>&1; then
   echo "sha256 mismatch on the board:" >&2
@@ -76,11 +85,21 @@ def push(board: Board, remote_dir: str, uploads: list[Upload],
     todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]
     if not todo:
         return []
-    script = _RECEIVE.format(dir=shlex.quote(remote_dir), prefix=STAGING_PREFIX, hashes=HASH_LIST, names=NAME_LIST)
+    sftp = board.sftp()
+    script = _RECEIVE.format(dir=shlex.quote(remote_dir), prefix=STAGING_PREFIX, hashes=HASH_LIST, names=NAME_LIST,
+                             via="sftp" if sftp else "stream", archive=ARCHIVE)
     try:
         channel = board.client.get_transport().open_session(window_size=WINDOW_BYTES)
         channel.exec_command(f"sh -c {shlex.quote(script)}")
-        _send_tar(channel, todo, progress)
+        if sftp:
+            stage = channel.makefile("rb").readline().decode(errors="replace").strip()
+            if stage:
+                with sftp.open(f"{stage}/{ARCHIVE}", "wb") as remote_file:
+                    remote_file.set_pipelined(True)
+                    _send_tar(remote_file.write, todo, progress)
+                channel.sendall(b"sent\n")
+        else:
+            _send_tar(channel.sendall, todo, progress)
         channel.shutdown_write()
         stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
         code = channel.recv_exit_status()
@@ -92,9 +111,11 @@ def push(board: Board, remote_dir: str, uploads: list[Upload],
     return todo
 
 
-class _ChannelWriter(io.RawIOBase):
-    def __init__(self, channel: paramiko.Channel, progress: Callable[[int], None] | None):
-        self.channel = channel
+class _Sink(io.RawIOBase):
+    """A file object over `send` (a channel's sendall, an SFTP file's write) that reports progress."""
+
+    def __init__(self, send: Callable[[bytes], object], progress: Callable[[int], None] | None):
+        self.send = send
         self.progress = progress
         self.sent = 0
 
@@ -102,7 +123,7 @@ class _ChannelWriter(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        self.channel.sendall(data)
+        self.send(data)
         self.sent += len(data)
         if self.progress:
             self.progress(self.sent)
@@ -116,8 +137,8 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def _send_tar(channel: paramiko.Channel, uploads: list[Upload], progress) -> None:
-    writer = io.BufferedWriter(_ChannelWriter(channel, progress), buffer_size=256 << 10)
+def _send_tar(send: Callable[[bytes], object], uploads: list[Upload], progress) -> None:
+    writer = io.BufferedWriter(_Sink(send, progress), buffer_size=256 << 10)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:
         for upload in uploads:
             if upload.data is None:

@@ -118,10 +118,7 @@ def qemu_down(c, board="qemu-arm64"):
 @reports_errors
 def dev(c, module, board="qemu-arm64", trust_new_host=False):
     """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
-    from crossboard.deploy.run import DeployOptions
-
-    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=True, modules=frozenset({module}))
-    commands.dev(board, module, Settings.from_environment(), options)
+    commands.dev(board, module, Settings.from_environment(), trust_new_host)
 
 
 @task(name="pull", help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})

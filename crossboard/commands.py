@@ -52,18 +52,28 @@ def virtual_board(board_name: str, settings: Settings):
     return VirtualBoard(load_board(board_name), settings)
 
 
-def dev(board_name: str, module: str, settings: Settings, deploy_options) -> list[dict]:
-    """The inner loop: rebuild the out-of-tree modules, push the one named, reload it, show its messages."""
+def dev(board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
+    return reload_module(load_board(board_name), module, settings, trust_new_host, echo)
+
+
+def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
+    """The inner loop: rebuild the out-of-tree modules, push what changed, reload the one named (left
+    loaded) and report its kernel messages."""
     from .build.context import BuildOptions
     from .build.pipeline import build as run_build
-    from .deploy.run import deploy_many
+    from .deploy.run import DeployOptions, deploy_many, open_board_early
 
-    board = load_board(board_name)
     names = [folder.name for folder in board.module_dirs()]
     if module not in names:
         raise UserError(f"--module: {board.file.name} lists no module {module!r} (modules: {', '.join(names) or 'none'})")
-    run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=deploy_options.echo))
-    return deploy_many([board], settings.out_dir, deploy_options)
+    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=True, modules=frozenset({module}), echo=echo)
+    opening = open_board_early(board, options)  # the board answers while the module compiles
+    try:
+        run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=echo))
+        return deploy_many([board], settings.out_dir, options, opened={board.name: opening})[0]
+    finally:
+        if opening.done() and opening.exception() is None:
+            opening.result().close()  # deploy closed it already, unless the build failed
 
 
 def config_pull(board_name: str, settings: Settings, trust_new_host: bool = False) -> str:

@@ -52,16 +52,6 @@ def test_redeploy_of_unchanged_files_sends_nothing(lab, ssh_lab):
     assert again["ok"]
 
 
-def test_a_user_without_passwordless_sudo_is_told_what_to_do(lab, ssh_lab):
-    server = ssh_lab.server()
-    board = lab.board("b3", server.port, user="cbplain", module_release="6.12.107-crossboard")
-    with pytest.raises(StepFailed):
-        deploy_many([board], lab.out, DeployOptions(echo=False))
-    report = json.loads((lab.out / "b3/deploy.json").read_text())
-    assert report["error"] == ("127.0.0.1: cbplain cannot run sudo without a password: on the board add "
-                               "'cbplain ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
-
-
 def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
     from sshd import free_port
 

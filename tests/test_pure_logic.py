@@ -84,8 +84,7 @@ def test_release_split_and_rust_verdicts():
 def test_app_glibc_against_the_board():
     from crossboard.deploy.preflight import BoardFacts, app_problem
 
-    facts = BoardFacts(release="6.12.1", rust=True, glibc=(2, 36), user="debian", sudo_works=True,
-                       loaded=frozenset())
+    facts = BoardFacts(release="6.12.1", rust=True, glibc=(2, 36), user="debian", loaded=frozenset())
     assert "needs GLIBC_2.39 but the board has glibc 2.36" in app_problem("hello", "2.39", facts)
     assert app_problem("hello", "2.34", facts) is None
     assert app_problem("hello", "", facts) is None  # static: needs no glibc

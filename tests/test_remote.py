@@ -59,6 +59,21 @@ def test_nothing_listening_fails_after_a_bounded_wait(ssh_lab, known_hosts):
     assert time.monotonic() - started < 30
 
 
+def test_privileged_commands_run_as_root_and_a_sudo_that_wants_a_password_is_named(ssh_lab, server, known_hosts):
+    from sshd import PLAIN_USER
+
+    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+        result = board.run("id -un; echo done", privileged=True)
+        assert (result.code, result.stdout) == (0, "root\ndone\n")
+        assert board.run("exit 3", privileged=True).code == 3
+    plain = ssh_lab.connection(server, user=PLAIN_USER).model_copy(update={"sudo": True})
+    with connect(plain, known_hosts=known_hosts) as board:
+        with pytest.raises(UserError) as refused:
+            board.run("id -un", privileged=True)
+    assert str(refused.value) == (f"127.0.0.1: {PLAIN_USER} cannot run sudo without a password: on the board add "
+                                  f"'{PLAIN_USER} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+
+
 @pytest.fixture(scope="module", params=["sftp", "exec stream"])
 def transfer_server(request, ssh_lab):
     """A server with SFTP, and one without (as dropbear without sftp-server): both ways files travel."""

@@ -62,6 +62,27 @@ def test_build_deploy_insmod_loop(virtual_board):
     assert saved["ok"] and saved["board_release"] == report["board_release"]
 
 
+def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
+    from crossboard.commands import reload_module
+
+    board = virtual_board.board
+    try:
+        first = reload_module(board, "hello_rust", virtual_board.settings, echo=False)
+        again = reload_module(board, "hello_rust", virtual_board.settings, echo=False)  # loaded: rmmod, insmod
+        for report in (first, again):
+            assert report["ok"] and report["apps"] == [], report
+            assert [module["name"] for module in report["modules"]] == ["hello_rust"]
+        reloaded = again["modules"][0]
+        assert reloaded["loaded"] and not reloaded["unloaded"]
+        assert any("Goodbye from an out-of-tree Rust module (exit)" in line for line in reloaded["load_messages"])
+        assert "Hello from an out-of-tree Rust module (init)" in reloaded["load_messages"][-1]
+        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+            assert remote.run("test -d /sys/module/hello_rust").code == 0
+    finally:
+        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+            remote.run("rmmod hello_rust", privileged=True)
+
+
 def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(virtual_board, tmp_path):
     out = tmp_path / "out" / "qemu-arm64"
     (out / "modules").mkdir(parents=True)

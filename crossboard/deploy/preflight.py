@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from ..build.toolcheck import dotted, version_in
 
-# One round trip: the running release, whether its config has Rust, its glibc, who we are, whether
-# sudo -n works, and which modules are loaded.
+# One round trip: the running release, whether its config has Rust, its glibc, who we are, and which
+# modules are loaded.
 FACTS_COMMAND = r"""release=$(uname -r)
 echo "release=$release"
 if [ -r /proc/config.gz ]; then rust=$(zcat /proc/config.gz | grep -c '^CONFIG_RUST=y')
@@ -15,7 +15,6 @@ else rust=unknown; fi
 echo "rust=$rust"
 echo "glibc=$( (getconf GNU_LIBC_VERSION 2>/dev/null || true) | cut -d' ' -f2)"
 echo "user=$(id -un)"
-if sudo -n true 2>/dev/null; then echo sudo=yes; else echo sudo=no; fi
 echo "loaded=$(cut -d' ' -f1 /proc/modules 2>/dev/null | tr '\n' ' ')"
 """
 
@@ -26,7 +25,6 @@ class BoardFacts:
     rust: bool | None  # None: the board does not show its config
     glibc: tuple[int, ...] | None
     user: str
-    sudo_works: bool
     loaded: frozenset[str]
 
 
@@ -38,7 +36,6 @@ def parse_facts(text: str) -> BoardFacts:
         rust=None if rust == "unknown" else rust.strip() not in ("", "0"),
         glibc=version_in(values.get("glibc", "")) if values.get("glibc", "").strip() else None,
         user=values.get("user", "").strip(),
-        sudo_works=values.get("sudo", "").strip() == "yes",
         loaded=frozenset(values.get("loaded", "").split()),
     )
 

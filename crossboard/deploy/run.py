@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..build.steps import app_name
 from ..errors import CrossboardError, StepFailed, UserError
-from ..remote.connection import connect
+from ..remote.connection import Board, connect
 from ..remote.transfer import Upload, push
 from .actions import as_dict, check_privilege, load_module, run_app
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
@@ -41,8 +42,29 @@ def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
     return manifest
 
 
-def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> dict:
-    """Deploy to one board; the report says what happened, also when something failed."""
+def open_board(board: LoadedBoard, options: DeployOptions) -> Board:
+    return connect(board.spec.connection, trust_new_host=options.trust_new_host, wait_seconds=options.wait_seconds,
+                   base_dir=board.project_root)
+
+
+def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
+    """Connect while something else runs (the inner loop's compile), for deploy_many(opened=...). A
+    daemon thread: a failed build exits at once, not after waiting for a board that is down."""
+    opening: Future = Future()
+
+    def open_now() -> None:
+        try:
+            opening.set_result(open_board(board, options))
+        except BaseException as error:  # the deploy that takes the connection reports it
+            opening.set_exception(error)
+
+    threading.Thread(target=open_now, name=f"connect-{board.name}", daemon=True).start()
+    return opening
+
+
+def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, opening: Future | None = None) -> dict:
+    """Deploy to one board; the report says what happened, also when something failed. `opening`: its
+    connection, opened early by open_board_early."""
     out_dir = out_root / board.name
     spec = board.spec
     report = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
@@ -52,8 +74,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions) -> 
         wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
-        with connect(spec.connection, trust_new_host=options.trust_new_host,
-                     wait_seconds=options.wait_seconds, base_dir=board.project_root) as remote:
+        with (opening.result() if opening else open_board(board, options)) as remote:
             facts = parse_facts(remote.run(FACTS_COMMAND).stdout)
             report["board_release"] = facts.release
             report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads)]
@@ -115,10 +136,13 @@ def describe(report: dict) -> list[str]:
     return lines
 
 
-def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOptions) -> list[dict]:
-    """Each board in its own thread; one failing does not stop the others. Raises when any failed."""
+def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOptions,
+                opened: dict[str, Future] | None = None) -> list[dict]:
+    """Each board in its own thread; one failing does not stop the others. Raises when any failed.
+    `opened`: connections opened early, by board name."""
+    opened = opened or {}
     with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
-        reports = list(pool.map(lambda board: deploy_board(board, out_root, options), boards))
+        reports = list(pool.map(lambda board: deploy_board(board, out_root, options, opened.get(board.name)), boards))
     if options.echo:
         for report in reports:
             print("\n".join(describe(report)))

@@ -23,6 +23,8 @@ from ..errors import InfrastructureError, UserError
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 WINDOW_BYTES = 8 << 20  # for file transfers: paramiko's default 2 MiB window halves loopback throughput
+# Printed first by a privileged command: without it, sudo itself refused (it asks for a password).
+ROOT_SHELL_STARTED = "crossboard-root-shell"
 PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 
@@ -110,9 +112,12 @@ class Board:
 
     def run(self, command: str, *, privileged: bool = False, stdin: bytes | None = None,
             timeout: float = 120) -> Result:
-        """Run a shell command line on the board; callers quote every value with shlex.quote."""
-        if privileged and self.sudo:
-            command = f"sudo -n sh -c {shlex.quote(command)}"
+        """Run a shell command line on the board; callers quote every value with shlex.quote.
+        privileged: as root, through sudo -n when connection.sudo is set; UserError when sudo wants a
+        password (found on the way, so no round trip of its own)."""
+        through_sudo = privileged and self.sudo
+        if through_sudo:
+            command = f"sudo -n sh -c {shlex.quote(f'echo {ROOT_SHELL_STARTED}; {command}')}"
         channel = self.client.get_transport().open_session(timeout=timeout)
         channel.settimeout(timeout)
         channel.exec_command(command)
@@ -123,7 +128,14 @@ class Board:
         stderr = channel.makefile_stderr("rb").read()
         code = channel.recv_exit_status()
         channel.close()
-        return Result(code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+        output = stdout.decode(errors="replace")
+        if through_sudo:
+            before, marker, output = output.partition(f"{ROOT_SHELL_STARTED}\n")
+            if before or not marker:
+                user = self.target.user
+                raise UserError(f"{self.target.name}: {user} cannot run sudo without a password: on the board add "
+                                f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+        return Result(code, output, stderr.decode(errors="replace"))
 
     def close(self) -> None:
         self.client.close()

@@ -15,11 +15,12 @@ from ..board.schema import ModuleExpect
 from ..build.steps import app_name
 from ..errors import CrossboardError, StepFailed, UserError
 from ..remote.connection import Board, connect
-from ..remote.transfer import Upload, push
+from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from .actions import as_dict, check_privilege, load_module, run_app
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
 
 REPORT_NAME = "deploy.json"
+HASHES_FOLLOW = "crossboard-hashes-follow"
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,16 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
         with (opening.result() if opening else open_board(board, options)) as remote:
-            facts = parse_facts(remote.run(FACTS_COMMAND).stdout)
+            # one round trip: the board's facts, then the hashes of the files already there
+            listing = remote.run(f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n"
+                                 + hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout
+            facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
+            facts = parse_facts(facts_text)
             report["board_release"] = facts.release
-            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads)]
-            report["transfer"] = remote.transport_name
+            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads,
+                                                               current=parse_hashes(hashes_text))]
+            if report["sent"]:  # asking otherwise would start the board's SFTP server for nothing
+                report["transfer"] = remote.transport_name
             modules = [a for a in wanted if a["kind"] == "module"
                        and (not options.modules or Path(a["path"]).stem in options.modules)]
             if modules:
@@ -116,7 +123,7 @@ def describe(report: dict) -> list[str]:
              + (f" (board runs {report['board_release']})" if report.get("board_release") else "")]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
-    via = f" (by {report['transfer']})" if report["sent"] and report.get("transfer") else ""
+    via = f" (by {report['transfer']})" if report.get("transfer") else ""
     lines.append(f"  sent{via}: {', '.join(report['sent']) or 'nothing (all up to date)'}")
     for module in report["modules"]:
         if module.get("refused"):

@@ -62,26 +62,31 @@ class Upload:
         return cls(None, remote, hashlib.sha256(data).hexdigest(), data)
 
 
-def remote_hashes(board: Board, remote_dir: str, names: list[str]) -> dict[str, str]:
-    """sha256 of those of `names` that exist under remote_dir on the board."""
+def hashes_command(remote_dir: str, names: list[str]) -> str:
+    """A shell line that prints `sha256  name` for those of `names` that exist under remote_dir."""
     if not names:
-        return {}
+        return "true"  # sha256sum with no names would read stdin
     quoted = " ".join(shlex.quote(name) for name in names)
-    result = board.run(f"cd {shlex.quote(remote_dir)} 2>/dev/null && sha256sum -- {quoted} 2>/dev/null; true")
+    return f"(cd {shlex.quote(remote_dir)} 2>/dev/null && sha256sum -- {quoted} 2>/dev/null); true"
+
+
+def parse_hashes(text: str) -> dict[str, str]:
     hashes = {}
-    for line in result.stdout.splitlines():
+    for line in text.splitlines():
         digest, _, name = line.partition("  ")
         hashes[name] = digest
     return hashes
 
 
-def push(board: Board, remote_dir: str, uploads: list[Upload],
-         progress: Callable[[int], None] | None = None) -> list[Upload]:
-    """Send the uploads whose hash on the board differs; return those sent."""
+def push(board: Board, remote_dir: str, uploads: list[Upload], progress: Callable[[int], None] | None = None,
+         current: dict[str, str] | None = None) -> list[Upload]:
+    """Send the uploads whose hash on the board differs; return those sent. `current`: the hashes on the
+    board, when the caller read them already (with hashes_command, in a round trip it makes anyway)."""
     for upload in uploads:
         if "\n" in upload.remote or upload.remote.startswith("/") or ".." in Path(upload.remote).parts:
             raise StepFailed(f"cannot send {upload.remote!r}: not a plain relative name")
-    current = remote_hashes(board, remote_dir, [upload.remote for upload in uploads])
+    if current is None:
+        current = parse_hashes(board.run(hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout)
     todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]
     if not todo:
         return []

@@ -72,8 +72,8 @@ def reload_module(board, module: str, settings: Settings, trust_new_host: bool =
         run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=echo))
         return deploy_many([board], settings.out_dir, options, opened={board.name: opening})[0]
     finally:
-        if opening.done() and opening.exception() is None:
-            opening.result().close()  # deploy closed it already, unless the build failed
+        # when the build failed the deploy never took the connection, which may still be on its way
+        opening.add_done_callback(lambda opened: opened.exception() is None and opened.result().close())
 
 
 def config_pull(board_name: str, settings: Settings, trust_new_host: bool = False) -> str:

@@ -41,7 +41,7 @@ def toolchain(c, base_image=None, mirror=None):
 def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="", runtime="docker",
           kernel_source=None, quiet=False, app_builder="auto"):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
-    from crossboard.build.context import BuildOptions
+    from crossboard.pipeline.context import BuildOptions
 
     options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, echo=not quiet,
                            only=frozenset(filter(None, only.split(","))), app_builder=app_builder)

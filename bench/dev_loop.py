@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossboard import PROJECT_ROOT  # noqa: E402
 from crossboard.board.load import load_board  # noqa: E402
-from crossboard.build.pipeline import build_folders  # noqa: E402
-from crossboard.build.source import plan_source  # noqa: E402
+from crossboard.pipeline.pipeline import build_folders  # noqa: E402
+from crossboard.pipeline.source import plan_source  # noqa: E402
 from crossboard.settings import Settings  # noqa: E402
 from crossboard.toolchain.engine import docker_client  # noqa: E402
 from crossboard.toolchain.image import image_ref  # noqa: E402

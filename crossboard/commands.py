@@ -20,7 +20,7 @@ def toolchain(settings: Settings, echo: bool = True):
 
 
 def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):
-    from .build.pipeline import build as run_build, print_plan
+    from .pipeline.pipeline import build as run_build, print_plan
 
     board = load_board(board_name, overrides=source_override(kernel_source) if kernel_source else None)
     if options.dry_run:
@@ -59,8 +59,8 @@ def dev(board_name: str, module: str, settings: Settings, trust_new_host: bool =
 def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
     """The inner loop: rebuild the out-of-tree modules, push what changed, reload the one named (left
     loaded) and report its kernel messages."""
-    from .build.context import BuildOptions
-    from .build.pipeline import build as run_build
+    from .pipeline.context import BuildOptions
+    from .pipeline.pipeline import build as run_build
     from .deploy.run import DeployOptions, deploy_many, open_board_early
 
     names = [folder.name for folder in board.module_dirs()]
@@ -77,7 +77,7 @@ def reload_module(board, module: str, settings: Settings, trust_new_host: bool =
 
 
 def config_pull(board_name: str, settings: Settings, trust_new_host: bool = False) -> str:
-    from .build.source import plan_source, tree_version
+    from .pipeline.source import plan_source, tree_version
     from .deploy.config_pull import pull_config, split_release
 
     board = load_board(board_name)

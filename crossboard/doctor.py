@@ -6,8 +6,8 @@ import shutil
 from dataclasses import dataclass
 
 from .board.load import LoadedBoard
-from .build import source
-from .build.toolcheck import check_tools
+from .pipeline import source
+from .pipeline.toolcheck import check_tools
 from .errors import CrossboardError, InfrastructureError
 from .settings import Settings
 from .toolchain.base_image import MADE_BY_US

@@ -3,8 +3,8 @@ import pytest
 
 from crossboard import commands
 from crossboard.board.load import load_board
-from crossboard.build.context import BuildOptions
-from crossboard.build.pipeline import build
+from crossboard.pipeline.context import BuildOptions
+from crossboard.pipeline.pipeline import build
 from crossboard.settings import Settings
 from crossboard.toolchain.engine import docker_client
 

@@ -12,7 +12,7 @@ from crossboard import PROJECT_ROOT
 from crossboard.artifacts.files import sha256_of, vermagic_of
 from crossboard.artifacts.manifest import load_manifest
 from crossboard.board.load import load_board
-from crossboard.build.pipeline import build
+from crossboard.pipeline.pipeline import build
 from crossboard.errors import StepFailed, UserError
 
 from conftest import QUIET

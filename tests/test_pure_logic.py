@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from crossboard.artifacts.files import highest_glibc, vermagic_of, write_atomically
-from crossboard.build import kconfig
-from crossboard.build.toolcheck import ToolVerdict, version_in
+from crossboard.pipeline import kconfig
+from crossboard.pipeline.toolcheck import ToolVerdict, version_in
 
 
 def test_kconfig_reads_set_unset_and_strings():

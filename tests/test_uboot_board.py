@@ -10,7 +10,7 @@ from conftest import QUIET
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
-from crossboard.build.pipeline import build
+from crossboard.pipeline.pipeline import build
 from crossboard.deploy.kernel_install import install_kernel, rollback
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError

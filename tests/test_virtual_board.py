@@ -8,7 +8,7 @@ from fakes import copy_project
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
-from crossboard.build.pipeline import build
+from crossboard.pipeline.pipeline import build
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
 from crossboard.remote import connection as remote_connection

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from .. import PROJECT_ROOT
 from ..errors import UserError
 from . import strict_yaml
-from .schema import BOARD_NAME, Board, Group
+from .schema import BOARD_NAME, BoardSpec, Group
 
 # A lab may keep its board files elsewhere; relative paths in them are then relative to that folder's parent.
 BOARDS_DIR = Path(os.environ.get("CROSSBOARD_BOARDS", PROJECT_ROOT / "boards"))
@@ -25,7 +25,7 @@ class LoadedBoard:
     """A validated board: its name, its spec, and where its relative paths point."""
 
     name: str
-    spec: Board
+    spec: BoardSpec
     file: Path
     boards_dir: Path
     project_root: Path
@@ -141,9 +141,9 @@ def _from_option(overrides: dict) -> strict_yaml.Located:
     return located
 
 
-def _validate(located: strict_yaml.Located) -> Board:
+def _validate(located: strict_yaml.Located) -> BoardSpec:
     try:
-        return Board.model_validate(located.value)
+        return BoardSpec.model_validate(located.value)
     except ValidationError as error:
         first = error.errors()[0]
         path = tuple(part for part in first["loc"] if not str(part).startswith("function-"))

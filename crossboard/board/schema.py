@@ -126,7 +126,7 @@ class Virtual(Strict):
         return self
 
 
-class Board(Strict):
+class BoardSpec(Strict):
     description: NonEmpty
     arch: Literal["arm64"]
     targets: Targets

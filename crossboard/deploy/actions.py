@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..board.schema import App, ModuleExpect
 from ..errors import UserError
-from ..remote.connection import Board
+from ..remote.connection import Session
 from .preflight import BoardFacts
 
 
@@ -46,7 +46,7 @@ def as_dict(report) -> dict:
     return {**asdict(report), "ok": report.ok}
 
 
-def check_privilege(board: Board, facts: BoardFacts) -> None:
+def check_privilege(board: Session, facts: BoardFacts) -> None:
     """Loading modules and reading the kernel log need root: as root, or through sudo -n (whether sudo
     asks for a password shows on the first privileged command)."""
     user = facts.user or board.target.user
@@ -57,7 +57,7 @@ def check_privilege(board: Board, facts: BoardFacts) -> None:
                         "set connection.sudo: true (with NOPASSWD sudo on the board) or log in as root")
 
 
-def _messages_since_mark(board: Board, action: str) -> tuple[int, str, list[str]]:
+def _messages_since_mark(board: Session, action: str) -> tuple[int, str, list[str]]:
     """Run `action` as root between a mark written to the kernel log and a read of it, in one round
     trip; only the kernel messages after the mark belong to the action."""
     mark = f"crossboard-mark-{uuid.uuid4().hex}"
@@ -75,7 +75,7 @@ def _missing(expected: list[str], lines: list[str]) -> list[str]:
     return [text for text in expected if not any(text in line for line in lines)]
 
 
-def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool,
+def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool,
                 loaded: frozenset[str]) -> ModuleReport:
     """Unload a copy already loaded, insmod, check the kernel's messages, rmmod unless kept."""
     report = ModuleReport(name)
@@ -100,7 +100,7 @@ def load_module(board: Board, remote_path: str, name: str, expect: ModuleExpect,
     return report
 
 
-def run_app(board: Board, remote_path: str, name: str, app: App) -> AppReport:
+def run_app(board: Session, remote_path: str, name: str, app: App) -> AppReport:
     report = AppReport(name)
     command = " ".join(shlex.quote(part) for part in ["timeout", str(app.timeout), remote_path, *app.args])
     result = board.run(command, timeout=app.timeout + 30)

@@ -9,7 +9,7 @@ import yaml
 
 from ..artifacts.files import write_atomically
 from ..board.load import LoadedBoard
-from ..build import kconfig
+from ..pipeline import kconfig
 from ..errors import UserError
 from ..remote.connection import connect
 

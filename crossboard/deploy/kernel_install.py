@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from ..artifacts.files import sha256_of
 from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
-from ..remote.connection import Board, connect
+from ..remote.connection import Session, connect
 from ..remote.transfer import Upload, push
 from . import extlinux
 from .reboot import boot_id, reboot_into
@@ -27,18 +27,18 @@ def _boot(board: LoadedBoard):
     return boot.partition, f"{boot.partition}/{boot.extlinux}"
 
 
-def _read(remote: Board, path: str) -> str | None:
+def _read(remote: Session, path: str) -> str | None:
     result = remote.run(f"cat {shlex.quote(path)}", privileged=True)
     return result.stdout if result.code == 0 else None
 
 
-def _stage_files(remote: Board, stage: str, files: dict[str, Path | bytes]) -> None:
+def _stage_files(remote: Session, stage: str, files: dict[str, Path | bytes]) -> None:
     """Send files (local paths, or contents) into the staging folder, checked and atomic as every transfer."""
     push(remote, stage, [Upload.of_bytes(name, content) if isinstance(content, bytes)
                          else Upload(content, name, sha256_of(content)) for name, content in files.items()])
 
 
-def _run_script(remote: Board, script: str, what: str) -> None:
+def _run_script(remote: Session, script: str, what: str) -> None:
     result = remote.run(f"set -e\n{script}", privileged=True)
     if result.code != 0:
         raise StepFailed(f"{remote.target.name}: {what} failed (exit {result.code}): {' '.join(result.stderr.split())}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..build.toolcheck import dotted, version_in
+from ..pipeline.toolcheck import dotted, version_in
 
 # One round trip: the running release, whether its config has Rust, its glibc, who we are, and which
 # modules are loaded.

@@ -8,7 +8,7 @@ import paramiko
 
 from ..board.load import LoadedBoard
 from ..errors import InfrastructureError, StepFailed
-from ..remote.connection import Board, connect
+from ..remote.connection import Session, connect
 
 # A new boot has a new boot_id: the only sure sign that the board went down and came up again (a
 # board still shutting down, or QEMU's port forward with no guest behind it, also accepts connections).
@@ -19,7 +19,7 @@ REBOOT = ("command -v reboot >/dev/null || { echo 'no reboot command' >&2; exit 
           "sh -c 'sleep 1; reboot' </dev/null >/dev/null 2>&1 &")
 
 
-def boot_id(remote: Board) -> str:
+def boot_id(remote: Session) -> str:
     return remote.run(BOOT_ID, timeout=15).stdout.strip()
 
 

@@ -12,9 +12,9 @@ from ..artifacts.files import write_atomically
 from ..artifacts.manifest import MANIFEST_NAME, load_manifest
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
-from ..build.steps import app_name
+from ..pipeline.steps import app_name
 from ..errors import CrossboardError, StepFailed, UserError
-from ..remote.connection import Board, connect
+from ..remote.connection import Session, connect
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from .actions import as_dict, check_privilege, load_module, run_app
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
@@ -43,7 +43,7 @@ def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
     return manifest
 
 
-def open_board(board: LoadedBoard, options: DeployOptions) -> Board:
+def open_board(board: LoadedBoard, options: DeployOptions) -> Session:
     return connect(board.spec.connection, trust_new_host=options.trust_new_host, wait_seconds=options.wait_seconds,
                    base_dir=board.project_root)
 

@@ -85,8 +85,8 @@ class Result:
     stderr: str
 
 
-class Board:
-    """One SSH connection to one board, reused for everything deploy does there."""
+class Session:
+    """One SSH session with one board, reused for everything deploy does there."""
 
     def __init__(self, target: Target, client: paramiko.SSHClient, sudo: bool):
         self.target = target
@@ -140,7 +140,7 @@ class Board:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "Board":
+    def __enter__(self) -> "Session":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -148,7 +148,7 @@ class Board:
 
 
 def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
-            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT) -> Board:
+            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT) -> Session:
     """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board)."""
     known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
     target = resolve(connection, base_dir)
@@ -171,7 +171,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                            key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
                            banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
             client.get_transport().set_keepalive(15)
-            return Board(target, client, connection.sudo)
+            return Session(target, client, connection.sudo)
         except paramiko.BadHostKeyException as error:
             raise UserError(
                 f"{target.known_hosts_name}: the host key CHANGED (now {error.key.get_name()} "

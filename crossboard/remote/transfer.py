@@ -16,7 +16,7 @@ from typing import Callable
 import paramiko
 
 from ..errors import InfrastructureError, StepFailed
-from .connection import WINDOW_BYTES, Board
+from .connection import WINDOW_BYTES, Session
 
 STAGING_PREFIX = ".crossboard-incoming."
 ARCHIVE = ".crossboard-archive.tar"  # in the staging folder, when it comes by SFTP
@@ -78,7 +78,7 @@ def parse_hashes(text: str) -> dict[str, str]:
     return hashes
 
 
-def push(board: Board, remote_dir: str, uploads: list[Upload], progress: Callable[[int], None] | None = None,
+def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Callable[[int], None] | None = None,
          current: dict[str, str] | None = None) -> list[Upload]:
     """Send the uploads whose hash on the board differs; return those sent. `current`: the hashes on the
     board, when the caller read them already (with hashes_command, in a round trip it makes anyway)."""

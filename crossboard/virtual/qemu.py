@@ -98,7 +98,7 @@ def kernel_board(vboard: VirtualBoard) -> LoadedBoard:
 def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     """QEMU's arguments for what the board boots, made again only when their inputs changed: the
     kernel and modules tree, the keys, the scripts, the toolchain image."""
-    from ..build.pipeline import build_folders, make_runtime
+    from ..pipeline.pipeline import build_folders, make_runtime
 
     stock = kernel_board(vboard)
     stock_out = vboard.settings.out_dir / stock.name

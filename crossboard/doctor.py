@@ -65,7 +65,7 @@ def _kernel_minimums(runtime: DockerRuntime, board: LoadedBoard, plan) -> list[C
         return [Check(True, f"{board.name}: kernel source not unpacked yet, minimum versions checked at build time")]
     return [Check(not verdict.too_old, f"{board.name}: {verdict.message()}",
                   "pin a newer version in containers/toolchain/packages.txt, then invoke toolchain")
-            for verdict, _ in check_tools(runtime, plan.tree_in(runtime))]
+            for verdict, _ in check_tools(runtime, plan.tree_in(runtime), source.tree_version(plan.tree_on_host))]
 
 
 def doctor(settings: Settings, board: LoadedBoard | None = None) -> None:

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from crossboard import PROJECT_ROOT
 from crossboard.artifacts.files import sha256_of, vermagic_of
 from crossboard.artifacts.manifest import load_manifest
 from crossboard.board.load import load_board
-from crossboard.pipeline.pipeline import build
+from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.errors import StepFailed, UserError
 
 from conftest import QUIET
@@ -168,18 +169,50 @@ def test_an_app_needing_a_newer_glibc_than_the_board_is_refused_unless_static(qe
     assert static.app_glibc == {"hello": ""}
 
 
-@pytest.mark.parametrize("builder", ["cargo", pytest.param("cross", marks=pytest.mark.skipif(
-    shutil.which("cross") is None, reason="cross is not installed (scripts/install-deps installs it where cargo is)"))])
+@pytest.mark.parametrize("builder", ["cargo", "cross"])
 def test_both_app_builders_compile_with_the_images_pinned_rustc(builder, qemu_build, settings, tmp_path):
+    if builder == "cross" and shutil.which("cross") is None:
+        pytest.fail("cross is not installed: scripts/install-deps installs it where the host has cargo and rustup")
     boards = copy_project(tmp_path)
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     built = build(load_board("qemu-arm64", boards), mine,
                   dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder=builder))
     assert built.app_builder.startswith("cross on the host" if builder == "cross" else "cargo in the docker runtime")
     assert built.app_builder.endswith("rustc version 1.85.1")  # the image's, whichever builder ran
-    binary = settings.cache_dir / "build/qemu-arm64/apps/aarch64-unknown-linux-gnu/release/hello"
+    work = build_folders(load_board("qemu-arm64", boards), mine)["work"]
+    binary = work / "apps/aarch64-unknown-linux-gnu/release/hello"
     described = subprocess.run(["file", "-b", str(binary)], capture_output=True, text=True, check=True).stdout
     assert "ARM aarch64" in described
+
+
+def rustup_state() -> dict:
+    """What a build must leave as it was: the toolchains, their targets and components, and the files."""
+    def rustup(*args):
+        return subprocess.run(["rustup", *args], capture_output=True, text=True, check=True).stdout
+
+    home = Path(os.environ.get("RUSTUP_HOME", Path.home() / ".rustup"))
+    state = {"toolchains": rustup("toolchain", "list"),
+             "files": sorted((str(p.relative_to(home)), p.stat().st_mtime_ns) for p in home.glob("*/*"))}
+    for toolchain in rustup("toolchain", "list", "--quiet").split():
+        state[toolchain] = rustup("target", "list", "--installed", "--toolchain", toolchain) + rustup(
+            "component", "list", "--installed", "--toolchain", toolchain)
+    return state
+
+
+def test_cross_leaves_the_host_toolchains_alone_and_builds_offline(qemu_build, settings, tmp_path, monkeypatch):
+    if shutil.which("cross") is None or shutil.which("rustup") is None:
+        pytest.fail("cross and rustup are needed: scripts/install-deps installs cross where the host has rustup")
+    from sshd import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: any download fails at once
+    monkeypatch.setenv("RUSTUP_DIST_SERVER", closed)
+    monkeypatch.setenv("RUSTUP_UPDATE_ROOT", f"{closed}/rustup")
+    before = rustup_state()
+    boards = copy_project(tmp_path)
+    built = build(load_board("qemu-arm64", boards), dataclasses.replace(settings, out_dir=tmp_path / "out"),
+                  dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder="cross"))
+    assert built.step("apps").status == "done"
+    assert rustup_state() == before
 
 
 def test_an_unknown_app_builder_is_refused(settings):

@@ -10,6 +10,8 @@ from pathlib import Path
 from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
+# What build steps write into the manifest (a skipped step gives the same values again).
+STEP_FIELDS = ("tools", "config_sha256", "kernel_release", "app_builder", "app_glibc", "artifacts")
 
 
 @dataclass

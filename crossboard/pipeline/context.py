@@ -22,6 +22,10 @@ REPRODUCIBLE_ENV = {
 }
 
 
+# Work whose result lives in the shared kernel build folder.
+KERNEL_WORK = frozenset({"toolchain-check", "configure", "dtbs", "kernel"})
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     dry_run: bool = False
@@ -51,8 +55,31 @@ class BuildContext:
         return self.runtime.folders["build"]
 
     @property
+    def work_dir(self) -> Path:
+        """This project's own part of the build (module copies, app targets): another clone of the
+        project building the same board has its own."""
+        return self.runtime.folders["work"]
+
+    @property
     def out_dir(self) -> Path:
         return self.runtime.folders["out"]
+
+    @property
+    def toolchain_identity(self) -> str | None:
+        """The toolchain image's id; None on the host runtime, whose tools may change unseen."""
+        return self.manifest.image.get("id")
+
+    @property
+    def tree_identity(self) -> str | None:
+        """What the kernel tree is, when it cannot change (a Debian package, a tarball, a git ref);
+        None for a local tree, which anyone may edit."""
+        return self.source_plan.key or None
+
+    def stamp(self, work: str) -> Path:
+        """Where the stamp of a piece of work lives: beside the kernel build for the kernel's own
+        steps (the folder all clones share), else in this project's work folder."""
+        folder = self.kernel_dir_on_host if work in KERNEL_WORK else self.work_dir
+        return folder / ".crossboard-stamps" / f"{work}.json"
 
     @property
     def kernel_dir(self) -> str:

@@ -1,27 +1,39 @@
 """`invoke build`: the steps in order, inside one runtime, with the manifest kept current."""
 from __future__ import annotations
 
+import copy
+import hashlib
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
-from ..artifacts.manifest import Manifest, StepRecord, earlier_manifest
+from ..artifacts.manifest import STEP_FIELDS, Manifest, StepRecord, earlier_manifest
 from ..board.load import LoadedBoard
-from ..errors import CrossboardError, UserError
+from ..errors import CrossboardError, StepFailed, UserError
+from ..locking import holding
 from ..settings import Settings
 from ..toolchain.image import image_ref, prepare_toolchain
 from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime
-from . import source
+from . import source, stamps
 from .context import BuildContext, BuildOptions
-from .steps import APP_BUILDERS, STEP_NAMES, STEPS
+from .steps import STEP_NAMES, STEPS, Step, app_builder
 
 RUNTIMES = ("docker", "host")
 
 
+def project_key(project_root: Path) -> str:
+    """Tells clones of the project apart: each builds its own modules and apps."""
+    return hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
+
+
 def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
+    """The kernel build folder is the board's, shared by every clone (it depends only on the board's
+    kernel); the work folder (module copies, app targets, the virtual board's root) is this clone's."""
     plan = source.plan_source(board.spec.kernel.source, settings.cache_dir)
     return {
         "sources": plan.mount,
         "build": settings.cache_dir / "build" / board.name,
+        "work": settings.cache_dir / "work" / board.name / project_key(board.project_root),
         "out": settings.out_dir / board.name,
         "project": board.project_root,
     }
@@ -35,21 +47,23 @@ def preflight(board: LoadedBoard) -> None:
                             f"(it needs a line `obj-m := {module.name}.o`)")
 
 
-def selected_steps(options: BuildOptions):
+def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
+    """Every option checked before anything is printed or run."""
     unknown = sorted(options.only - set(STEP_NAMES))
     if unknown:
         raise UserError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})")
-    if options.app_builder not in APP_BUILDERS:
-        raise UserError(f"--app-builder: unknown builder {options.app_builder!r} (builders: {', '.join(APP_BUILDERS)})")
-    return [step for step in STEPS if not options.only or step.name in options.only]
+    if runtime_kind not in RUNTIMES:
+        raise UserError(f"--runtime: unknown runtime {runtime_kind!r} (runtimes: {', '.join(RUNTIMES)})")
+    steps = [step for step in STEPS if not options.only or step.name in options.only]
+    if any(step.name == "apps" for step in steps):
+        app_builder(options.app_builder, runtime_kind)
+    return steps
 
 
 def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool) -> Runtime:
     """The runtime the steps run in; with `prepare`, the toolchain image is built if it changed."""
     if kind == "host":
         return HostRuntime(folders)
-    if kind != "docker":
-        raise UserError(f"--runtime: unknown runtime {kind!r} (runtimes: {', '.join(RUNTIMES)})")
     if not prepare:
         return DockerRuntime(None, image_ref(settings), folders)
     client, image = prepare_toolchain(settings, echo)
@@ -61,22 +75,34 @@ def where(runtime: Runtime) -> str:
 
 
 def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str) -> None:
+    steps = selected_steps(options, runtime_kind)
     folders = build_folders(board, settings)
     runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=False)
     ctx = _context(board, settings, runtime, Manifest(board=board.name, out_dir=folders["out"]), options)
     print(f"build plan for {board.name}, {where(runtime)}:")
     for name, host_path in folders.items():
         print(f"  folder {name}: {host_path} -> {runtime.path(name)}")
-    for step in selected_steps(options):
+    for step in steps:
         print(f"[{step.name}]")
         for line in step.plan(ctx):
             print(f"  {line}")
 
 
 def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str = "docker") -> Manifest:
-    steps = selected_steps(options)
+    steps = selected_steps(options, runtime_kind)
     preflight(board)
     folders = build_folders(board, settings)
+    say = print if options.echo else (lambda line: None)
+    with ExitStack() as locks:
+        # always in this order, so two builds never wait for each other crosswise
+        for name, what in (("out", f"the output folder of {board.name}"), ("work", f"this clone's work folder of {board.name}"),
+                           ("build", f"the kernel build folder of {board.name}")):
+            locks.enter_context(holding(folders[name], what, say))
+        return _build_locked(board, settings, options, runtime_kind, steps, folders)
+
+
+def _build_locked(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str, steps: list[Step],
+                  folders: dict[str, Path]) -> Manifest:
     manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
@@ -87,11 +113,17 @@ def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime
             ctx = _context(board, settings, runtime, manifest, options)
             for step in steps:
                 _run_step(ctx, step)
-    except (CrossboardError, KeyboardInterrupt) as error:
+        unfinished = [record.name for record in manifest.steps if record.status not in ("done", "skipped")]
+        if unfinished:
+            raise StepFailed(f"step {', '.join(unfinished)} did not finish in an earlier build of {board.name}: "
+                             f"run invoke build --board {board.name} without --only")
+    except BaseException as error:
         for record in manifest.steps:
             if record.status == "running":
                 record.status = "failed"
-        manifest.finish("failed", str(error) or "interrupted")
+        reason = str(error) if isinstance(error, CrossboardError) else (
+            "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
+        manifest.finish("failed", reason or "interrupted")
         raise
     manifest.finish("done")
     return manifest
@@ -116,15 +148,35 @@ def _context(board, settings, runtime, manifest, options) -> BuildContext:
                         source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir))
 
 
-def _run_step(ctx: BuildContext, step) -> None:
+def _step_fields(manifest: Manifest) -> dict:
+    return {name: getattr(manifest, name) for name in STEP_FIELDS}
+
+
+def _run_step(ctx: BuildContext, step: Step) -> None:
+    """Run the step, or, when its inputs are as when it last succeeded, give the manifest what it
+    recorded then and say so."""
     record = ctx.manifest.step(step.name)
+    stamp, inputs = ctx.stamp(step.name), step.inputs(ctx)
+    earlier = stamps.current(stamp, inputs)
+    if earlier is not None and step.still_there(ctx, earlier):
+        for name, value in earlier["manifest"].items():
+            setattr(ctx.manifest, name, value)
+        record.status, record.note, record.log = "skipped", earlier["note"], ""
+        ctx.manifest.save()
+        if ctx.options.echo:
+            print(f"==> [{ctx.board.name}] {step.name}: inputs unchanged, not run ({earlier['note']})", flush=True)
+        return
+    stamps.forget(stamp)
     record.status, record.log = "running", f"logs/{step.name}.log"
     (ctx.out_dir / record.log).unlink(missing_ok=True)  # each log tells of this build only
     ctx.manifest.save()
     if ctx.options.echo:
         print(f"==> [{ctx.board.name}] {step.name}", flush=True)
+    before = copy.deepcopy(_step_fields(ctx.manifest))  # steps change some fields in place
     started = time.monotonic()
     record.note = step.run(ctx)
     record.seconds = round(time.monotonic() - started, 2)
     record.status = "done"
+    made = {name: value for name, value in _step_fields(ctx.manifest).items() if value != before[name]}
+    stamps.remember(stamp, inputs, record.note, made)
     ctx.manifest.save()

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..artifacts.files import sha256_of
 from ..board.schema import KernelSource
 from ..errors import InfrastructureError, StepFailed, UserError
+from ..locking import holding
 from ..toolchain.image import pinned_packages
 from ..toolchain.runtime import Runtime
 from ..toolchain.stream import Tee
@@ -75,6 +76,15 @@ def obtain(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) -
     if source.kind == "path":
         raise UserError(f"kernel.source.path: {tree} is not a kernel tree (no Makefile)")
     plan.mount.mkdir(parents=True, exist_ok=True)
+    with holding(tree, "the kernel source being unpacked", tee.line):
+        if tree.joinpath("Makefile").is_file():  # unpacked by the build that held the lock
+            return False
+        _unpack(source, plan, runtime, tee)
+    return True
+
+
+def _unpack(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) -> None:
+    tree = plan.tree_on_host
     partial = plan.mount / f".partial-{plan.key}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -93,7 +103,6 @@ def obtain(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) -
             partial.rename(tree)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return True
 
 
 def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -> None:

@@ -1,12 +1,14 @@
 """The build steps, in order. Each says what it would run (`plan`) and runs it (`run`); both use the
-same command builders, so `--dry-run` shows exactly what a build does."""
+same command builders, so `--dry-run` shows exactly what a build does. Each also says what it reads
+(`inputs`): a step whose inputs are as when it last succeeded, and whose products are still there,
+is not run again (see stamps.py)."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import json
+import os
 import re
+import shlex
 import shutil
 import tarfile
 import tomllib
@@ -14,16 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..artifacts.files import highest_glibc, write_atomically
+from ..artifacts.files import highest_glibc, sha256_of, write_atomically
 from ..errors import StepFailed, UserError
-from . import kconfig, source
-from .context import REPRODUCIBLE_ENV, BuildContext
 from ..toolchain.runtime import HostRuntime, Runtime
+from . import kconfig, source, stamps
+from .context import REPRODUCIBLE_ENV, BuildContext
 from .toolcheck import CHECKED_TOOLS, check_tools, dotted
 
-CONFIG_STAMP = ".crossboard-config-inputs"
-TOOLCHECK_STAMP = ".crossboard-toolchain-check"
 GENERATED_FRAGMENT = "crossboard-board.config"
+
+
+def _always(ctx: BuildContext) -> str | None:
+    return None
+
+
+def _nothing_to_check(ctx: BuildContext, record: dict) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,10 @@ class Step:
     name: str
     plan: Callable[[BuildContext], list[str]]
     run: Callable[[BuildContext], str]  # returns a note for the manifest ("" when nothing to say)
+    # A hash of everything the step reads, or None when in doubt (the step then always runs).
+    inputs: Callable[[BuildContext], str | None] = _always
+    # Whether what the step made, as its stamp recorded it, is still there to be reused.
+    still_there: Callable[[BuildContext, dict], bool] = _nothing_to_check
 
 
 # -- source --------------------------------------------------------------------------------------
@@ -52,30 +64,26 @@ def _toolcheck_plan(ctx: BuildContext) -> list[str]:
             for tool, argv in CHECKED_TOOLS.items()] + [ctx.show(ctx.make("rustavailable"))]
 
 
+def _toolcheck_inputs(ctx: BuildContext) -> str | None:
+    tree = ctx.tree_identity or str(ctx.source_plan.tree_on_host)
+    return ctx.toolchain_identity and stamps.digest(ctx.toolchain_identity, tree, str(ctx.options.strict_toolchain))
+
+
 def _toolcheck_run(ctx: BuildContext) -> str:
-    # The verdict only changes with the toolchain image or the tree: keep it beside the build.
-    stamp = ctx.kernel_dir_on_host / TOOLCHECK_STAMP
-    identity = f"{getattr(ctx.runtime, 'image', '')}\0{ctx.source_tree}\0{ctx.options.strict_toolchain}"
-    if getattr(ctx.runtime, "image", None) and stamp.is_file():
-        remembered = json.loads(stamp.read_text())
-        if remembered["identity"] == identity:
-            ctx.manifest.tools.update(remembered["tools"])
-            return remembered["note"] + " (unchanged toolchain and tree: not run again)"
     notes = []
-    for verdict, version_line in check_tools(ctx.runtime, ctx.source_tree):
+    tree_version = source.tree_version(ctx.source_plan.tree_on_host)
+    for verdict, version_line in check_tools(ctx.runtime, ctx.source_tree, tree_version):
         ctx.manifest.tools[verdict.tool] = version_line
         if verdict.too_old or (verdict.newer and ctx.options.strict_toolchain):
             raise StepFailed(verdict.message() + ("" if verdict.too_old else " (--strict-toolchain)"))
-        if verdict.newer:
+        if verdict.worth_a_warning:
             print(f"crossboard: warning: {verdict.message()}", flush=True)
         notes.append(f"{verdict.tool} {dotted(verdict.found)} >= {dotted(verdict.minimum)}")
     with ctx.tee("toolchain-check") as tee:
         if ctx.runtime.run(ctx.make("rustavailable"), tee) != 0:
             last = tee.tail.decode(errors="replace").strip().splitlines()[-1:]
             raise StepFailed(f"`make LLVM=1 rustavailable` says Rust is not available with this toolchain: {last}")
-    note = "; ".join(notes)
-    write_atomically(stamp, json.dumps({"identity": identity, "tools": ctx.manifest.tools, "note": note}).encode())
-    return note
+    return "; ".join(notes)
 
 
 # -- configure -----------------------------------------------------------------------------------
@@ -95,14 +103,14 @@ def _fragment_files(ctx: BuildContext) -> list[tuple[str, str]]:
 BASE_CONFIG = "fragments/base.config"
 
 
-def _configure_inputs_hash(ctx: BuildContext) -> str:
-    digest = hashlib.sha256(f"{ctx.source_tree}\0{ctx.source_plan.key}\0{ctx.board.spec.kernel.config.base}\0".encode())
+def _configure_inputs(ctx: BuildContext) -> str | None:
+    """The tree (a local tree by its path), the toolchain (Kconfig asks the compilers what they can do),
+    the base config and every fragment."""
     base_file = ctx.board.base_config_file()
-    if base_file is not None:
-        digest.update(base_file.read_bytes())
-    for name, content in _fragment_files(ctx):
-        digest.update(f"{name}\0{content}\0".encode())
-    return digest.hexdigest()
+    return ctx.toolchain_identity and stamps.digest(
+        ctx.toolchain_identity, ctx.tree_identity or str(ctx.source_plan.tree_on_host),
+        ctx.board.spec.kernel.config.base, base_file.read_bytes() if base_file else b"",
+        *[part for name, content in _fragment_files(ctx) for part in (name, content)])
 
 
 def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
@@ -124,13 +132,6 @@ def _configure_plan(ctx: BuildContext) -> list[str]:
 
 
 def _configure_run(ctx: BuildContext) -> str:
-    config = ctx.kernel_dir_on_host / ".config"
-    stamp = ctx.kernel_dir_on_host / CONFIG_STAMP
-    inputs = _configure_inputs_hash(ctx)
-    if config.is_file() and stamp.is_file() and stamp.read_text() == inputs:
-        _verify_config(ctx, config)
-        return "inputs unchanged: .config kept"
-    stamp.unlink(missing_ok=True)
     for name, content in _fragment_files(ctx):
         write_atomically(ctx.kernel_dir_on_host / name, content.encode())
     if ctx.board.base_config_file() is not None:
@@ -138,9 +139,13 @@ def _configure_run(ctx: BuildContext) -> str:
     with ctx.tee("configure") as tee:
         for what, argv in _configure_commands(ctx):
             ctx.runtime.check(argv, tee, what=what)
-    _verify_config(ctx, config)
-    stamp.write_text(inputs)
+    _verify_config(ctx, ctx.kernel_dir_on_host / ".config")
     return "configured"
+
+
+def _config_still_there(ctx: BuildContext, record: dict) -> bool:
+    config = ctx.kernel_dir_on_host / ".config"
+    return config.is_file() and sha256_of(config) == record["manifest"].get("config_sha256")
 
 
 def _verify_config(ctx: BuildContext, config: Path) -> None:
@@ -150,13 +155,28 @@ def _verify_config(ctx: BuildContext, config: Path) -> None:
     final = kconfig.read(config)
     problems = kconfig.unmet(requested, final)
     if problems:
-        (ctx.kernel_dir_on_host / CONFIG_STAMP).unlink(missing_ok=True)
         raise UserError(f"{ctx.board.file.name}: kernel.config: {kconfig.describe_unmet(problems, final)}")
-    _publish(config, ctx.out_dir / "config")
-    ctx.manifest.config_sha256 = hashlib.sha256(config.read_bytes()).hexdigest()
+    ctx.manifest.config_sha256 = sha256_of(config)
 
 
 # -- device trees and kernel ---------------------------------------------------------------------
+
+def _kernel_tree_inputs(ctx: BuildContext, *more: str) -> str | None:
+    """What every make in the kernel tree reads: the tree, the toolchain and the final .config.
+    A local tree is always in doubt: make decides."""
+    config = ctx.kernel_dir_on_host / ".config"
+    if not (ctx.tree_identity and ctx.toolchain_identity and config.is_file()):
+        return None
+    return stamps.digest(ctx.tree_identity, ctx.toolchain_identity, config.read_bytes(), *more)
+
+
+def _dtbs_inputs(ctx: BuildContext) -> str | None:
+    return _kernel_tree_inputs(ctx, "dtbs", *ctx.board.spec.kernel.dtbs)
+
+
+def _dtbs_still_there(ctx: BuildContext, record: dict) -> bool:
+    return all((ctx.kernel_dir_on_host / "arch/arm64/boot/dts" / dtb).is_file() for dtb in ctx.board.spec.kernel.dtbs)
+
 
 def _dtbs_plan(ctx: BuildContext) -> list[str]:
     dtbs = ctx.board.spec.kernel.dtbs
@@ -182,6 +202,17 @@ def _kernel_plan(ctx: BuildContext) -> list[str]:
             ctx.show(_install_modules_argv(ctx))]
 
 
+def _kernel_inputs(ctx: BuildContext) -> str | None:
+    return _kernel_tree_inputs(ctx, "kernel", ctx.board.spec.kernel.image, *REPRODUCIBLE_ENV.values())
+
+
+def _kernel_still_there(ctx: BuildContext, record: dict) -> bool:
+    release = record["manifest"].get("kernel_release", "")
+    return bool(release) and all(path.exists() for path in (
+        ctx.kernel_dir_on_host / "arch/arm64/boot" / ctx.board.spec.kernel.image,
+        ctx.kernel_dir_on_host / "Module.symvers", ctx.build_dir / "staging/lib/modules" / release))
+
+
 def _kernel_run(ctx: BuildContext) -> str:
     with ctx.tee("kernel") as tee:
         ctx.runtime.check(ctx.make(ctx.board.spec.kernel.image, "modules"), tee, what="the kernel build",
@@ -195,9 +226,15 @@ def _kernel_run(ctx: BuildContext) -> str:
 # -- out-of-tree modules -------------------------------------------------------------------------
 
 def module_work_dir(ctx: BuildContext, module: Path) -> tuple[Path, str]:
-    """Where a module is built: a copy under the build folder (Kbuild writes objects beside the sources
-    and 6.12 has no MO=), on the host and as the runtime sees it."""
-    return ctx.build_dir / "modules" / module.name, f"{ctx.runtime.path('build')}/modules/{module.name}"
+    """Where a module is built: a copy in the project's work folder (Kbuild writes objects beside the
+    sources and 6.12 has no MO=), on the host and as the runtime sees it."""
+    return ctx.work_dir / "modules" / module.name, f"{ctx.runtime.path('work')}/modules/{module.name}"
+
+
+def module_inputs(ctx: BuildContext, module: Path) -> str | None:
+    """The kernel it is built against, and its own files."""
+    kernel = _kernel_inputs(ctx)
+    return kernel and stamps.digest(kernel, stamps.folder_digest(module))
 
 
 def check_modules_buildable(ctx: BuildContext) -> None:
@@ -229,17 +266,25 @@ def _modules_plan(ctx: BuildContext) -> list[str]:
 
 
 def _modules_run(ctx: BuildContext) -> str:
+    """Each module whose files or kernel changed is built again; the others are not touched."""
     if not ctx.board.module_dirs():
         return "no out-of-tree modules"
-    check_modules_buildable(ctx)
-    built = []
+    built, unchanged = [], []
     with ctx.tee("modules") as tee:
         for module in ctx.board.module_dirs():
             on_host, inside = module_work_dir(ctx, module)
+            stamp, inputs = ctx.stamp(f"module-{module.name}"), module_inputs(ctx, module)
+            if stamps.current(stamp, inputs) and any(on_host.glob("*.ko")):
+                unchanged.append(module.name)
+                continue
+            stamps.forget(stamp)
+            check_modules_buildable(ctx)
             _sync_sources(module, on_host)
             ctx.runtime.check(ctx.make("modules", module_dir=inside), tee, what=f"building module {module.name}")
+            stamps.remember(stamp, inputs)
             built += [ko.name for ko in on_host.glob("*.ko")]
-    return ", ".join(sorted(built))
+    return ", ".join(filter(None, [f"built {', '.join(sorted(built))}" if built else "",
+                                   f"unchanged: {', '.join(unchanged)}" if unchanged else ""]))
 
 
 # -- userspace apps ------------------------------------------------------------------------------
@@ -251,17 +296,55 @@ def app_name(app_dir: Path) -> str:
 APP_BUILDERS = ("auto", "cross", "cargo")
 
 
-def app_builder(ctx: BuildContext) -> str:
-    """`cross` where it is installed and the runtime is docker (cross starts our image itself), else
-    `cargo` in the runtime; `--app-builder` chooses."""
-    wanted = ctx.options.app_builder
-    cross_usable = ctx.runtime.name == "docker" and shutil.which("cross") is not None
+# A rustup in front of the host's for cross (see that script): cross then neither updates the host's
+# toolchain nor fetches a target's std, and builds offline.
+CROSS_PATH = Path(__file__).with_name("cross-path")
+
+
+def app_builder(wanted: str, runtime_name: str) -> str:
+    """`cross` where it is installed (with the host's rustup, which it insists on) and the runtime is
+    docker (cross starts our image itself), else `cargo` in the runtime; `--app-builder` chooses."""
+    if wanted not in APP_BUILDERS:
+        raise UserError(f"--app-builder: unknown builder {wanted!r} (builders: {', '.join(APP_BUILDERS)})")
+    missing = [tool for tool in ("cross", "rustup") if shutil.which(tool) is None]
+    cross_usable = runtime_name == "docker" and not missing
     if wanted == "cross" and not cross_usable:
-        raise UserError("--app-builder cross: " + ("cross is not installed (cargo install cross)"
-                                                    if shutil.which("cross") is None else "cross needs --runtime docker"))
+        raise UserError("--app-builder cross: " + (f"{' and '.join(missing)} not installed (scripts/install-deps "
+                                                    "installs cross where cargo and rustup are)"
+                                                    if missing else "cross needs --runtime docker"))
     if wanted == "auto":
         return "cross" if cross_usable else "cargo"
     return wanted
+
+
+def _apps_inputs(ctx: BuildContext) -> str | None:
+    """Each app's own files, the builder, target and toolchain. An app that reads files outside its
+    folder (a path dependency, a workspace above it) is in doubt: cargo decides."""
+    if not ctx.toolchain_identity:
+        return None
+    parts = [ctx.toolchain_identity, app_builder(ctx.options.app_builder, ctx.runtime.name), ctx.board.spec.targets.rust]
+    for app, app_dir in zip(ctx.board.spec.apps, ctx.board.app_dirs()):
+        manifest = tomllib.loads((app_dir / "Cargo.toml").read_text())
+        above = app_dir.parents[:len(app_dir.relative_to(ctx.board.project_root).parts)]
+        if _has_path_dependency(manifest) or any((parent / "Cargo.toml").is_file() for parent in above):
+            return None
+        parts += [str(app_dir.relative_to(ctx.board.project_root)), str(app.static), stamps.folder_digest(app_dir)]
+    return stamps.digest(*parts)
+
+
+def _has_path_dependency(manifest: dict) -> bool:
+    tables = [manifest] + list(manifest.get("target", {}).values())
+    return any(isinstance(spec, dict) and "path" in spec for table in tables
+               for kind in ("dependencies", "dev-dependencies", "build-dependencies")
+               for spec in table.get(kind, {}).values())
+
+
+def _app_binary(ctx: BuildContext, app_dir: Path) -> Path:
+    return ctx.work_dir / "apps" / ctx.board.spec.targets.rust / "release" / app_name(app_dir)
+
+
+def _apps_still_there(ctx: BuildContext, record: dict) -> bool:
+    return all(_app_binary(ctx, app_dir).is_file() for app_dir in ctx.board.app_dirs())
 
 
 def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, list[str], dict[str, str], str | None]:
@@ -273,28 +356,32 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
     if builder == "cross":
         # cross maps --target-dir into its container, not --manifest-path: it runs in the app's folder
         env[f"CROSS_TARGET_{target.upper().replace('-', '_')}_IMAGE"] = ctx.runtime.image
-        argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.build_dir / "apps")]
+        env.update({"CROSS_CUSTOM_TOOLCHAIN": "1", "CROSSBOARD_REAL_RUSTUP": shutil.which("rustup") or "rustup",
+                    "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}"})
+        argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps")]
         return HostRuntime(ctx.runtime.folders), argv, env, str(ctx.board.app_dirs()[index])
     project_dir = ctx.board.app_dirs()[index].relative_to(ctx.board.project_root)
     argv = ["cargo", "build", "--release", "--target", target,
             "--manifest-path", f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
-            "--target-dir", f"{ctx.runtime.path('build')}/apps"]
-    env["CARGO_HOME"] = f"{ctx.runtime.path('build')}/cargo-home"
+            "--target-dir", f"{ctx.runtime.path('work')}/apps"]
+    env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/cargo-home"
     return ctx.runtime, argv, env, None
 
 
 def _apps_plan(ctx: BuildContext) -> list[str]:
     lines = []
-    builder = app_builder(ctx)
+    builder = app_builder(ctx.options.app_builder, ctx.runtime.name)
     for index in range(len(ctx.board.spec.apps)):
         runner, argv, env, cwd = _app_command(ctx, index, builder)
         where = f"on the host in {cwd}: " if cwd else ""
-        lines.append(where + " ".join(f"{k}='{v}'" for k, v in env.items()) + " " + ctx.show(argv))
+        path = [f"PATH={CROSS_PATH}:$PATH"] if "PATH" in env else []
+        shown = path + [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "PATH"]
+        lines.append(where + " ".join(shown) + " " + ctx.show(argv))
     return lines
 
 
 def _apps_run(ctx: BuildContext) -> str:
-    builder = app_builder(ctx)
+    builder = app_builder(ctx.options.app_builder, ctx.runtime.name)
     board_glibc = tuple(int(p) for p in ctx.board.spec.targets.glibc.split("."))
     built, compilers = [], set()
     with ctx.tee("apps") as tee:
@@ -302,7 +389,7 @@ def _apps_run(ctx: BuildContext) -> str:
             runner, argv, env, cwd = _app_command(ctx, index, builder)
             runner.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
             name = app_name(app_dir)
-            binary = f"{ctx.runtime.path('build')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
+            binary = f"{ctx.runtime.path('work')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
             code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", binary])
             compilers.update(re.findall(r"rustc version [^ ]+", versions))
             needed = highest_glibc(versions) if code == 0 else None
@@ -353,6 +440,23 @@ def _pack_modules_tree(staging: Path, release: str, target: Path) -> None:
     write_atomically(target, gzip.compress(buffer.getvalue(), mtime=0))
 
 
+def _collect_inputs(ctx: BuildContext) -> str | None:
+    """What every other step made: when all of it is as before, so is what collect would copy."""
+    made = [_kernel_inputs(ctx), _dtbs_inputs(ctx), _apps_inputs(ctx)]
+    made += [module_inputs(ctx, module) for module in ctx.board.module_dirs()]
+    if any(part is None for part in made):
+        return None
+    spec = ctx.board.spec.kernel
+    return stamps.digest(*made, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256)
+
+
+def _artifacts_still_there(ctx: BuildContext, record: dict) -> bool:
+    """Every file collect published is in out/ as it was: a deleted or edited one is copied again."""
+    artifacts = record["manifest"].get("artifacts", [])
+    return bool(artifacts) and all((ctx.out_dir / a["path"]).is_file() and sha256_of(ctx.out_dir / a["path"]) == a["sha256"]
+                                   for a in artifacts)
+
+
 def _collect_run(ctx: BuildContext) -> str:
     spec, kernel, out = ctx.board.spec, ctx.kernel_dir_on_host, ctx.out_dir
     release = ctx.manifest.kernel_release or (kernel / "include/config/kernel.release").read_text().strip()
@@ -361,7 +465,7 @@ def _collect_run(ctx: BuildContext) -> str:
     ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot" / spec.kernel.image, out / spec.kernel.image), "kernel")
     for dtb in spec.kernel.dtbs:
         ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot/dts" / dtb, out / "dtbs" / dtb), "dtb")
-    ctx.manifest.add_artifact(out / "config", "config")
+    ctx.manifest.add_artifact(_publish(kernel / ".config", out / "config"), "config")
     for sample in spec.kernel.samples:
         built = kernel / "samples" / "rust" / f"{sample}.ko"
         if not built.is_file():
@@ -372,8 +476,7 @@ def _collect_run(ctx: BuildContext) -> str:
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
     for index, app_dir in enumerate(ctx.board.app_dirs()):
         name = app_name(app_dir)
-        binary = ctx.build_dir / "apps" / spec.targets.rust / "release" / name
-        ctx.manifest.add_artifact(_publish(binary, out / "apps" / name), "app")
+        ctx.manifest.add_artifact(_publish(_app_binary(ctx, app_dir), out / "apps" / name), "app")
     archive = out / f"modules-{release}.tar.gz"
     _pack_modules_tree(ctx.build_dir / "staging", release, archive)
     ctx.manifest.add_artifact(archive, "modules-tree")
@@ -382,12 +485,12 @@ def _collect_run(ctx: BuildContext) -> str:
 
 STEPS = [
     Step("source", _source_plan, _source_run),
-    Step("toolchain-check", _toolcheck_plan, _toolcheck_run),
-    Step("configure", _configure_plan, _configure_run),
-    Step("dtbs", _dtbs_plan, _dtbs_run),
-    Step("kernel", _kernel_plan, _kernel_run),
+    Step("toolchain-check", _toolcheck_plan, _toolcheck_run, _toolcheck_inputs),
+    Step("configure", _configure_plan, _configure_run, _configure_inputs, _config_still_there),
+    Step("dtbs", _dtbs_plan, _dtbs_run, _dtbs_inputs, _dtbs_still_there),
+    Step("kernel", _kernel_plan, _kernel_run, _kernel_inputs, _kernel_still_there),
     Step("modules", _modules_plan, _modules_run),
-    Step("apps", _apps_plan, _apps_run),
-    Step("collect", _collect_plan, _collect_run),
+    Step("apps", _apps_plan, _apps_run, _apps_inputs, _apps_still_there),
+    Step("collect", _collect_plan, _collect_run, _collect_inputs, _artifacts_still_there),
 ]
 STEP_NAMES = [step.name for step in STEPS]

@@ -12,9 +12,10 @@ CHECKED_TOOLS = {
     "bindgen": ["bindgen", "--version"],
     "llvm": ["clang", "--version"],
 }
-# Before 6.11 the kernel pinned exact rustc/bindgen versions, so a newer one is worth a word;
-# a newer LLVM never was a problem.
+# Before 6.11 the kernel pinned exact rustc/bindgen versions, so on those trees a newer one is worth
+# a word; a newer LLVM never was a problem.
 NEWER_MATTERS = {"rustc", "bindgen"}
+MINIMUMS_SINCE = (6, 11)
 
 
 def version_in(text: str) -> tuple[int, ...] | None:
@@ -31,6 +32,7 @@ class ToolVerdict:
     tool: str
     minimum: tuple[int, ...]
     found: tuple[int, ...] | None
+    tree: tuple[int, ...] | None = None  # the kernel's version, when known
 
     @property
     def too_old(self) -> bool:
@@ -40,6 +42,11 @@ class ToolVerdict:
     def newer(self) -> bool:
         return self.tool in NEWER_MATTERS and self.found is not None and self.found > self.minimum
 
+    @property
+    def worth_a_warning(self) -> bool:
+        """A newer rustc or bindgen, on a tree old enough (or unknown) to have wanted exact versions."""
+        return self.newer and (self.tree is None or self.tree[:2] < MINIMUMS_SINCE)
+
     def message(self) -> str:
         if self.found is None:
             return f"{self.tool} not found in the toolchain; the kernel needs >= {dotted(self.minimum)}"
@@ -47,12 +54,12 @@ class ToolVerdict:
             return (f"{self.tool} {dotted(self.found)} is older than the kernel's minimum {dotted(self.minimum)} "
                     f"(scripts/min-tool-version.sh): pin a newer {self.tool} in containers/toolchain/packages.txt")
         if self.newer:
-            return (f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}; "
-                    f"kernels >= 6.11 accept that, older ones may not")
+            return (f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}"
+                    + ("; kernels >= 6.11 accept that, older ones may not" if self.worth_a_warning else ""))
         return f"{self.tool} {dotted(self.found)} meets the kernel's minimum {dotted(self.minimum)}"
 
 
-def check_tools(runtime, source_tree: str) -> list[tuple[ToolVerdict, str]]:
+def check_tools(runtime, source_tree: str, tree: tuple[int, ...] | None = None) -> list[tuple[ToolVerdict, str]]:
     """Each checked tool's verdict against the kernel tree's minimum, with the tool's own version line."""
     results = []
     for tool, version_argv in CHECKED_TOOLS.items():
@@ -62,5 +69,5 @@ def check_tools(runtime, source_tree: str) -> list[tuple[ToolVerdict, str]]:
             raise StepFailed(f"the kernel's scripts/min-tool-version.sh {tool} gave no version: {minimum_text.strip()}")
         code, found_text = runtime.output(version_argv)
         found_line = found_text.strip().splitlines()[0] if code == 0 and found_text.strip() else ""
-        results.append((ToolVerdict(tool, minimum, version_in(found_line) if found_line else None), found_line))
+        results.append((ToolVerdict(tool, minimum, version_in(found_line) if found_line else None, tree), found_line))
     return results

@@ -39,9 +39,6 @@ class Runtime(ABC):
     def run(self, argv: list[str], tee: Tee, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
         """Run argv, streaming its output into `tee`; return its exit code."""
 
-    def start(self) -> None:
-        pass
-
     def stop(self) -> None:
         pass
 
@@ -59,7 +56,6 @@ class Runtime(ABC):
         return code, tee.tail.decode(errors="replace")
 
     def __enter__(self) -> "Runtime":
-        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -110,7 +106,9 @@ class DockerRuntime(Runtime):
             raise KeyError(folder)
         return f"{CONTAINER_ROOT}/{folder}"
 
-    def start(self) -> None:
+    def _start_container(self) -> None:
+        """On the first command, not on entering: a build whose steps all find their inputs unchanged
+        starts no container."""
         remove_orphans(self.client)
         for host_path in self.folders.values():
             host_path.mkdir(parents=True, exist_ok=True)
@@ -135,7 +133,7 @@ class DockerRuntime(Runtime):
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         if self.container is None:
-            raise InfrastructureError("the toolchain container is not running")
+            self._start_container()
         api = self.client.api
         # exec_run(stream=True) gives no exit code; the low-level API does.
         exec_id = api.exec_create(self.container.id, argv, environment=env or {}, workdir=cwd, user=self.user)

@@ -42,8 +42,10 @@ class VirtualBoard:
 
     @property
     def work_dir(self) -> Path:
-        """In the build folder: the root image and what goes into it."""
-        return self.settings.cache_dir / "build" / self.board.name / "virtual"
+        """In the board's work folder (its keys are this clone's): the root image and what goes into it."""
+        from ..pipeline.pipeline import build_folders
+
+        return build_folders(self.board, self.settings)["work"] / "virtual"
 
     @property
     def keys_dir(self) -> Path:
@@ -134,7 +136,7 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
 def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys: dict, echo: bool) -> None:
     """Run make-root (and for U-Boot make-disk) in the toolchain image, on copies of their inputs
     in the build folder, the one folder of the board's that the container sees whole."""
-    work, inside = vboard.work_dir, f"{runtime.path('build')}/virtual"
+    work, inside = vboard.work_dir, f"{runtime.path('work')}/virtual"
     work.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(keys["host"], work / "host_key")
     shutil.copyfile(keys["client_pub"], work / "authorized_keys")

@@ -16,14 +16,21 @@ def boards(c):
         print(f"{name:<{width}}  {description}")
 
 
+OUTPUT_HELP = {
+    "verbose": "show the tools' own output too (it always goes to the logs)",
+    "quiet": "progress as a plain line a minute instead of a bar, as in CI logs",
+}
+
+
 @task(help={
     "base-image": "base to build on (default crossboard/base:trixie, made with debootstrap; or debian:trixie)",
     "mirror": "Debian mirror for debootstrap (default http://deb.debian.org/debian)",
+    **OUTPUT_HELP,
 })
 @reports_errors
-def toolchain(c, base_image=None, mirror=None):
+def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
     """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
-    image = commands.toolchain(Settings.from_environment(base_image, mirror))
+    image = commands.toolchain(Settings.from_environment(base_image, mirror), verbose=verbose, plain=quiet)
     print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]})")
 
 
@@ -34,16 +41,16 @@ def toolchain(c, base_image=None, mirror=None):
     "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,modules,apps,collect",
     "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
     "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
-    "quiet": "do not stream build output to the terminal (it still goes to out/<board>/logs/)",
     "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",
+    **OUTPUT_HELP,
 })
 @reports_errors
 def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="", runtime="docker",
-          kernel_source=None, quiet=False, app_builder="auto"):
+          kernel_source=None, verbose=False, quiet=False, app_builder="auto"):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
     from crossboard.pipeline.context import BuildOptions
 
-    options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, echo=not quiet,
+    options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, verbose=verbose, plain=quiet,
                            only=frozenset(filter(None, only.split(","))), app_builder=app_builder)
     manifest = commands.build(board, Settings.from_environment(), options, runtime, kernel_source)
     if manifest is not None:

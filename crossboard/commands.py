@@ -14,9 +14,9 @@ def list_boards() -> list[tuple[str, str]]:
         (name, f"group: {group.description} ({', '.join(group.boards)})") for name, group in groups]
 
 
-def toolchain(settings: Settings, echo: bool = True):
+def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False):
     """Build the toolchain image if its build context changed; a no-op otherwise."""
-    return prepare_toolchain(settings, echo)[1]
+    return prepare_toolchain(settings, echo, verbose, plain)[1]
 
 
 def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +12,7 @@ from ..artifacts.manifest import Manifest
 from ..board.load import LoadedBoard
 from ..settings import Settings
 from ..toolchain.runtime import Runtime
+from ..progress import Progress, Remembered
 from ..toolchain.stream import Tee
 from .source import SourcePlan
 
@@ -31,7 +34,9 @@ class BuildOptions:
     dry_run: bool = False
     strict_toolchain: bool = False
     only: frozenset[str] = frozenset()
-    echo: bool = True
+    echo: bool = True  # False: print nothing at all (tests, benchmarks)
+    verbose: bool = False  # the tools' own output on the terminal too, not only in the logs
+    plain: bool = False  # progress as a plain line a minute even on a terminal (--quiet)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     app_builder: str = "auto"  # auto, cross or cargo: see steps.app_builder
 
@@ -97,8 +102,22 @@ class BuildContext:
             argv.append(f"M={module_dir}")
         return argv + list(targets)
 
-    def tee(self, step: str) -> Tee:
-        return Tee(self.out_dir / "logs" / f"{step}.log", echo=self.options.echo)
+    def tee(self, step: str, progress: Progress | None = None) -> Tee:
+        return Tee(self.out_dir / "logs" / f"{step}.log", echo=self.options.echo and self.options.verbose,
+                   progress=progress)
+
+    @contextmanager
+    def counted_tee(self, step: str) -> Iterator[Tee]:
+        """The step's log, with kbuild's lines showing how far along it is. The estimate is the count of
+        the last run that started from nothing (a kernel with no vmlinux yet; a module always)."""
+        fresh = step != "kernel" or not (self.kernel_dir_on_host / "vmlinux").exists()
+        memory = Remembered(self.kernel_dir_on_host / ".crossboard-stamps" / "progress.json")
+        progress = Progress(f"[{self.board.name}] {step}", expected=memory.get(step) if fresh else None,
+                            mode=Progress.mode_for(self.options.echo, self.options.plain or self.options.verbose))
+        with self.tee(step, progress) as tee:
+            yield tee
+            if fresh:
+                memory.put(step, progress.done)
 
     def show(self, argv: list[str]) -> str:
         return shlex.join(argv)

@@ -60,13 +60,14 @@ def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
     return steps
 
 
-def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool) -> Runtime:
+def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool,
+                 verbose: bool = False, plain: bool = False) -> Runtime:
     """The runtime the steps run in; with `prepare`, the toolchain image is built if it changed."""
     if kind == "host":
         return HostRuntime(folders)
     if not prepare:
         return DockerRuntime(None, image_ref(settings), folders)
-    client, image = prepare_toolchain(settings, echo)
+    client, image = prepare_toolchain(settings, echo, verbose, plain)
     return DockerRuntime(client, image.ref, folders)
 
 
@@ -106,7 +107,8 @@ def _build_locked(board: LoadedBoard, settings: Settings, options: BuildOptions,
     manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
-        runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=True)
+        runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=True, verbose=options.verbose,
+                               plain=options.plain)
         if isinstance(runtime, DockerRuntime):
             manifest.image = {"ref": runtime.image, "id": runtime.client.images.get(runtime.image).id}
         with runtime:

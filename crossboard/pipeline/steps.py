@@ -187,7 +187,7 @@ def _dtbs_run(ctx: BuildContext) -> str:
     dtbs = ctx.board.spec.kernel.dtbs
     if not dtbs:
         return "no DTBs for this board"
-    with ctx.tee("dtbs") as tee:
+    with ctx.counted_tee("dtbs") as tee:
         ctx.runtime.check(ctx.make(*dtbs), tee, what="building the DTBs", env=REPRODUCIBLE_ENV)
     return ", ".join(dtbs)
 
@@ -214,7 +214,7 @@ def _kernel_still_there(ctx: BuildContext, record: dict) -> bool:
 
 
 def _kernel_run(ctx: BuildContext) -> str:
-    with ctx.tee("kernel") as tee:
+    with ctx.counted_tee("kernel") as tee:
         ctx.runtime.check(ctx.make(ctx.board.spec.kernel.image, "modules"), tee, what="the kernel build",
                           env=REPRODUCIBLE_ENV)
         shutil.rmtree(ctx.build_dir / "staging", ignore_errors=True)

@@ -6,6 +6,7 @@ a folder, packed and imported through the Docker API, gives the same base as `de
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,14 +16,17 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from ..errors import InfrastructureError
+from ..progress import Progress, Remembered
 from ..settings import Settings
 from .stream import Tee
 
 MADE_BY_US = "crossboard/base:"
+# debootstrap says a line for each package it retrieves, validates, extracts, unpacks and configures.
+DEBOOTSTRAP_UNIT = re.compile(rb"^I: (?:Retrieving|Validating|Extracting|Unpacking|Configuring) ")
 SUITE = "trixie"
 
 
-def ensure_base_image(client: docker.DockerClient, settings: Settings, tee: Tee) -> str:
+def ensure_base_image(client: docker.DockerClient, settings: Settings, tee: Tee, progress_mode: str = "off") -> str:
     """The base image's id, making or pulling it when this engine does not have it."""
     ref = settings.base_image
     try:
@@ -30,7 +34,7 @@ def ensure_base_image(client: docker.DockerClient, settings: Settings, tee: Tee)
     except ImageNotFound:
         pass
     if ref.startswith(MADE_BY_US):
-        return make_base_image(client, ref, settings, tee)
+        return make_base_image(client, ref, settings, tee, progress_mode)
     tee.line(f"pulling {ref}")
     try:
         return client.images.pull(ref).id
@@ -41,7 +45,7 @@ def ensure_base_image(client: docker.DockerClient, settings: Settings, tee: Tee)
         ) from None
 
 
-def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, tee: Tee) -> str:
+def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, tee: Tee, progress_mode: str = "off") -> str:
     debootstrap = shutil.which("debootstrap") or next(
         (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None
     )
@@ -55,10 +59,16 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.cache_dir) as scratch:
         root = Path(scratch) / "root"
         tarball = Path(scratch) / "root.tar"
-        tee.line(f"making {ref}: debootstrap {SUITE} from {settings.debian_mirror}")
+        tee.line(f"making {ref}: debootstrap {SUITE} from {settings.debian_mirror} (log: {tee.log_path})")
+        memory = Remembered(settings.cache_dir / "progress.json")
+        tee.progress = Progress("debootstrap", unit="package steps", expected=memory.get("debootstrap"),
+                                pattern=DEBOOTSTRAP_UNIT, mode=progress_mode)
         try:
             _run(tee, [debootstrap, "--variant=minbase", SUITE, str(root), settings.debian_mirror])
+            memory.put("debootstrap", tee.progress.done)
         finally:
+            tee.progress.finish()
+            tee.progress = None
             _unmount_below(root)
         # /proc and /sys are mount points inside the image, never content.
         _run(tee, ["tar", "-C", str(root), "--numeric-owner", "--exclude=./proc/*", "--exclude=./sys/*",

@@ -1,16 +1,22 @@
-"""Output of a running step, sent to the terminal and to the step's log file at once."""
+"""Output of a running step, sent to its log file, to the terminal when asked, and to its progress."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from ..progress import Progress
+
 
 class Tee:
-    """Copies bytes to the terminal (unless quiet) and to a log file; keeps the tail for error messages."""
+    """Copies bytes to a log file and, with `echo`, to the terminal; counts them into `progress`; keeps the
+    tail for error messages."""
 
-    def __init__(self, log_path: Path | None = None, echo: bool = True, tail_bytes: int = 4096):
+    def __init__(self, log_path: Path | None = None, echo: bool = True, tail_bytes: int = 4096,
+                 progress: Progress | None = None, announce: bool | None = None):
         self.log_path = log_path
         self.echo = echo
+        self.announce = echo if announce is None else announce  # line()s on the terminal
+        self.progress = progress
         self.tail_bytes = tail_bytes
         self.tail = b""
         self._log = None
@@ -26,11 +32,21 @@ class Tee:
             self._log.write(chunk)
             self._log.flush()
         self.tail = (self.tail + chunk)[-self.tail_bytes:]
+        if self.progress:
+            self.progress.feed(chunk)
 
     def line(self, text: str) -> None:
-        self.write(f"==> {text}\n".encode())
+        """crossboard's own word on the work, in the log and (with `announce`) on the terminal."""
+        data = f"==> {text}\n".encode()
+        if self.announce and not self.echo:
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+        self.write(data)
 
     def close(self) -> None:
+        if self.progress:
+            self.progress.finish()
+            self.progress = None
         if self._log:
             self._log.close()
             self._log = None

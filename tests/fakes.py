@@ -94,3 +94,157 @@ def _fake_kernel(out: Path, release: str, manifest: Manifest) -> None:
     manifest.add_artifact(out / "Image", "kernel")
     manifest.add_artifact(out / "dtbs/ti/k3-am625-beagleplay.dtb", "dtb")
     manifest.add_artifact(archive, "modules-tree")
+
+
+# -- a fake kernel tree and a runtime that records commands instead of running them -------------------
+
+FAKE_MAKEFILE = "VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\nEXTRAVERSION =\n"
+MINIMUMS = {"rustc": "1.78.0", "bindgen": "0.65.1", "llvm": "13.0.1"}
+VERSIONS = {"rustc": "rustc 1.85.1 (fake)", "bindgen": "bindgen 0.71.1", "clang": "Debian clang version 19.1.7"}
+
+
+def fake_kernel_tarball(folder: Path, makefile: str = FAKE_MAKEFILE) -> tuple[str, str]:
+    """A tarball holding just enough of a kernel tree to pass for one: (file:// URL, sha256)."""
+    import hashlib
+
+    tree = folder / "linux-fake"
+    (tree / "scripts/kconfig").mkdir(parents=True, exist_ok=True)
+    (tree / "Makefile").write_text(makefile)
+    (tree / "scripts/min-tool-version.sh").write_text("# answered by RecordingRuntime\n")
+    archive = folder / "linux-fake.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(tree, arcname="linux-fake")
+    return archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+class RecordingRuntime:
+    """Stands in for the toolchain container: records each command and makes the files the real one
+    would (a .config from the fragments, an Image, .ko files with a vermagic, an app binary), so the
+    pipeline's decisions can be tested in milliseconds. `commands` lists what ran, as argv lists."""
+
+    name = "recording"
+
+    def __init__(self, folders: dict[str, Path], toolchain_id: str = "sha256:fake-1", slow: float = 0.0):
+        self.folders = dict(folders)
+        self.toolchain_id = toolchain_id
+        self.slow = slow  # seconds the kernel make takes, for tests of builds at the same time
+        self.commands: list[list[str]] = []
+
+    # the Runtime interface
+    def path(self, folder: str) -> str:
+        return str(self.folders[folder])
+
+    def toolchain(self) -> dict[str, str]:
+        return {"ref": "crossboard/toolchain:fake", "id": self.toolchain_id}
+
+    def check(self, argv, tee, what, env=None, cwd=None) -> None:
+        from crossboard.errors import StepFailed
+
+        if self.run(argv, tee, env=env, cwd=cwd) != 0:
+            raise StepFailed(f"{what} failed")
+
+    def output(self, argv, env=None, cwd=None) -> tuple[int, str]:
+        from crossboard.toolchain.stream import Tee
+
+        tee = Tee(echo=False)
+        code = self.run(argv, tee, env=env, cwd=cwd)
+        return code, tee.tail.decode()
+
+    def stop(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def run(self, argv, tee, env=None, cwd=None) -> int:
+        self.commands.append(list(argv))
+        if argv[0] == "sh" and argv[1].endswith("min-tool-version.sh"):
+            tee.write(f"{MINIMUMS[argv[2]]}\n".encode())
+        elif argv[0] in VERSIONS:
+            tee.write(f"{VERSIONS[argv[0]]}\n".encode())
+        elif argv[0] == "sh" and argv[1].endswith("merge_config.sh"):
+            out, start, fragments = Path(argv[4]), Path(argv[5]), argv[6:]
+            text = start.read_text() if start.is_file() else ""
+            (out / ".config").write_text(text + "".join(Path(f).read_text() for f in fragments))
+        elif argv[0] == "make":
+            self._make(argv)
+        elif argv[0] == "cargo":
+            target_dir = Path(argv[argv.index("--target-dir") + 1])
+            manifest = Path(argv[argv.index("--manifest-path") + 1])
+            import tomllib
+
+            name = tomllib.loads(manifest.read_text())["package"]["name"]
+            binary = target_dir / argv[argv.index("--target") + 1] / "release" / name
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            binary.write_bytes(b"\x7fELF fake app " + (manifest.parent / "src/main.rs").read_bytes())
+        return 0
+
+    def _make(self, argv) -> None:
+        import re
+        import time
+
+        values = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
+        targets = [arg for arg in argv[3:] if "=" not in arg and not arg.startswith("-")]
+        kernel = Path(values["O"])
+        config = kernel / ".config"
+        if "M" in values:
+            module = Path(values["M"])
+            release = (kernel / "include/config/kernel.release").read_text().strip()
+            for name in re.findall(r"obj-m\s*[:+]?=\s*(\w+)\.o", (module / "Kbuild").read_text()):
+                (module / f"{name}.ko").write_bytes(b"\x7fELF\0vermagic=" + release.encode() + b" SMP mod_unload aarch64\0"
+                                                    + (module / f"{name}.rs").read_bytes())
+            return
+        for target in targets:
+            if target.endswith("config") and target != "olddefconfig":
+                kernel.mkdir(parents=True, exist_ok=True)
+                config.write_text("")
+            elif target.endswith(".dtb"):
+                (kernel / "arch/arm64/boot/dts" / target).parent.mkdir(parents=True, exist_ok=True)
+                (kernel / "arch/arm64/boot/dts" / target).write_bytes(b"\xd0\x0d\xfe\xed")
+            elif target in ("Image", "Image.gz"):
+                time.sleep(self.slow)
+                localversion = re.search(r'^CONFIG_LOCALVERSION="(.*)"$', config.read_text(), re.M)
+                release = "6.12.0" + (localversion[1] if localversion else "")
+                for name, data in {"arch/arm64/boot/" + target: config.read_bytes(), "vmlinux": b"ELF",
+                                   "Module.symvers": b"", "rust/libkernel.rmeta": b"",
+                                   "include/config/kernel.release": f"{release}\n".encode()}.items():
+                    (kernel / name).parent.mkdir(parents=True, exist_ok=True)
+                    (kernel / name).write_bytes(data)
+                for sample in re.findall(r"^CONFIG_SAMPLE_RUST_(\w+)=m$", config.read_text(), re.M):
+                    ko = kernel / f"samples/rust/rust_{sample.lower()}.ko"
+                    ko.parent.mkdir(parents=True, exist_ok=True)
+                    ko.write_bytes(b"\x7fELF\0vermagic=" + release.encode() + b" SMP mod_unload aarch64\0")
+            elif target == "modules_install":
+                release = (kernel / "include/config/kernel.release").read_text().strip()
+                tree = Path(values["INSTALL_MOD_PATH"]) / "lib/modules" / release
+                tree.mkdir(parents=True, exist_ok=True)
+                (tree / "modules.order").write_text("")
+
+
+FAKE_BOARD = """\
+description: a board whose kernel is a fake tree, built by the recording runtime
+arch: arm64
+targets: {{glibc: "2.41"}}
+kernel:
+  source:
+    {source}
+  config:
+    base: allnoconfig
+    fragments: [fragments/qemu-arm64.config, fragments/rust.config]
+  localversion: -fake
+  samples: [rust_minimal]
+modules: [modules/hello_rust]
+apps:
+  - path: apps/hello
+connection: {{host: 127.0.0.1}}
+deploy: {{remote_dir: /tmp/crossboard}}
+"""
+
+
+def fake_board(boards: Path, name: str, source: str) -> LoadedBoard:
+    """boards/<name>.yaml for the fake tree; `source` is the kernel.source mapping as one YAML line."""
+    (boards / f"{name}.yaml").write_text(FAKE_BOARD.format(source=source))
+    return load_board(name, boards)

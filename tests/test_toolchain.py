@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from crossboard import PROJECT_ROOT
+from crossboard.board.load import load_board
 from crossboard.errors import StepFailed
+from crossboard.pipeline.pipeline import build_folders
+from crossboard.pipeline.stamps import forget
+from crossboard.settings import Settings
 from crossboard.toolchain.image import context_hash, ensure_toolchain, pinned_packages
 from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
@@ -93,6 +97,8 @@ def running_test_containers(docker):
 def test_an_interrupt_mid_step_leaves_no_container_running(docker, toolchain_image, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with DockerRuntime(docker, toolchain_image.ref, {"work": tmp_path}, label="test") as runtime:
+            assert not running_test_containers(docker)  # started by the first command, not before
+            assert runtime.run(["true"], Tee(echo=False)) == 0
             assert running_test_containers(docker)
             runtime.run(["sh", "-c", "echo tick; sleep 60"], InterruptingTee(echo=False))
     assert not running_test_containers(docker)
@@ -133,7 +139,10 @@ def test_doctor_says_what_to_do_when_the_image_is_missing():
 
 
 def _build_until_kernel_step(out_dir):
-    """Start `invoke build` and return it once its manifest says the kernel step runs."""
+    """Start `invoke build` and return it once its manifest says the kernel step runs (its stamp
+    forgotten first, so that it runs kbuild's no-op make instead of being skipped)."""
+    settings = Settings.from_environment()
+    forget(build_folders(load_board("qemu-arm64"), settings)["build"] / "kernel/.crossboard-stamps/kernel.json")
     process = subprocess.Popen([sys.executable, "-m", "invoke", "build", "--quiet"], cwd=PROJECT_ROOT,
                                env={**os.environ, "CROSSBOARD_OUT": str(out_dir)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from ..errors import InfrastructureError, StepFailed
 from .stream import Tee
@@ -34,6 +34,11 @@ class Runtime(ABC):
     @abstractmethod
     def path(self, folder: str) -> str:
         """Where the named folder is, as the commands run by this runtime see it."""
+
+    def toolchain(self) -> dict[str, str]:
+        """The toolchain image's ref and id, for the manifest; empty when the tools are the host's, which
+        may change unseen (so nothing built with them is ever taken as unchanged)."""
+        return {}
 
     @abstractmethod
     def run(self, argv: list[str], tee: Tee, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
@@ -105,6 +110,12 @@ class DockerRuntime(Runtime):
         if folder not in self.folders:
             raise KeyError(folder)
         return f"{CONTAINER_ROOT}/{folder}"
+
+    def toolchain(self) -> dict[str, str]:
+        try:
+            return {"ref": self.image, "id": self.client.images.get(self.image).id}
+        except DockerException as error:
+            raise InfrastructureError(f"the Docker engine cannot show the image {self.image}: {error}") from None
 
     def _start_container(self) -> None:
         """On the first command, not on entering: a build whose steps all find their inputs unchanged

@@ -1,0 +1,236 @@
+"""The build pipeline's decisions, on a fake kernel tree with the recording runtime: which work runs
+when which input changes, what the manifest says, locks on shared folders. Seconds, no Docker, no root."""
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.manifest import load_manifest
+from crossboard.errors import StepFailed, UserError
+from crossboard.locking import holding
+from crossboard.pipeline.context import BuildOptions
+from crossboard.pipeline.pipeline import build, build_folders
+from crossboard.settings import Settings
+
+from fakes import RecordingRuntime, copy_project, fake_board, fake_kernel_tarball
+
+pytestmark = pytest.mark.fast
+OPTIONS = BuildOptions(echo=False, app_builder="cargo")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A project copy with a fake board on a fake tarball kernel, and settings of its own."""
+    boards = copy_project(tmp_path)
+    url, sha256 = fake_kernel_tarball(tmp_path)
+    settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="unused",
+                        debian_mirror="unused")
+    source = f"tarball: {{url: '{url}', sha256: {sha256}}}"
+
+    class Lab:
+        project = boards.parent
+
+        def board(self, name="fake", kernel_source=source):
+            return fake_board(boards, name, kernel_source)
+
+        def build(self, board=None, toolchain_id="sha256:fake-1", options=OPTIONS):
+            board = board or self.board()
+            runtime = RecordingRuntime(build_folders(board, settings), toolchain_id)
+            manifest = build(board, settings, options, runtime=runtime)
+            return manifest, runtime.commands
+
+    Lab.settings = settings
+    return Lab()
+
+
+def kinds(commands) -> list[str]:
+    """What each command was, in words a test can compare."""
+    named = []
+    for argv in commands:
+        if argv[0] == "make":
+            module = next((a.rsplit("/", 1)[1] for a in argv if a.startswith("M=")), None)
+            named.append(f"make M={module}" if module else "make " + " ".join(a for a in argv[3:] if "=" not in a and
+                                                                              not a.startswith("-")))
+        elif argv[0] == "sh":
+            named.append(argv[1].rsplit("/", 1)[1])
+        else:
+            named.append(argv[0])
+    return named
+
+
+def test_a_first_build_runs_everything_and_a_second_runs_no_command(lab):
+    first, commands = lab.build()
+    assert {"make allnoconfig", "merge_config.sh", "make olddefconfig", "make Image modules", "make modules_install",
+            "make M=hello_rust", "cargo"} <= set(kinds(commands))
+    again, commands = lab.build()
+    assert commands == []
+    assert again.status == "done"
+    assert {record.name: record.status for record in again.steps} == {
+        "source": "done", "toolchain-check": "skipped", "configure": "skipped", "dtbs": "skipped",
+        "kernel": "skipped", "modules": "done", "apps": "skipped", "collect": "skipped"}
+    assert again.artifacts == first.artifacts
+    assert (again.kernel_release, again.config_sha256, again.tools) == (
+        first.kernel_release, first.config_sha256, first.tools)
+    assert load_manifest(again.out_dir)["artifacts"] == first.artifacts
+
+
+def test_a_changed_module_rebuilds_that_module_alone(lab):
+    lab.build()
+    source = lab.project / "modules/hello_rust/hello_rust.rs"
+    source.write_text(source.read_text() + "\n// changed\n")
+    manifest, commands = lab.build()
+    assert kinds(commands) == ["make M=hello_rust"]
+    assert manifest.step("collect").status == "done"
+
+
+def test_a_changed_app_rebuilds_the_app_alone(lab):
+    lab.build()
+    (lab.project / "apps/hello/src/main.rs").write_text('fn main() { println!("changed"); }\n')
+    _, commands = lab.build()
+    assert kinds(commands) == ["cargo", "llvm-readelf"]
+
+
+def test_a_changed_fragment_configures_and_builds_the_kernel_and_modules_again_but_not_the_app(lab):
+    lab.build()
+    fragment = lab.project / "boards/fragments/rust.config"
+    fragment.write_text(fragment.read_text() + "CONFIG_SAMPLE_RUST_PRINT=m\n")
+    _, commands = lab.build()
+    assert kinds(commands) == ["make allnoconfig", "merge_config.sh", "make olddefconfig", "make Image modules",
+                               "make modules_install", "make M=hello_rust"]
+
+
+def test_a_new_toolchain_image_runs_everything_again(lab):
+    lab.build()
+    _, commands = lab.build(toolchain_id="sha256:fake-2")
+    assert {"rustc", "make allnoconfig", "make Image modules", "make M=hello_rust", "cargo"} <= set(kinds(commands))
+
+
+def test_a_deleted_or_edited_artifact_is_collected_again_without_make(lab):
+    first, _ = lab.build()
+    (first.out_dir / "Image").unlink()
+    manifest, commands = lab.build()
+    assert commands == [] and manifest.step("collect").status == "done"
+    assert (first.out_dir / "Image").is_file()
+    (first.out_dir / "apps/hello").write_bytes(b"tampered")
+    manifest, commands = lab.build()
+    assert commands == [] and manifest.step("collect").status == "done"
+    assert (first.out_dir / "apps/hello").read_bytes() != b"tampered"
+
+
+def test_a_local_tree_always_runs_make_and_another_tree_is_configured_again(lab, tmp_path):
+    trees = []
+    for name in ("a", "b"):
+        tree = tmp_path / f"tree-{name}"
+        (tree / "scripts").mkdir(parents=True)
+        (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 0\n")
+        trees.append(tree)
+    lab.build(lab.board(kernel_source=f"path: {trees[0]}"))
+    _, commands = lab.build(lab.board(kernel_source=f"path: {trees[0]}"))
+    assert "make Image modules" in kinds(commands) and "make M=hello_rust" in kinds(commands)
+    assert "merge_config.sh" not in kinds(commands)  # same tree, same config inputs
+    _, commands = lab.build(lab.board(kernel_source=f"path: {trees[1]}"))
+    assert "merge_config.sh" in kinds(commands)  # another tree is another configuration
+
+
+def test_only_after_a_failed_build_does_not_mark_the_build_done(lab):
+    lab.build()
+    manifest_file = lab.settings.out_dir / "fake/manifest.json"
+    data = json.loads(manifest_file.read_text())
+    for record in data["steps"]:
+        if record["name"] == "kernel":
+            record["status"] = "failed"
+    data["status"] = "failed"
+    manifest_file.write_text(json.dumps(data))
+    with pytest.raises(StepFailed, match=r"step kernel did not finish in an earlier build of fake"):
+        lab.build(options=dataclasses.replace(OPTIONS, only=frozenset({"apps"})))
+    assert load_manifest(lab.settings.out_dir / "fake")["status"] == "failed"
+
+
+def test_an_unexpected_error_leaves_a_failed_manifest_not_a_running_one(lab, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the engine said something odd")
+
+    monkeypatch.setattr(RecordingRuntime, "run", broken)
+    with pytest.raises(RuntimeError):
+        lab.build()
+    manifest = load_manifest(lab.settings.out_dir / "fake")
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == "RuntimeError: the engine said something odd"
+
+
+@pytest.mark.parametrize("arguments, error", [
+    (["--only", "bogus"], "--only: unknown step bogus"),
+    (["--app-builder", "zzz"], "--app-builder: unknown builder 'zzz'"),
+    (["--runtime", "vm"], "--runtime: unknown runtime 'vm'"),
+])
+def test_bad_options_are_refused_before_any_output(arguments, error):
+    done = subprocess.run([sys.executable, "-m", "invoke", "build", "--dry-run", *arguments], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().startswith(f"crossboard: error: {error}")
+
+
+def test_clones_of_the_project_have_their_own_work_folder_and_share_the_kernel(lab, tmp_path):
+    board = lab.board()
+    other_project = tmp_path / "clone"
+    copy_project(other_project)
+    other = fake_board(other_project / "project/boards", "fake", "debian: linux-source-6.12")
+    ours, theirs = build_folders(board, lab.settings), build_folders(other, lab.settings)
+    assert ours["build"] == theirs["build"]
+    assert ours["work"] != theirs["work"]
+
+
+BUILD_IN_A_PROCESS = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from crossboard.board.load import load_board
+    from crossboard.pipeline.context import BuildOptions
+    from crossboard.pipeline.pipeline import build, build_folders
+    from crossboard.settings import Settings
+    from fakes import RecordingRuntime
+    settings = Settings(cache_dir=Path({cache!r}), out_dir=Path({out!r}), base_image="unused", debian_mirror="unused")
+    board = load_board(sys.argv[1], Path({boards!r}))
+    manifest = build(board, settings, BuildOptions(echo=True, app_builder="cargo"),
+                     runtime=RecordingRuntime(build_folders(board, settings), slow=1.5))
+    print("note:", manifest.step("source").note)
+""")
+
+
+def test_two_boards_on_one_tarball_built_at_once_unpack_it_once(lab, tmp_path):
+    lab.board("fake")
+    lab.board("fake-too")
+    script = BUILD_IN_A_PROCESS.format(tests=str(PROJECT_ROOT / "tests"), cache=str(lab.settings.cache_dir),
+                                       out=str(lab.settings.out_dir), boards=str(lab.project / "boards"))
+    processes = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, cwd=PROJECT_ROOT) for name in ("fake", "fake-too")]
+    outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    notes = sorted(line for output in outputs for line in output.splitlines() if line.startswith("note:"))
+    assert notes == ["note: already unpacked", "note: unpacked"]
+
+
+def test_a_build_waits_for_a_held_board_folder_and_names_the_holder(lab):
+    lab.board()
+    script = BUILD_IN_A_PROCESS.format(tests=str(PROJECT_ROOT / "tests"), cache=str(lab.settings.cache_dir),
+                                       out=str(lab.settings.out_dir), boards=str(lab.project / "boards"))
+    with holding(lab.settings.out_dir / "fake", "the output folder of fake"):
+        process = subprocess.Popen([sys.executable, "-c", script, "fake"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
+        first = process.stdout.readline()
+    output = first + process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert first.startswith("crossboard: waiting for the output folder of fake")
+    assert f"held by pid {__import__('os').getpid()} on" in first
+
+
+def test_a_missing_module_kbuild_is_a_user_error_before_anything_runs(lab):
+    (lab.project / "modules/hello_rust/Kbuild").unlink()
+    with pytest.raises(UserError, match=r"has no Kbuild file"):
+        lab.build()
+    assert not (lab.settings.out_dir / "fake").exists()

@@ -21,6 +21,7 @@ from sshd import SUDO_USER, SshServer, free_port, make_key, prepare_lab  # noqa:
 
 from crossboard.board.schema import Connection  # noqa: E402
 from crossboard.deploy.run import DeployOptions, deploy_many  # noqa: E402
+from crossboard.progress import Progress  # noqa: E402
 from crossboard.remote import connection as remote_connection  # noqa: E402
 from crossboard.remote.connection import connect  # noqa: E402
 from crossboard.remote.transfer import Upload, push  # noqa: E402
@@ -56,9 +57,9 @@ def main() -> None:
         uploads = [upload_seconds(servers[0]), upload_seconds(servers[-1])]
         connection = Connection(host="127.0.0.1", port=servers[0].port, user=SUDO_USER, key=str(key), sudo=True)
         with connect(connection, trust_new_host=True) as board:
-            sent = []
+            sent = Progress("redeploy", mode="off", pattern=None)
             push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)])
-            push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)], progress=sent.append)
+            push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)], progress=sent)
             board.run(f"mkdir -p {remote_root}/scp")
 
         def scp():
@@ -70,7 +71,7 @@ def main() -> None:
             print(f"upload 20 MiB by {how}, median of {ROUNDS}: crossboard {SIZE / ours_seconds / 1e6:.0f} MB/s "
                   f"(sha256-checked, atomic), scp {SIZE / scp_seconds / 1e6:.0f} MB/s: "
                   f"ratio {scp_seconds / ours_seconds:.2f}x (target >= 0.9x)")
-        print(f"unchanged redeploy: {sent[-1] if sent else 0} bytes sent (target 0)")
+        print(f"unchanged redeploy: {sent.done} bytes sent (target 0)")
 
         boards = [fake_built_board(folder / "project", folder / "out", f"b{i}", server.port, SUDO_USER, key,
                                    f"{remote_root}/b{i}-{uuid.uuid4().hex}", extra_files={"apps/blob": os.urandom(2**20)})

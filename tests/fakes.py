@@ -49,7 +49,8 @@ def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:
 
 def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: str, key: Path, remote_dir: str,
                      module_release: str | None = None, extra_files: dict[str, bytes] | None = None,
-                     boot_partition: str | None = None, kernel_release: str | None = None) -> LoadedBoard:
+                     boot_partition: str | None = None, kernel_release: str | None = None,
+                     app_script: str = FAKE_APP) -> LoadedBoard:
     """A board file for the server at `port` and a finished build in out_root/name: the app above,
     a module for `module_release`, any extra files (as apps), and with `kernel_release` a kernel, a DTB
     and a modules tree."""
@@ -61,7 +62,7 @@ def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: 
     (boards / f"{name}.yaml").write_text(BOARD.format(port=port, user=user, key=key, remote_dir=remote_dir, boot=boot))
     out = out_root / name
     (out / "apps").mkdir(parents=True, exist_ok=True)
-    (out / "apps/hello").write_text(FAKE_APP)
+    (out / "apps/hello").write_text(app_script)
     (out / "apps/hello").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     manifest = Manifest(board=name, out_dir=out)
     manifest.add_artifact(out / "apps/hello", "app")

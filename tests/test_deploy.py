@@ -20,9 +20,9 @@ def lab(tmp_path, ssh_lab, monkeypatch):
     class Lab:
         out = tmp_path / "out"
 
-        def board(self, name, port, user="cbdeploy", module_release=None):
+        def board(self, name, port, user="cbdeploy", module_release=None, **more):
             return fake_built_board(tmp_path / "project", self.out, name, port, user, ssh_lab.key,
-                                    str(remote_root / name), module_release)
+                                    str(remote_root / name), module_release, **more)
 
     yield Lab()
     shutil.rmtree(remote_root, ignore_errors=True)
@@ -64,6 +64,47 @@ def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
     assert reports["down"]["error"].startswith("127.0.0.1: cannot connect to 127.0.0.1:")
     table = capsys.readouterr().out
     assert "down             FAILED" in table and "up1              ok" in table
+
+
+def test_an_unreachable_board_is_said_to_be_unreached_not_up_to_date(lab, capsys):
+    from sshd import free_port
+
+    with pytest.raises(StepFailed):
+        deploy_many([lab.board("gone", free_port())], lab.out, DeployOptions(wait_seconds=0))
+    shown = capsys.readouterr().out
+    assert "sent: nothing (the board was not reached)" in shown and "all up to date" not in shown
+
+
+# Kills the SSH session it runs in (the first sshd above it), as a board that reboots or loses power
+# mid-deploy drops its connection.
+DROP_THE_CONNECTION = """#!/bin/sh
+pid=$$
+while [ "$pid" -gt 1 ]; do
+  case "$(cat /proc/$pid/comm)" in sshd*) kill -9 "$pid"; sleep 5; exit 0 ;; esac
+  pid=$(cut -d' ' -f4 /proc/$pid/stat)
+done
+"""
+
+
+def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_a_summary(lab, ssh_lab, capsys):
+    boards = [lab.board("dropper", ssh_lab.server().port, app_script=DROP_THE_CONNECTION),
+              lab.board("steady", ssh_lab.server().port)]
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 2 boards: dropper"):
+        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
+    report = json.loads((lab.out / "dropper/deploy.json").read_text())
+    assert report["error"].startswith("127.0.0.1: the connection was lost")
+    assert json.loads((lab.out / "steady/deploy.json").read_text())["ok"]
+    assert "dropper          FAILED" in capsys.readouterr().out
+
+
+def test_a_module_the_build_does_not_have_is_refused_before_connecting(lab):
+    from sshd import free_port
+
+    board = lab.board("typo", free_port(), module_release="6.12.107-crossboard")
+    with pytest.raises(StepFailed):
+        deploy_many([board], lab.out, DeployOptions(echo=False, modules=frozenset({"rust_minimall"}), wait_seconds=0))
+    report = json.loads((lab.out / "typo/deploy.json").read_text())
+    assert report["error"] == "--module: the build of typo has no module rust_minimall (modules: rust_minimal)"
 
 
 def test_config_pull_refuses_a_kernel_without_rust(lab, ssh_lab):

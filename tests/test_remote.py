@@ -7,6 +7,7 @@ import time
 import pytest
 
 from crossboard.errors import InfrastructureError, StepFailed, UserError
+from crossboard.progress import Progress
 from crossboard.remote.connection import connect
 from crossboard.remote.transfer import STAGING_PREFIX, Upload, push
 
@@ -116,10 +117,10 @@ def test_files_with_awkward_names_arrive_as_plain_names(board, remote_dir, tmp_p
 def test_unchanged_redeploy_sends_nothing(board, remote_dir, tmp_path):
     local = tmp_path / "a.ko"
     local.write_bytes(os.urandom(4096))
-    sent_bytes = []
+    progress = Progress("upload", mode="off", pattern=None)
     assert len(push(board, remote_dir, [upload_of(local, "a.ko")])) == 1
-    assert push(board, remote_dir, [upload_of(local, "a.ko")], progress=sent_bytes.append) == []
-    assert sent_bytes == []
+    assert push(board, remote_dir, [upload_of(local, "a.ko")], progress=progress) == []
+    assert progress.done == 0
 
 
 def test_hash_mismatch_is_detected_and_the_old_file_kept(board, remote_dir, tmp_path):
@@ -142,11 +143,14 @@ def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfe
         push(board, remote_dir, [upload_of(local, "big.ko")])
     local.write_bytes(os.urandom(8 << 20))
     with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:
-        def cut(sent):
-            if sent > (1 << 20):
-                board.client.get_transport().close()
+        class CutAfterOneMiB(Progress):
+            def set(self, done, expected=None):
+                super().set(done, expected)
+                if done > (1 << 20):
+                    board.client.get_transport().close()
+
         with pytest.raises(InfrastructureError, match="connection lost while sending files"):
-            push(board, remote_dir, [upload_of(local, "big.ko")], progress=cut)
+            push(board, remote_dir, [upload_of(local, "big.ko")], progress=CutAfterOneMiB("upload", mode="off"))
     with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:
         for _ in range(50):  # the board-side script cleans up once sshd hangs up on it
             listing = board.run(f"ls -a {shlex.quote(remote_dir)}").stdout
@@ -155,3 +159,13 @@ def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfe
             time.sleep(0.1)
         assert STAGING_PREFIX not in listing
         assert board.run(f"cat {shlex.quote(remote_dir)}/big.ko").stdout == "old"
+
+
+def test_a_command_filling_stderr_while_stdout_waits_does_not_hang(board):
+    result = board.run("head -c 3000000 /dev/zero | tr '\\0' e >&2; echo done", timeout=30)
+    assert result.stdout == "done\n" and len(result.stderr) == 3000000
+
+
+def test_a_command_that_outlives_its_timeout_is_one_error_not_a_hang(board):
+    with pytest.raises(InfrastructureError, match=r"no answer within 1 s to: sleep 30"):
+        board.run("sleep 30", timeout=1)

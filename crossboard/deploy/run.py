@@ -1,6 +1,7 @@
 """`invoke deploy`: out/<board>/ put to work on one board or many in parallel."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..pipeline.steps import app_name
 from ..errors import CrossboardError, StepFailed, UserError
+from ..progress import Progress, size
 from ..remote.connection import Session, connect
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from .actions import as_dict, check_privilege, load_module, run_app
@@ -30,6 +32,7 @@ class DeployOptions:
     keep_loaded: bool = False
     modules: frozenset[str] = frozenset()  # empty: every module the build made
     echo: bool = True
+    alone: bool = True  # one board: progress may be a bar; several share the terminal, so plain lines
 
 
 def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
@@ -73,16 +76,23 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
     try:
         manifest = built_manifest(board, out_dir)
         wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
+        built = sorted(Path(a["path"]).stem for a in wanted if a["kind"] == "module")
+        if unknown := sorted(options.modules - set(built)):
+            raise UserError(f"--module: the build of {board.name} has no module {', '.join(unknown)} "
+                            f"(modules: {', '.join(built) or 'none'})")
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
         with (opening.result() if opening else open_board(board, options)) as remote:
+            report["reached"] = True
             # one round trip: the board's facts, then the hashes of the files already there
             listing = remote.run(f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n"
                                  + hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout
             facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
             facts = parse_facts(facts_text)
             report["board_release"] = facts.release
-            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads,
+            progress = Progress(f"[{board.name}] upload", unit="", pattern=None, render=size, every=5,
+                                mode=Progress.mode_for(options.echo, plain=not options.alone))
+            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads, progress=progress,
                                                                current=parse_hashes(hashes_text))]
             if report["sent"]:  # asking otherwise would start the board's SFTP server for nothing
                 report["transfer"] = remote.transport_name
@@ -111,6 +121,8 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
         report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"])
     except CrossboardError as error:
         report["error"] = str(error)
+    except Exception as error:  # a bug of ours: this board's report says so, the other boards go on
+        report["error"] = f"internal error: {type(error).__name__}: {error}"
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if out_dir.is_dir():
         write_atomically(out_dir / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
@@ -124,7 +136,10 @@ def describe(report: dict) -> list[str]:
     if report["error"]:
         lines.append(f"  error: {report['error']}")
     via = f" (by {report['transfer']})" if report.get("transfer") else ""
-    lines.append(f"  sent{via}: {', '.join(report['sent']) or 'nothing (all up to date)'}")
+    if report.get("reached"):
+        lines.append(f"  sent{via}: {', '.join(report['sent']) or 'nothing (all up to date)'}")
+    else:
+        lines.append("  sent: nothing (the board was not reached)")
     for module in report["modules"]:
         if module.get("refused"):
             lines.append(f"  module {module['name']}: refused: {module['refused']}")
@@ -148,6 +163,7 @@ def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOption
     """Each board in its own thread; one failing does not stop the others. Raises when any failed.
     `opened`: connections opened early, by board name."""
     opened = opened or {}
+    options = dataclasses.replace(options, alone=len(boards) == 1)
     with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
         reports = list(pool.map(lambda board: deploy_board(board, out_root, options, opened.get(board.name)), boards))
     if options.echo:

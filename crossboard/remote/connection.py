@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 import os
+import select
 import shlex
 import socket
 import time
@@ -118,16 +119,11 @@ class Session:
         through_sudo = privileged and self.sudo
         if through_sudo:
             command = f"sudo -n sh -c {shlex.quote(f'echo {ROOT_SHELL_STARTED}; {command}')}"
-        channel = self.client.get_transport().open_session(timeout=timeout)
-        channel.settimeout(timeout)
-        channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin)
-            channel.shutdown_write()
-        stdout = channel.makefile("rb").read()
-        stderr = channel.makefile_stderr("rb").read()
-        code = channel.recv_exit_status()
-        channel.close()
+        try:
+            code, stdout, stderr = self._exchange(command, stdin, timeout)
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise InfrastructureError(f"{self.target.name}: the connection was lost ({error or type(error).__name__})"
+                                      ) from None
         output = stdout.decode(errors="replace")
         if through_sudo:
             before, marker, output = output.partition(f"{ROOT_SHELL_STARTED}\n")
@@ -136,6 +132,36 @@ class Session:
                 raise UserError(f"{self.target.name}: {user} cannot run sudo without a password: on the board add "
                                 f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
         return Result(code, output, stderr.decode(errors="replace"))
+
+    def _exchange(self, command: str, stdin: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+        """Exit code, stdout and stderr, both streams read as they come: a command that fills one
+        while the other is read would otherwise wait forever."""
+        deadline = time.monotonic() + timeout
+        channel = self.client.get_transport().open_session(timeout=timeout)
+        with channel:
+            channel.exec_command(command)
+            if stdin is not None:
+                channel.sendall(stdin)
+                channel.shutdown_write()
+            stdout, stderr = bytearray(), bytearray()
+            while True:
+                while channel.recv_ready():
+                    stdout += channel.recv(1 << 16)
+                while channel.recv_stderr_ready():
+                    stderr += channel.recv_stderr(1 << 16)
+                if channel.exit_status_ready() and channel.eof_received:
+                    break
+                if not self.client.get_transport().is_active():
+                    raise EOFError("the board stopped answering")
+                if time.monotonic() >= deadline:
+                    raise InfrastructureError(f"{self.target.name}: no answer within {timeout:.0f} s to: "
+                                              f"{command if len(command) < 80 else command[:77] + '...'}")
+                select.select([channel], [], [], 0.5)
+            while channel.recv_ready():
+                stdout += channel.recv(1 << 16)
+            while channel.recv_stderr_ready():
+                stderr += channel.recv_stderr(1 << 16)
+            return channel.recv_exit_status(), bytes(stdout), bytes(stderr)
 
     def close(self) -> None:
         self.client.close()

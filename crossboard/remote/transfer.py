@@ -16,12 +16,14 @@ from typing import Callable
 import paramiko
 
 from ..errors import InfrastructureError, StepFailed
+from ..progress import Progress
 from .connection import WINDOW_BYTES, Session
 
 STAGING_PREFIX = ".crossboard-incoming."
 ARCHIVE = ".crossboard-archive.tar"  # in the staging folder, when it comes by SFTP
 HASH_LIST = ".crossboard-sha256"
 NAME_LIST = ".crossboard-names"
+WORTH_SHOWING = 8 << 20  # bytes: smaller transfers are over before a progress line would help
 
 _RECEIVE = """set -e
 dir={dir}
@@ -78,10 +80,11 @@ def parse_hashes(text: str) -> dict[str, str]:
     return hashes
 
 
-def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Callable[[int], None] | None = None,
+def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progress | None = None,
          current: dict[str, str] | None = None) -> list[Upload]:
     """Send the uploads whose hash on the board differs; return those sent. `current`: the hashes on the
-    board, when the caller read them already (with hashes_command, in a round trip it makes anyway)."""
+    board, when the caller read them already (with hashes_command, in a round trip it makes anyway).
+    `progress` shows bytes sent, when there are enough of them to wait for."""
     for upload in uploads:
         if "\n" in upload.remote or upload.remote.startswith("/") or ".." in Path(upload.remote).parts:
             raise StepFailed(f"cannot send {upload.remote!r}: not a plain relative name")
@@ -90,6 +93,11 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Calla
     todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]
     if not todo:
         return []
+    total = sum(len(u.data) if u.data is not None else u.local.stat().st_size for u in todo)
+    if progress is not None and total >= WORTH_SHOWING:
+        progress.set(0, total)
+    else:
+        progress = None
     sftp = board.sftp()
     script = _RECEIVE.format(dir=shlex.quote(remote_dir), prefix=STAGING_PREFIX, hashes=HASH_LIST, names=NAME_LIST,
                              via="sftp" if sftp else "stream", archive=ARCHIVE)
@@ -111,6 +119,8 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Calla
     except (OSError, EOFError, paramiko.SSHException) as error:
         raise InfrastructureError(f"{board.target.name}: connection lost while sending files ({error}); "
                                   "the files on the board are unchanged") from None
+    if progress is not None:
+        progress.finish()
     if code != 0:
         raise StepFailed(f"{board.target.name}: receiving files failed (exit {code}): {' '.join(stderr.split())}")
     return todo
@@ -119,7 +129,7 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Calla
 class _Sink(io.RawIOBase):
     """A file object over `send` (a channel's sendall, an SFTP file's write) that reports progress."""
 
-    def __init__(self, send: Callable[[bytes], object], progress: Callable[[int], None] | None):
+    def __init__(self, send: Callable[[bytes], object], progress: Progress | None):
         self.send = send
         self.progress = progress
         self.sent = 0
@@ -131,7 +141,7 @@ class _Sink(io.RawIOBase):
         self.send(data)
         self.sent += len(data)
         if self.progress:
-            self.progress(self.sent)
+            self.progress.set(self.sent)
         return len(data)
 
 

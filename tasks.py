@@ -30,8 +30,10 @@ OUTPUT_HELP = {
 @reports_errors
 def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
     """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
-    image = commands.toolchain(Settings.from_environment(base_image, mirror), verbose=verbose, plain=quiet)
-    print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]})")
+    settings = Settings.from_environment(base_image, mirror)
+    image = commands.toolchain(settings, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
+    print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})"
+          + ("; later commands use this base and mirror" if base_image or mirror else ""))
 
 
 @task(help={

@@ -14,9 +14,14 @@ def list_boards() -> list[tuple[str, str]]:
         (name, f"group: {group.description} ({', '.join(group.boards)})") for name, group in groups]
 
 
-def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False):
-    """Build the toolchain image if its build context changed; a no-op otherwise."""
-    return prepare_toolchain(settings, echo, verbose, plain)[1]
+def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False,
+              remember: bool = False):
+    """Build the toolchain image if its build context changed; a no-op otherwise. `remember`: the base
+    image and mirror were chosen on the command line, and later commands use them too."""
+    image = prepare_toolchain(settings, echo, verbose, plain)[1]
+    if remember:
+        settings.remember_toolchain_choice()
+    return image
 
 
 def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from crossboard import PROJECT_ROOT
-from crossboard.board.load import board_names, expand_board_names, load_board
+from crossboard.board.load import board_names, expand_board_names, load_board, source_override
 from crossboard.errors import UserError, exit_code_for
+
+pytestmark = pytest.mark.fast
 
 VALID = """\
 description: A test board
@@ -176,3 +178,26 @@ def test_a_bad_group_file_is_one_line_naming_it(boards_dir, text, message):
     with pytest.raises(UserError) as error:
         expand_board_names("a,lab", boards_dir)
     assert str(error.value).startswith(message)
+
+
+def test_the_board_hash_covers_the_local_override_and_the_command_line(tmp_path):
+    from fakes import copy_project
+
+    boards_dir = copy_project(tmp_path)
+    plain = load_board("qemu-arm64", boards_dir).sha256
+    overridden = load_board("qemu-arm64", boards_dir, overrides=source_override("debian:linux-source-6.1")).sha256
+    (boards_dir / "qemu-arm64.local.yaml").write_text("kernel:\n  localversion: -mine\n")
+    local = load_board("qemu-arm64", boards_dir).sha256
+    assert len({plain, overridden, local}) == 3
+
+
+def test_the_base_image_given_to_invoke_toolchain_is_used_by_later_commands(tmp_path, monkeypatch):
+    from crossboard.settings import DEFAULT_BASE_IMAGE, Settings
+
+    monkeypatch.setenv("CROSSBOARD_CACHE", str(tmp_path))
+    monkeypatch.delenv("CROSSBOARD_BASE_IMAGE", raising=False)
+    assert Settings.from_environment().base_image == DEFAULT_BASE_IMAGE
+    Settings.from_environment(base_image="debian:trixie").remember_toolchain_choice()
+    assert Settings.from_environment().base_image == "debian:trixie"
+    monkeypatch.setenv("CROSSBOARD_BASE_IMAGE", "lab/trixie:1")
+    assert Settings.from_environment().base_image == "lab/trixie:1"

@@ -7,6 +7,8 @@ from crossboard.artifacts.files import highest_glibc, vermagic_of, write_atomica
 from crossboard.pipeline import kconfig
 from crossboard.pipeline.toolcheck import ToolVerdict, version_in
 
+pytestmark = pytest.mark.fast
+
 
 def test_kconfig_reads_set_unset_and_strings():
     values = kconfig.parse('CONFIG_RUST=y\n# CONFIG_MODVERSIONS is not set\nCONFIG_LOCALVERSION="-x"\n# comment\n')

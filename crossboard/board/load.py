@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,8 @@ def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None 
         file=file,
         boards_dir=boards_dir,
         project_root=project_root,
-        sha256=hashlib.sha256(file.read_bytes()).hexdigest(),
+        # what the board says once its local override and the command line had their say
+        sha256=hashlib.sha256(json.dumps(located.value, sort_keys=True).encode()).hexdigest(),
     )
     _check_paths(board, located)
     return board

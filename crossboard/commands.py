@@ -25,7 +25,8 @@ def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plai
 
 
 def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):
-    from .pipeline.pipeline import build as run_build, print_plan
+    from .pipeline.pipeline import build as run_build
+    from .pipeline.pipeline import print_plan
 
     board = load_board(board_name, overrides=source_override(kernel_source) if kernel_source else None)
     if options.dry_run:
@@ -64,9 +65,9 @@ def dev(board_name: str, module: str, settings: Settings, trust_new_host: bool =
 def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
     """The inner loop: rebuild the out-of-tree modules, push what changed, reload the one named (left
     loaded) and report its kernel messages."""
+    from .deploy.run import DeployOptions, deploy_many, open_board_early
     from .pipeline.context import BuildOptions
     from .pipeline.pipeline import build as run_build
-    from .deploy.run import DeployOptions, deploy_many, open_board_early
 
     names = [folder.name for folder in board.module_dirs()]
     if module not in names:
@@ -82,8 +83,8 @@ def reload_module(board, module: str, settings: Settings, trust_new_host: bool =
 
 
 def config_pull(board_name: str, settings: Settings, trust_new_host: bool = False) -> str:
-    from .pipeline.source import plan_source, tree_version
     from .deploy.config_pull import pull_config, split_release
+    from .pipeline.source import plan_source, tree_version
 
     board = load_board(board_name)
     config_file, release = pull_config(board, trust_new_host)

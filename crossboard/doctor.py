@@ -6,9 +6,9 @@ import shutil
 from dataclasses import dataclass
 
 from .board.load import LoadedBoard
+from .errors import CrossboardError, InfrastructureError
 from .pipeline import source
 from .pipeline.toolcheck import check_tools
-from .errors import CrossboardError, InfrastructureError
 from .settings import Settings
 from .toolchain.base_image import MADE_BY_US
 from .toolchain.engine import docker_client

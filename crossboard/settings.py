@@ -21,7 +21,7 @@ class Settings:
     debian_mirror: str
 
     @classmethod
-    def from_environment(cls, base_image: str | None = None, debian_mirror: str | None = None) -> "Settings":
+    def from_environment(cls, base_image: str | None = None, debian_mirror: str | None = None) -> Settings:
         """An option wins over the environment, which wins over what `invoke toolchain` was last told
         (remembered in the cache), which wins over the default."""
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))

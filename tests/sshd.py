@@ -46,7 +46,7 @@ class SshServer:
     sftp: bool = True  # without it, as dropbear without sftp-server: transfers go as an exec stream
     process: subprocess.Popen | None = None
 
-    def start(self, folder: Path) -> "SshServer":
+    def start(self, folder: Path) -> SshServer:
         config = folder / f"sshd_config_{self.port}"
         config.write_text(
             f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.host_key}\nPidFile none\n"

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import QUIET
+from fakes import copy_project
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.files import sha256_of, vermagic_of
 from crossboard.artifacts.manifest import load_manifest
 from crossboard.board.load import load_board
-from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.errors import StepFailed, UserError
+from crossboard.pipeline.pipeline import build, build_folders
 
-from conftest import QUIET
-from fakes import copy_project
 # Kbuild's lines for compile and link work; a no-op build prints none of them.
 COMPILE_LINE = re.compile(r"^\s+(CC|CC \[M\]|RUSTC|RUSTC \[M\]|RUSTC L|RUSTC P|LD|LD \[M\]|AR|AS|BINDGEN)\s", re.M)
 
@@ -112,7 +112,8 @@ def test_a_tarball_with_the_wrong_sha256_is_not_unpacked(settings, toolchain_ima
     board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {
         "url": fake.as_uri(), "sha256": "0" * 64}}}})
     mine = isolated(settings, tmp_path)
-    with pytest.raises(UserError, match=r"kernel.source.tarball.sha256: .* has sha256 [0-9a-f]{64}, the board file says 0{64}; nothing was unpacked"):
+    with pytest.raises(UserError, match=r"kernel.source.tarball.sha256: .* has sha256 [0-9a-f]{64}, "
+                                        r"the board file says 0{64}; nothing was unpacked"):
         build(board, mine, dataclasses.replace(QUIET, only=frozenset({"source"})))
     assert list((mine.cache_dir / "sources").iterdir()) == []
 

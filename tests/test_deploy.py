@@ -169,7 +169,8 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
     board, boot, stock, out = boot_board
     broken = stock.replace("default Linux microSD", "default Linux eMMC")
     (boot / "extlinux/extlinux.conf").write_text(broken)
-    with pytest.raises(UserError, match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label .*nothing was changed"):
+    with pytest.raises(UserError, match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label "
+                                        r".*nothing was changed"):
         install_kernel(board, out)
     assert (boot / "extlinux/extlinux.conf").read_text() == broken
     assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]

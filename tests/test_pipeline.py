@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from fakes import RecordingRuntime, copy_project, fake_board, fake_kernel_tarball
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import load_manifest
@@ -15,8 +16,6 @@ from crossboard.locking import holding
 from crossboard.pipeline.context import BuildOptions
 from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.settings import Settings
-
-from fakes import RecordingRuntime, copy_project, fake_board, fake_kernel_tarball
 
 pytestmark = pytest.mark.fast
 OPTIONS = BuildOptions(echo=False, app_builder="cargo")

@@ -10,10 +10,10 @@ from conftest import QUIET
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
-from crossboard.pipeline.pipeline import build
 from crossboard.deploy.kernel_install import install_kernel, rollback
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
+from crossboard.pipeline.pipeline import build
 from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
 from crossboard.virtual import qemu

@@ -8,9 +8,9 @@ from fakes import copy_project
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
-from crossboard.pipeline.pipeline import build
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
+from crossboard.pipeline.pipeline import build
 from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
 from crossboard.virtual import qemu

@@ -9,8 +9,8 @@ import yaml
 
 from ..artifacts.files import write_atomically
 from ..board.load import LoadedBoard
-from ..pipeline import kconfig
 from ..errors import UserError
+from ..pipeline import kconfig
 from ..remote.connection import connect
 
 SEPARATOR = "@@crossboard-config@@"

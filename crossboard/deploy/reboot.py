@@ -1,7 +1,6 @@
 """Rebooting a board and seeing which kernel came back: `deploy --kernel --reboot`, `rollback --reboot`."""
 from __future__ import annotations
 
-import socket
 import time
 
 import paramiko
@@ -41,7 +40,7 @@ def reboot_into(board: LoadedBoard, expected_release: str, before: str, timeout:
                 if boot_id(remote) not in ("", before):
                     release = remote.run("uname -r", timeout=15).stdout.strip()
                     break
-        except (InfrastructureError, OSError, EOFError, socket.timeout, paramiko.SSHException):
+        except (TimeoutError, InfrastructureError, OSError, EOFError, paramiko.SSHException):
             pass  # still down, or going down
         time.sleep(2)
     else:

@@ -13,8 +13,8 @@ from ..artifacts.files import write_atomically
 from ..artifacts.manifest import MANIFEST_NAME, load_manifest
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
-from ..pipeline.steps import app_name
 from ..errors import CrossboardError, StepFailed, UserError
+from ..pipeline.steps import app_name
 from ..progress import Progress, size
 from ..remote.connection import Session, connect
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
@@ -111,7 +111,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
                                             options.keep_loaded or spec.deploy.keep_loaded, facts.loaded)
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
-                for app, app_dir in zip(spec.apps, board.app_dirs()):
+                for app, app_dir in zip(spec.apps, board.app_dirs(), strict=True):
                     name = app_name(app_dir)
                     problem = app_problem(name, manifest.get("app_glibc", {}).get(name, ""), facts)
                     if problem:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ..artifacts.manifest import Manifest
 from ..board.load import LoadedBoard
+from ..progress import Progress, Remembered
 from ..settings import Settings
 from ..toolchain.runtime import Runtime
-from ..progress import Progress, Remembered
 from ..toolchain.stream import Tee
 from .source import SourcePlan
 

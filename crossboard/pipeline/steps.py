@@ -12,9 +12,9 @@ import shlex
 import shutil
 import tarfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..artifacts.files import highest_glibc, sha256_of, write_atomically
 from ..errors import StepFailed, UserError
@@ -323,7 +323,7 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
     if not ctx.toolchain_identity:
         return None
     parts = [ctx.toolchain_identity, app_builder(ctx.options.app_builder, ctx.runtime.name), ctx.board.spec.targets.rust]
-    for app, app_dir in zip(ctx.board.spec.apps, ctx.board.app_dirs()):
+    for app, app_dir in zip(ctx.board.spec.apps, ctx.board.app_dirs(), strict=True):
         manifest = tomllib.loads((app_dir / "Cargo.toml").read_text())
         above = app_dir.parents[:len(app_dir.relative_to(ctx.board.project_root).parts)]
         if _has_path_dependency(manifest) or any((parent / "Cargo.toml").is_file() for parent in above):
@@ -474,7 +474,7 @@ def _collect_run(ctx: BuildContext) -> str:
     for module in ctx.board.module_dirs():
         for built in sorted(module_work_dir(ctx, module)[0].glob("*.ko")):
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
-    for index, app_dir in enumerate(ctx.board.app_dirs()):
+    for app_dir in ctx.board.app_dirs():
         name = app_name(app_dir)
         ctx.manifest.add_artifact(_publish(_app_binary(ctx, app_dir), out / "apps" / name), "app")
     archive = out / f"modules-{release}.tar.gz"

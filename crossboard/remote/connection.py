@@ -45,10 +45,10 @@ class Target:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
-def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT,
-            ssh_config: Path = Path("~/.ssh/config").expanduser()) -> Target:
+def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: Path | None = None) -> Target:
     """The board file's values win over ~/.ssh/config's, which win over the defaults. A relative
     key path is relative to the project (`base_dir`)."""
+    ssh_config = ssh_config or Path("~/.ssh/config").expanduser()
     config = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
@@ -166,7 +166,7 @@ class Session:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -206,7 +206,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
         except paramiko.AuthenticationException as error:
             raise UserError(f"{target.name}: login as {target.user} refused ({error}); set connection.key "
                             "or load the key into your SSH agent") from None
-        except (OSError, socket.timeout, paramiko.SSHException) as error:
+        except (TimeoutError, OSError, paramiko.SSHException) as error:
             if sock is not None:
                 sock.close()
             if time.monotonic() >= deadline:

@@ -9,9 +9,9 @@ import hashlib
 import io
 import shlex
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 
@@ -60,7 +60,7 @@ class Upload:
     data: bytes | None = None  # content made in memory, instead of a local file
 
     @classmethod
-    def of_bytes(cls, remote: str, data: bytes) -> "Upload":
+    def of_bytes(cls, remote: str, data: bytes) -> Upload:
         return cls(None, remote, hashlib.sha256(data).hexdigest(), data)
 
 

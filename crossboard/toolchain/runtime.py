@@ -44,7 +44,7 @@ class Runtime(ABC):
     def run(self, argv: list[str], tee: Tee, env: dict[str, str] | None = None, cwd: str | None = None) -> int:
         """Run argv, streaming its output into `tee`; return its exit code."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 (a runtime with nothing to stop needs no override)
         pass
 
     def check(self, argv: list[str], tee: Tee, what: str, env: dict[str, str] | None = None,
@@ -60,7 +60,7 @@ class Runtime(ABC):
         code = self.run(argv, tee, env=env, cwd=cwd)
         return code, tee.tail.decode(errors="replace")
 
-    def __enter__(self) -> "Runtime":
+    def __enter__(self) -> Runtime:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,7 +51,7 @@ class Tee:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Tee":
+    def __enter__(self) -> Tee:
         return self
 
     def __exit__(self, *exc) -> None:

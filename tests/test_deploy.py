@@ -175,3 +175,63 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
     assert (boot / "extlinux/extlinux.conf").read_text() == broken
     assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
     assert not Path(f"/lib/modules/{RELEASE}").exists()
+
+
+def test_rollback_removes_only_what_crossboard_installs_whatever_the_record_says(boot_board, tmp_path):
+    from crossboard.deploy.kernel_install import install_kernel, rollback
+
+    board, boot, stock, out = boot_board
+    install_kernel(board, out)
+    canary = tmp_path / "precious"
+    canary.mkdir()
+    record_file = boot / "crossboard/installed.json"
+    record = json.loads(record_file.read_text())
+    record_file.write_text(json.dumps({**record, "kernel_dir": str(canary), "modules_dir": str(canary)}))
+    rollback(board)
+    assert canary.is_dir()
+    assert (boot / "extlinux/extlinux.conf").read_text() == stock and not Path(f"/lib/modules/{RELEASE}").exists()
+
+
+@pytest.mark.parametrize("record, problem", [
+    ('{"release": "6.12', "not a record crossboard wrote"),
+    ('{"release": "../../etc", "label": "crossboard-../../etc", "previous_default": "x", "previous_release": "y"}',
+     "is not a plain name"),
+    ('{"release": "6.12.1", "label": "crossboard-6.12.1", "previous_default": "x\\nmenu", "previous_release": "y"}',
+     "previous_default is not one line"),
+])
+def test_a_damaged_or_hostile_record_is_refused_before_anything_changes(boot_board, record, problem):
+    from crossboard.deploy.kernel_install import rollback
+
+    board, boot, stock, out = boot_board
+    (boot / "crossboard").mkdir()
+    (boot / "crossboard/installed.json").write_text(record)
+    with pytest.raises(UserError, match=problem):
+        rollback(board)
+    assert (boot / "extlinux/extlinux.conf").read_text() == stock
+
+
+def test_a_release_that_is_not_a_plain_name_is_never_installed(boot_board):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    board, boot, stock, out = boot_board
+    manifest_file = out / "play/manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest_file.write_text(json.dumps({**manifest, "kernel_release": "x/../../../etc"}))
+    with pytest.raises(UserError, match=r"the kernel release 'x/../../../etc' is not a plain name"):
+        install_kernel(board, out)
+    assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
+
+
+def test_an_install_that_fails_half_way_is_recorded_first_and_rollback_finishes_it(boot_board):
+    from crossboard.deploy.kernel_install import install_kernel, rollback
+
+    board, boot, stock, out = boot_board
+    (boot / "extlinux/extlinux.conf.crossboard-new").mkdir()  # the new file cannot be written: a failure mid-way
+    with pytest.raises(StepFailed, match="installing the kernel failed"):
+        install_kernel(board, out)
+    assert json.loads((boot / "crossboard/installed.json").read_text())["state"] == "installing"
+    assert (boot / "extlinux/extlinux.conf").read_text() == stock
+    shutil.rmtree(boot / "extlinux/extlinux.conf.crossboard-new")
+    rollback(board)
+    assert (boot / "extlinux/extlinux.conf").read_text() == stock
+    assert not (boot / "crossboard").exists() and not Path(f"/lib/modules/{RELEASE}").exists()

@@ -160,6 +160,10 @@ def _build_until_kernel_step(out_dir):
 def test_a_killed_build_leaves_a_readable_manifest_and_its_container_is_reaped(docker, qemu_build, tmp_path):
     process, manifest = _build_until_kernel_step(tmp_path)
     owner_suffix = f":{process.pid}"
+    for _ in range(100):  # the container starts with the step's first command, just after the manifest says so
+        if any(c.labels[OWNER_LABEL].endswith(owner_suffix) for c in docker.containers.list(filters={"label": OWNER_LABEL})):
+            break
+        time.sleep(0.1)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     state = json.loads(manifest.read_text())  # written atomically: never half a file

@@ -10,7 +10,7 @@ from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
-from crossboard.pipeline.pipeline import build
+from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
 from crossboard.virtual import qemu
@@ -116,5 +116,5 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     pulled = dataclasses.replace(pulled, name="qemu-pulled")
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     build(pulled, mine, dataclasses.replace(QUIET, only=frozenset({"source", "configure"})))
-    final = (tmp_path / "out/qemu-pulled/config").read_text().splitlines()
+    final = (build_folders(pulled, mine)["build"] / "kernel/.config").read_text().splitlines()
     assert "CONFIG_RUST=y" in final and 'CONFIG_LOCALVERSION="-crossboard"' in final

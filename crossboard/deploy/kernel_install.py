@@ -4,6 +4,7 @@ installed so that rollback can take it all away again."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,36 @@ from .reboot import boot_id, reboot_into
 from .run import built_manifest
 
 RECORD = "crossboard/installed.json"  # on the boot partition, beside the kernels
+# A kernel release is one plain name: it becomes folder names and an extlinux label.
+RELEASE = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
+def _checked_release(release: object, where: str) -> str:
+    if not isinstance(release, str) or not RELEASE.match(release) or release in (".", ".."):
+        raise UserError(f"{where}: the kernel release {release!r} is not a plain name ([A-Za-z0-9._+-]); "
+                        "nothing was changed")
+    return release
+
+
+def _places(partition: str, release: str) -> tuple[str, str]:
+    """Where a release's kernel and modules go: the only paths install writes and rollback removes."""
+    return f"{partition}/crossboard/{release}", f"/lib/modules/{release}"
+
+
+def _load_record(text: str, where: str) -> dict:
+    """The board's record of what crossboard installed, checked before anything trusts it."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not all(isinstance(record.get(key), str) for key in
+                                               ("release", "label", "previous_default", "previous_release")):
+        raise UserError(f"{where}: not a record crossboard wrote (damaged or edited); nothing was changed")
+    if record["label"] != f"crossboard-{_checked_release(record['release'], where)}":
+        raise UserError(f"{where}: label {record['label']!r} is not crossboard's for {record['release']}; nothing was changed")
+    if any(ch in record["previous_default"] for ch in "\n\r\0"):
+        raise UserError(f"{where}: previous_default is not one line; nothing was changed")
+    return record
 
 
 def _boot(board: LoadedBoard):
@@ -50,16 +81,16 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
     partition, conf = _boot(board)
     out_dir = out_root / board.name
     manifest = built_manifest(board, out_dir)
-    release = manifest["kernel_release"]
+    release = _checked_release(manifest["kernel_release"], str(out_dir / "manifest.json"))
     kind = {artifact["kind"]: artifact for artifact in manifest["artifacts"]}
     if "kernel" not in kind or "modules-tree" not in kind:
         raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
     dtbs = [a for a in manifest["artifacts"] if a["kind"] == "dtb"]
-    label, dest = f"crossboard-{release}", f"{partition}/crossboard/{release}"
+    label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
     image_name = PurePosixPath(kind["kernel"]["path"]).name
     with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
         earlier = _read(remote, f"{partition}/{RECORD}")
-        earlier = json.loads(earlier) if earlier else None
+        earlier = _load_record(earlier, f"{board.name}:{partition}/{RECORD}") if earlier else None
         if earlier and earlier["release"] != release:
             raise UserError(f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
                             f"run invoke rollback --board {board.name} first")
@@ -76,28 +107,39 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
         before = boot_id(remote)
-        record = {"release": release, "label": label, "kernel_dir": dest, "modules_dir": f"/lib/modules/{release}",
+        record = {"release": release, "label": label, "state": "installing", "kernel_dir": dest, "modules_dir": modules_dir,
                   "previous_default": earlier["previous_default"] if earlier else stock_default,
                   "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
                   "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
         files = {image_name: out_dir / kind["kernel"]["path"], "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
-                 "extlinux.conf": new_conf.encode(), "installed.json": json.dumps(record, indent=2).encode()}
+                 "extlinux.conf": new_conf.encode(), "installing.json": json.dumps(record, indent=2).encode(),
+                 "installed.json": json.dumps({**record, "state": "installed"}, indent=2).encode()}
         files.update({PurePosixPath(dtb["path"]).name: out_dir / dtb["path"] for dtb in dtbs})
         _stage_files(remote, stage, files)
         q = shlex.quote
         copies = " ".join(q(f"{stage}/{name}") for name in files if name not in
-                          ("modules.tar.gz", "extlinux.conf", "installed.json"))
+                          ("modules.tar.gz", "extlinux.conf", "installing.json", "installed.json"))
+        record_file = f"{partition}/{RECORD}"
+        # The record first: whatever fails after it, rollback knows what to undo (and finishes it).
         _run_script(remote, f"""
 mkdir -p {q(dest)}
+cp {q(stage + '/installing.json')} {q(record_file + '.new')}
+sync
+mv -f {q(record_file + '.new')} {q(record_file)}
+sync
 cp {copies} {q(dest)}/
 tar -xzf {q(stage + '/modules.tar.gz')} -C /
 if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi
 cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
 cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
 grep -q {q('^label ' + label + '$')} {q(conf + '.crossboard-new')}
+sync
 mv -f {q(conf + '.crossboard-new')} {q(conf)}
-cp {q(stage + '/installed.json')} {q(partition + '/' + RECORD)}
+sync
+cp {q(stage + '/installed.json')} {q(record_file + '.new')}
+sync
+mv -f {q(record_file + '.new')} {q(record_file)}
 sync""", "installing the kernel")
     if reboot:
         reboot_into(board, release, before, trust_new_host=trust_new_host)
@@ -112,7 +154,8 @@ def rollback(board: LoadedBoard, trust_new_host: bool = False, reboot: bool = Fa
         text = _read(remote, f"{partition}/{RECORD}")
         if not text:
             raise UserError(f"{board.name}: no crossboard kernel is installed ({partition}/{RECORD} is missing)")
-        record = json.loads(text)
+        record = _load_record(text, f"{board.name}:{partition}/{RECORD}")
+        kernel_dir, modules_dir = _places(partition, record["release"])  # never paths the record names
         current = _read(remote, conf)
         try:
             restored = extlinux.remove_label(current or "", record["label"], record["previous_default"])
@@ -125,8 +168,10 @@ def rollback(board: LoadedBoard, trust_new_host: bool = False, reboot: bool = Fa
         _run_script(remote, f"""
 cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
 cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
+sync
 mv -f {q(conf + '.crossboard-new')} {q(conf)}
-rm -rf {q(record['kernel_dir'])} {q(record['modules_dir'])}
+sync
+rm -rf {q(kernel_dir)} {q(modules_dir)}
 rm -f {q(partition + '/' + RECORD)}
 rmdir {q(partition + '/crossboard')} 2>/dev/null || true
 sync""", "rolling back")

@@ -23,10 +23,15 @@ class StepFailed(CrossboardError):
     """A build or deploy step ran and failed."""
 
 
+class Cancelled(CrossboardError):
+    """Work stopped because the user interrupted it (Ctrl-C, SIGTERM)."""
+
+
 EXIT_CODES: dict[type[BaseException], int] = {
     UserError: 2,
     InfrastructureError: 3,
     StepFailed: 1,
+    Cancelled: 130,
     KeyboardInterrupt: 130,
 }
 

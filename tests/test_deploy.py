@@ -235,3 +235,40 @@ def test_an_install_that_fails_half_way_is_recorded_first_and_rollback_finishes_
     rollback(board)
     assert (boot / "extlinux/extlinux.conf").read_text() == stock
     assert not (boot / "crossboard").exists() and not Path(f"/lib/modules/{RELEASE}").exists()
+
+
+SLOW_APP = "#!/bin/sh\necho started\nsleep 30\n"
+
+
+@pytest.mark.parametrize("case", ["a board that is down", "an app that runs"])
+def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_path, case):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sshd import free_port
+
+    from crossboard import PROJECT_ROOT
+
+    if case == "a board that is down":
+        board = lab.board("stopped", free_port())
+    else:
+        board = lab.board("stopped", ssh_lab.server().port, app_script=SLOW_APP)
+    env = {**os.environ, "CROSSBOARD_BOARDS": str(board.boards_dir), "CROSSBOARD_OUT": str(lab.out),
+           "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts")}
+    process = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--board", "stopped", "--wait", "15"],
+                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy = "sleep 30" if case == "an app that runs" else None
+    for _ in range(100):  # until the deploy is in the middle of it
+        time.sleep(0.1)
+        if busy is None and _ >= 15 or busy and subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode == 0:
+            break
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=15)
+    assert time.monotonic() - sent < 3, stdout + stderr
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "crossboard: error: interrupted"
+    assert json.loads((lab.out / "stopped/deploy.json").read_text())["error"] == "interrupted"

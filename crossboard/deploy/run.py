@@ -5,7 +5,7 @@ import dataclasses
 import json
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +16,13 @@ from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
 from ..pipeline.steps import app_name
 from ..progress import Progress, size
-from ..remote.connection import Session, connect
+from ..remote.connection import Cancellation, Session, connect
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from .actions import as_dict, check_privilege, load_module, run_app
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
 
 REPORT_NAME = "deploy.json"
+INTERRUPT_GRACE = 2.0  # seconds the boards' threads get to write their reports after an interrupt
 HASHES_FOLLOW = "crossboard-hashes-follow"
 
 
@@ -46,9 +47,9 @@ def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
     return manifest
 
 
-def open_board(board: LoadedBoard, options: DeployOptions) -> Session:
+def open_board(board: LoadedBoard, options: DeployOptions, cancellation: Cancellation | None = None) -> Session:
     return connect(board.spec.connection, trust_new_host=options.trust_new_host, wait_seconds=options.wait_seconds,
-                   base_dir=board.project_root)
+                   base_dir=board.project_root, cancellation=cancellation)
 
 
 def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
@@ -66,9 +67,10 @@ def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
     return opening
 
 
-def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, opening: Future | None = None) -> dict:
+def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, opening: Future | None = None,
+                 cancellation: Cancellation | None = None) -> dict:
     """Deploy to one board; the report says what happened, also when something failed. `opening`: its
-    connection, opened early by open_board_early."""
+    connection, opened early by open_board_early; `cancellation`: the user's interrupt, which closes it."""
     out_dir = out_root / board.name
     spec = board.spec
     report = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
@@ -82,8 +84,10 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
                             f"(modules: {', '.join(built) or 'none'})")
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
-        with (opening.result() if opening else open_board(board, options)) as remote:
+        with (opening.result() if opening else open_board(board, options, cancellation)) as remote:
             report["reached"] = True
+            if opening and cancellation:
+                cancellation.track(remote)
             # one round trip: the board's facts, then the hashes of the files already there
             listing = remote.run(f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n"
                                  + hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout
@@ -123,6 +127,8 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
         report["error"] = str(error)
     except Exception as error:  # a bug of ours: this board's report says so, the other boards go on
         report["error"] = f"internal error: {type(error).__name__}: {error}"
+    if cancellation is not None and cancellation.cancelled:
+        report["ok"], report["error"] = False, "interrupted"  # whatever the closed connection made of it
     report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if out_dir.is_dir():
         write_atomically(out_dir / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
@@ -164,8 +170,31 @@ def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOption
     `opened`: connections opened early, by board name."""
     opened = opened or {}
     options = dataclasses.replace(options, alone=len(boards) == 1)
-    with ThreadPoolExecutor(max_workers=max(1, len(boards))) as pool:
-        reports = list(pool.map(lambda board: deploy_board(board, out_root, options, opened.get(board.name)), boards))
+    cancellation = Cancellation()
+    reports: list[dict | None] = [None] * len(boards)
+
+    finished = [threading.Event() for _ in boards]
+
+    def work(index: int, board: LoadedBoard) -> None:
+        try:
+            reports[index] = deploy_board(board, out_root, options, opened.get(board.name), cancellation)
+        finally:
+            finished[index].set()
+
+    # Daemon threads, waited for through events: Thread.join interrupted by a signal marks a thread that
+    # still runs as stopped (CPython 3.11), and nothing may keep the process alive after an interrupt.
+    for index, board in enumerate(boards):
+        threading.Thread(target=work, args=(index, board), name=f"deploy-{board.name}", daemon=True).start()
+    try:
+        for done in finished:
+            while not done.wait(0.2):  # short waits: Ctrl-C and SIGTERM reach this thread between them
+                pass
+    except KeyboardInterrupt:
+        cancellation.cancel()
+        deadline = time.monotonic() + INTERRUPT_GRACE
+        for done in finished:  # their reports say `interrupted`, written as the connections close
+            done.wait(max(0.0, deadline - time.monotonic()))
+        raise
     if options.echo:
         for report in reports:
             print("\n".join(describe(report)))

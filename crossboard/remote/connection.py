@@ -9,6 +9,7 @@ import os
 import select
 import shlex
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import paramiko
 
 from .. import PROJECT_ROOT
 from ..board.schema import Connection
-from ..errors import InfrastructureError, UserError
+from ..errors import Cancelled, InfrastructureError, UserError
 
 # paramiko logs each failed attempt with a traceback; retries are expected while a board boots, and
 # what finally fails is reported as one line.
@@ -55,6 +56,33 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
     keys = [connection.key] if connection.key else list(config.get("identityfile", []))
     return Target(name=connection.host, hostname=config.get("hostname", connection.host), port=port, user=user,
                   key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys))
+
+
+class Cancellation:
+    """Lets one thread stop the SSH work of others at once: a connect() still waiting for its board
+    gives up, and every session opened under it is closed, which ends the commands running there."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._sessions: list[Session] = []
+        self._lock = threading.Lock()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.event.is_set()
+
+    def track(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.append(session)
+            if self.event.is_set():
+                session.close()
+                raise Cancelled("interrupted")
+
+    def cancel(self) -> None:
+        self.event.set()
+        with self._lock:
+            for session in self._sessions:
+                session.close()
 
 
 class _RecordNewKey(paramiko.MissingHostKeyPolicy):
@@ -174,8 +202,10 @@ class Session:
 
 
 def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
-            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT) -> Session:
-    """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board)."""
+            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT,
+            cancellation: Cancellation | None = None) -> Session:
+    """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board).
+    Under a `cancellation` the session is tracked, and a cancel ends the wait at once."""
     known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
     target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
@@ -197,7 +227,10 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                            key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
                            banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
             client.get_transport().set_keepalive(15)
-            return Session(target, client, connection.sudo)
+            session = Session(target, client, connection.sudo)
+            if cancellation is not None:
+                cancellation.track(session)
+            return session
         except paramiko.BadHostKeyException as error:
             raise UserError(
                 f"{target.known_hosts_name}: the host key CHANGED (now {error.key.get_name()} "
@@ -212,4 +245,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
             if time.monotonic() >= deadline:
                 raise InfrastructureError(f"{target.name}: cannot connect to {target.hostname}:{target.port} "
                                           f"({error or type(error).__name__})") from None
-            time.sleep(1)
+            if cancellation is not None and cancellation.event.wait(1):
+                raise Cancelled("interrupted") from None
+            if cancellation is None:
+                time.sleep(1)

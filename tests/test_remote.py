@@ -5,7 +5,9 @@ import shlex
 import time
 
 import pytest
+from sshd import make_key
 
+from crossboard.board.schema import Connection
 from crossboard.errors import InfrastructureError, StepFailed, UserError
 from crossboard.progress import Progress
 from crossboard.remote.connection import connect
@@ -169,3 +171,36 @@ def test_a_command_filling_stderr_while_stdout_waits_does_not_hang(board):
 def test_a_command_that_outlives_its_timeout_is_one_error_not_a_hang(board):
     with pytest.raises(InfrastructureError, match=r"no answer within 1 s to: sleep 30"):
         board.run("sleep 30", timeout=1)
+
+
+def test_marker_lines_in_known_hosts_are_understood(ssh_lab, server, known_hosts, tmp_path, monkeypatch):
+    other = tmp_path / "other_key"
+    make_key(other)
+    unrelated = (tmp_path / "other_key.pub").read_text().split()[:2]
+    user_known_hosts = tmp_path / "user_known_hosts"
+    user_known_hosts.write_text(f"@cert-authority *.lab {' '.join(unrelated)}\n@revoked * {' '.join(unrelated)}\n"
+                                "a line ssh itself would pass over\n")
+    monkeypatch.setattr("crossboard.remote.connection.USER_KNOWN_HOSTS", user_known_hosts)
+    with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
+        assert board.run("echo hi").stdout == "hi\n"
+    server_key = (server.host_key.parent / (server.host_key.name + ".pub")).read_text().split()[:2]
+    user_known_hosts.write_text(f"@revoked * {' '.join(server_key)}\n")
+    with pytest.raises(UserError, match=r"is marked @revoked in known_hosts: not connecting"):
+        connect(ssh_lab.connection(server), known_hosts=known_hosts)
+
+
+def test_a_board_behind_a_jump_host_named_in_an_included_ssh_config(ssh_lab, server, known_hosts, tmp_path,
+                                                                    monkeypatch):
+    from sshd import SUDO_USER
+
+    jump = ssh_lab.server(host_key_name="jump_host_key")
+    (tmp_path / "lab.conf").write_text(
+        f"Host labboard\n  HostName 127.0.0.1\n  Port {server.port}\n  ProxyJump labjump\n"
+        f"Host labjump\n  HostName 127.0.0.1\n  Port {jump.port}\n  User {SUDO_USER}\n  IdentityFile {ssh_lab.key}\n"
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    (tmp_path / "config").write_text(f"Include {tmp_path / 'lab.conf'}\n")
+    monkeypatch.setattr("crossboard.remote.connection.USER_SSH_CONFIG", tmp_path / "config")
+    connection = Connection(host="labboard", user=SUDO_USER, key=str(ssh_lab.key))
+    with connect(connection, trust_new_host=True, known_hosts=known_hosts) as board:
+        assert board.target.proxy_command.endswith(f"-W 127.0.0.1:{server.port} labjump")
+        assert board.run("echo $SSH_CONNECTION").stdout.split()[2:] == ["127.0.0.1", str(server.port)]

@@ -3,12 +3,15 @@ a bounded wait while the board boots, and commands with every value quoted."""
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import logging
 import os
+import re
 import select
 import shlex
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +32,8 @@ WINDOW_BYTES = 8 << 20  # for file transfers: paramiko's default 2 MiB window ha
 ROOT_SHELL_STARTED = "crossboard-root-shell"
 PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
+USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
+INCLUDE = re.compile(r"^\s*include\s+(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -40,22 +45,75 @@ class Target:
     port: int
     user: str
     key_files: tuple[str, ...]
+    proxy_command: str | None = None  # ProxyCommand, or ProxyJump as `ssh -W`: how labs reach their boards
+    known_hosts_files: tuple[Path, ...] = ()  # UserKnownHostsFile, besides ~/.ssh/known_hosts
 
     @property
     def known_hosts_name(self) -> str:
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
 
+def read_ssh_config(path: Path, depth: int = 0) -> str:
+    """The file's text with every `Include` replaced by the files it names (paramiko keeps the line
+    but does not follow it); relative patterns are relative to ~/.ssh, as ssh does."""
+    def included(match: re.Match) -> str:
+        if depth >= 16:
+            raise UserError(f"{path}: Include nests more than 16 deep")
+        files = []
+        for pattern in match[1].split():
+            pattern = os.path.expanduser(pattern)
+            full = pattern if os.path.isabs(pattern) else str(Path("~/.ssh").expanduser() / pattern)
+            files += sorted(glob.glob(full))
+        return "\n".join(read_ssh_config(Path(file), depth + 1) for file in files)
+
+    try:
+        return INCLUDE.sub(included, path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+
+
 def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: Path | None = None) -> Target:
     """The board file's values win over ~/.ssh/config's, which win over the defaults. A relative
     key path is relative to the project (`base_dir`)."""
-    ssh_config = ssh_config or Path("~/.ssh/config").expanduser()
-    config = paramiko.SSHConfig.from_path(str(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
+    ssh_config = ssh_config or USER_SSH_CONFIG
+    config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(connection.host) \
+        if ssh_config.is_file() else {}
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
+    hostname = config.get("hostname", connection.host)
     keys = [connection.key] if connection.key else list(config.get("identityfile", []))
-    return Target(name=connection.host, hostname=config.get("hostname", connection.host), port=port, user=user,
-                  key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys))
+    proxy = config.get("proxycommand")
+    if config.get("proxyjump", "none").lower() != "none":
+        jumps = config["proxyjump"].split(",")
+        command = ["ssh", "-F", str(ssh_config), "-W", f"{hostname}:{port}"]
+        command += ["-J", ",".join(jumps[:-1])] if len(jumps) > 1 else []
+        proxy = shlex.join(command + [jumps[-1]])
+    known = tuple(Path(file).expanduser() for file in config.get("userknownhostsfile", "").split())
+    return Target(name=connection.host, hostname=hostname, port=port, user=user,
+                  key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys),
+                  proxy_command=None if (proxy or "none").lower() == "none" else proxy, known_hosts_files=known)
+
+
+def load_known_hosts(keys: paramiko.HostKeys, file: Path) -> set[bytes]:
+    """Add a known_hosts file's keys; return the keys it marks @revoked. @cert-authority lines (host
+    certificates, which crossboard does not use) and lines it cannot read are passed over, as ssh does."""
+    revoked = set()
+    for line in file.read_text(errors="replace").splitlines():
+        marker, _, rest = line.strip().partition(" ") if line.lstrip().startswith("@") else ("", "", line)
+        if marker == "@cert-authority" or not rest.strip() or rest.lstrip().startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(rest.strip())
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+            continue
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            revoked.add(entry.key.asbytes())
+        elif not marker:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return revoked
 
 
 class Cancellation:
@@ -97,6 +155,8 @@ class _RecordNewKey(paramiko.MissingHostKeyPolicy):
         if not self.trust_new:
             raise UserError(f"{hostname}: unknown host key {fingerprint}; if that is the board, rerun with "
                             "--trust-new-host (or set connection.host_key_policy: trust-new)")
+        print(f"crossboard: {hostname}: trusting the new host key {fingerprint}, recorded in {self.known_hosts}",
+              file=sys.stderr, flush=True)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with open(self.known_hosts, "a") as handle:
             handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -209,23 +269,31 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
     known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
     target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
-    if USER_KNOWN_HOSTS.is_file():
-        client.load_system_host_keys(str(USER_KNOWN_HOSTS))
-    if known_hosts.is_file():
-        client.load_host_keys(str(known_hosts))
+    revoked: set[bytes] = set()
+    for file in (USER_KNOWN_HOSTS, *target.known_hosts_files, known_hosts):
+        if file.is_file():
+            revoked |= load_known_hosts(client.get_host_keys(), file)
     trust = trust_new_host or connection.host_key_policy == "trust-new"
     client.set_missing_host_key_policy(_RecordNewKey(trust, known_hosts))
     deadline = time.monotonic() + wait_seconds
     while True:
         sock = None
         try:
-            sock = socket.create_connection((target.hostname, target.port), timeout=connection.connect_timeout)
-            # Each command is a few small packets each way: with Nagle's algorithm against delayed ACKs
-            # every round trip waited about 40 ms, even on loopback.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if target.proxy_command:
+                sock = paramiko.ProxyCommand(target.proxy_command)
+            else:
+                sock = socket.create_connection((target.hostname, target.port), timeout=connection.connect_timeout)
+                # Each command is a few small packets each way: with Nagle's algorithm against delayed ACKs
+                # every round trip waited about 40 ms, even on loopback.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(target.hostname, port=target.port, username=target.user, sock=sock,
                            key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
                            banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
+            server_key = client.get_transport().get_remote_server_key()
+            if server_key.asbytes() in revoked:
+                client.close()
+                raise UserError(f"{target.known_hosts_name}: its host key {server_key.get_name()} "
+                                f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting")
             client.get_transport().set_keepalive(15)
             session = Session(target, client, connection.sudo)
             if cancellation is not None:

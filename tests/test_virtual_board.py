@@ -10,6 +10,7 @@ from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
+from crossboard.errors import StepFailed
 from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
@@ -78,6 +79,14 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
         assert "Hello from an out-of-tree Rust module (init)" in reloaded["load_messages"][-1]
         with connect(board.spec.connection, base_dir=board.project_root) as remote:
             assert remote.run("test -d /sys/module/hello_rust").code == 0
+            remote.run("rm /run/crossboard/loaded/hello_rust", privileged=True)  # as if the board had loaded it
+        with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards"):
+            reload_module(board, "hello_rust", virtual_board.settings, echo=False)
+        theirs = json.loads((virtual_board.out_dir / "deploy.json").read_text())["modules"][0]
+        assert theirs["refused"].startswith("a module named hello_rust is loaded and crossboard did not load it")
+        assert not theirs["load_messages"] or not any("Goodbye" in line for line in theirs["load_messages"])
+        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+            assert remote.run("test -d /sys/module/hello_rust").code == 0  # still loaded: not ours to unload
     finally:
         with connect(board.spec.connection, base_dir=board.project_root) as remote:
             remote.run("rmmod hello_rust", privileged=True)

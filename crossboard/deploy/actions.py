@@ -75,15 +75,26 @@ def _missing(expected: list[str], lines: list[str]) -> list[str]:
     return [text for text in expected if not any(text in line for line in lines)]
 
 
+# Which modules crossboard loaded: a marker each in a tmpfs, so a reboot forgets them with the modules.
+LOADED_BY_US = "/run/crossboard/loaded"
+NOT_OURS = 90  # the exit code of a load refused because a module of that name is loaded and not ours
+
+
 def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool,
                 loaded: frozenset[str]) -> ModuleReport:
-    """Unload a copy already loaded, insmod, check the kernel's messages, rmmod unless kept."""
+    """Replace a copy crossboard loaded before, insmod, check the kernel's messages, rmmod unless kept.
+    A module of that name that crossboard did not load (the board's own) is never unloaded."""
     report = ModuleReport(name)
-    load = f"insmod {shlex.quote(remote_path)}"
+    marker = shlex.quote(f"{LOADED_BY_US}/{name}")
+    load = f"insmod {shlex.quote(remote_path)} && mkdir -p {LOADED_BY_US} && : > {marker}"
     if name in loaded:
         # one round trip for the reload: the inner loop pays for each one
-        load = f"rmmod {shlex.quote(name)} && {load}"
+        load = f"if [ -e {marker} ]; then rmmod {shlex.quote(name)} && {load}; else exit {NOT_OURS}; fi"
     code, output, report.load_messages = _messages_since_mark(board, load)
+    if code == NOT_OURS:
+        report.refused = (f"a module named {name} is loaded and crossboard did not load it (it may be the "
+                          f"board's own): not replacing it; unload it yourself (rmmod {name}) if it should go")
+        return report
     if code != 0:
         report.error = (f"{'rmmod of the loaded copy or ' if name in loaded else ''}insmod failed: {output}")
         return report
@@ -91,7 +102,8 @@ def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpec
     report.missing = _missing(expect.load, report.load_messages)
     if keep_loaded:
         return report
-    code, output, report.unload_messages = _messages_since_mark(board, f"rmmod {shlex.quote(name)}")
+    code, output, report.unload_messages = _messages_since_mark(
+        board, f"rmmod {shlex.quote(name)} && rm -f {marker}")
     if code != 0:
         report.error = f"rmmod failed: {output}"
         return report

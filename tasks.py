@@ -2,7 +2,8 @@
 from invoke import Collection, task
 
 from crossboard import commands
-from crossboard.cli import reports_errors
+from crossboard.cli import reports_errors, seconds_option
+from crossboard.errors import UserError
 from crossboard.settings import Settings
 
 
@@ -14,6 +15,9 @@ def boards(c):
     width = max((len(name) for name, _ in listed), default=0)
     for name, description in listed:
         print(f"{name:<{width}}  {description}")
+    invalid = [name for name, description in listed if description.startswith("INVALID: ")]
+    if invalid:
+        raise UserError(f"{', '.join(invalid)}: the file has a mistake (above); the other boards are usable")
 
 
 OUTPUT_HELP = {
@@ -71,17 +75,18 @@ def doctor(c, board=None):
     "trust-new-host": "accept and record a host key never seen before (a changed key is always refused)",
     "keep-loaded": "leave the modules loaded",
     "module": "load only these modules (comma-separated names); apps are then not run",
-    "wait": "seconds to keep retrying the connection while a board boots",
+    "wait": "seconds to keep retrying the connection while a board boots (default 30)",
     "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
     "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
 })
 @reports_errors
-def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=30, kernel=False,
+def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False,
            reboot=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
-    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded, wait_seconds=float(wait),
+    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded,
+                            wait_seconds=seconds_option(wait, "--wait", default=30),
                             modules=frozenset(filter(None, module.split(","))))
     commands.deploy(board, Settings.from_environment(), options, kernel, reboot)
 

@@ -7,7 +7,7 @@ import sys
 
 from invoke.exceptions import Exit
 
-from .errors import CrossboardError, exit_code_for
+from .errors import CrossboardError, UserError, exit_code_for
 
 
 def reports_errors(task_body):
@@ -26,6 +26,20 @@ def reports_errors(task_body):
             raise Exit(code=exit_code_for(error)) from None
 
     return wrapper
+
+
+def seconds_option(text: str | None, option: str, default: float) -> float:
+    """A number of seconds given on the command line (invoke passes it as text: its own conversion
+    would end in a traceback)."""
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also refuses nan
+        raise UserError(f"{option}: expected a number of seconds (0 or more), got {text!r}")
+    return seconds
 
 
 def _interrupt(signum, frame):

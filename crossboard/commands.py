@@ -1,6 +1,7 @@
 """What each invoke task does, behind tasks.py's argument parsing."""
 from __future__ import annotations
 
+from .artifacts.manifest import finished_manifest
 from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
 from .errors import UserError
 from .settings import Settings
@@ -8,10 +9,17 @@ from .toolchain.image import prepare_toolchain
 
 
 def list_boards() -> list[tuple[str, str]]:
-    """(name, description) of every board, then of every group with its boards."""
-    groups = [(name, load_group(name)) for name in group_names()]
-    return [(name, load_board(name).spec.description) for name in board_names()] + [
-        (name, f"group: {group.description} ({', '.join(group.boards)})") for name, group in groups]
+    """(name, description) of every board, then of every group with its boards; a file with a mistake
+    is listed with it, and the others as usual."""
+    def describe(name: str, load, say) -> tuple[str, str]:
+        try:
+            return name, say(load(name))
+        except UserError as error:
+            return name, f"INVALID: {error}"
+
+    return [describe(name, load_board, lambda board: board.spec.description) for name in board_names()] + [
+        describe(name, load_group, lambda group: f"group: {group.description} ({', '.join(group.boards)})")
+        for name in group_names()]
 
 
 def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False,
@@ -49,6 +57,8 @@ def deploy(boards: str, settings: Settings, options, kernel: bool = False, reboo
     names = expand_board_names(boards)
     if kernel:
         return [install_kernel(name, settings, options.trust_new_host, reboot) for name in names]
+    for name in names:  # a board never built is bad input: refused before any board is touched
+        finished_manifest(settings.out_dir / name, name)
     return deploy_many([load_board(name) for name in names], settings.out_dir, options)
 
 

@@ -3,13 +3,16 @@ so a killed build still says what it did and where it stopped."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from ..errors import UserError
 from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What build steps write into the manifest (a skipped step gives the same values again).
 STEP_FIELDS = ("tools", "config_sha256", "kernel_release", "app_builder", "app_glibc", "artifacts")
 
@@ -85,3 +88,37 @@ def earlier_manifest(out_dir: Path, board: str) -> Manifest | None:
 
 def load_manifest(out_dir: Path) -> dict:
     return json.loads((out_dir / MANIFEST_NAME).read_text())
+
+
+def finished_manifest(out_dir: Path, board: str) -> dict:
+    """The manifest of a finished build of `board`, checked as the contract it is for deploy, kernel
+    installs and the virtual boards: one line naming the file when it is missing, unfinished or damaged."""
+    file = out_dir / MANIFEST_NAME
+    rebuild = f"run invoke build --board {board}"
+    try:
+        manifest = load_manifest(out_dir)
+    except FileNotFoundError:
+        raise UserError(f"{file}: no build for {board}: {rebuild}") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{file}: not readable as JSON ({error}): {rebuild}") from None
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{file}: not a manifest crossboard wrote ({problem}): {rebuild}")
+    if manifest["status"] != "done":
+        raise UserError(f"{file}: the last build of {board} did not finish ({manifest['status']}): {rebuild}")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    for key, kind in (("status", str), ("kernel_release", str), ("artifacts", list)):
+        if not isinstance(manifest.get(key), kind):
+            return f"{key} missing or not a {kind.__name__}"
+    for artifact in manifest["artifacts"]:
+        if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("path", "kind", "sha256")):
+            return "an artifact without path, kind or sha256"
+        path = PurePosixPath(artifact["path"])
+        if path.is_absolute() or ".." in path.parts or not SHA256.match(artifact["sha256"]):
+            return f"artifact {artifact['path']!r}: not a path inside the output folder with a sha256"
+    return None

@@ -35,6 +35,9 @@ for _tag, _pattern, _first in (
     _StrictResolver.add_implicit_resolver(_tag, _pattern, list(_first))
 
 
+MAX_DEPTH = 32  # a board file is a few levels deep; far deeper is a mistake or an attack
+
+
 class _StrictLoader(
     yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _StrictResolver
 ):
@@ -44,6 +47,21 @@ class _StrictLoader(
         yaml.parser.Parser.__init__(self)
         yaml.composer.Composer.__init__(self)
         _StrictResolver.__init__(self)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        # Aliases refused: a few hundred bytes of them expand to gigabytes ("billion laughs").
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in board files",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 @dataclass
@@ -66,12 +84,14 @@ def load(path: Path, display: str) -> Located:
         text = path.read_text()
     except OSError as error:
         raise UserError(f"{display}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{display}: not UTF-8 text (byte {error.start}): save it as UTF-8") from None
     try:
         root = yaml.compose(text, Loader=_StrictLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        problem = getattr(error, "problem", None) or str(error)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise UserError(f"{display}:{line}: not valid YAML: {problem}") from None
     located = Located(value={})
     if root is None:

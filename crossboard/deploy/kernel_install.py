@@ -10,13 +10,13 @@ import time
 from pathlib import Path, PurePosixPath
 
 from ..artifacts.files import sha256_of
+from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
 from ..remote.connection import Session, connect
 from ..remote.transfer import Upload, push
 from . import extlinux
 from .reboot import boot_id, reboot_into
-from .run import built_manifest
 
 RECORD = "crossboard/installed.json"  # on the boot partition, beside the kernels
 # A kernel release is one plain name: it becomes folder names and an extlinux label.
@@ -80,7 +80,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
     boot it and check the board runs it."""
     partition, conf = _boot(board)
     out_dir = out_root / board.name
-    manifest = built_manifest(board, out_dir)
+    manifest = finished_manifest(out_dir, board.name)
     release = _checked_release(manifest["kernel_release"], str(out_dir / "manifest.json"))
     kind = {artifact["kind"]: artifact for artifact in manifest["artifacts"]}
     if "kernel" not in kind or "modules-tree" not in kind:

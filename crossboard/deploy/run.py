@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts.files import write_atomically
-from ..artifacts.manifest import MANIFEST_NAME, load_manifest
+from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
@@ -34,17 +34,6 @@ class DeployOptions:
     modules: frozenset[str] = frozenset()  # empty: every module the build made
     echo: bool = True
     alone: bool = True  # one board: progress may be a bar; several share the terminal, so plain lines
-
-
-def built_manifest(board: LoadedBoard, out_dir: Path) -> dict:
-    try:
-        manifest = load_manifest(out_dir)
-    except FileNotFoundError:
-        raise UserError(f"{out_dir / MANIFEST_NAME}: no build for {board.name}: run invoke build --board {board.name}") from None
-    if manifest["status"] != "done":
-        raise UserError(f"{out_dir / MANIFEST_NAME}: the last build of {board.name} did not finish "
-                        f"({manifest['status']}): run invoke build --board {board.name}")
-    return manifest
 
 
 def open_board(board: LoadedBoard, options: DeployOptions, cancellation: Cancellation | None = None) -> Session:
@@ -76,7 +65,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
     report = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sent": [], "modules": [], "apps": []}
     try:
-        manifest = built_manifest(board, out_dir)
+        manifest = finished_manifest(out_dir, board.name)
         wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
         built = sorted(Path(a["path"]).stem for a in wanted if a["kind"] == "module")
         if unknown := sorted(options.modules - set(built)):

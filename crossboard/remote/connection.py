@@ -81,7 +81,11 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
     hostname = config.get("hostname", connection.host)
-    keys = [connection.key] if connection.key else list(config.get("identityfile", []))
+    if connection.key and not (base_dir / Path(connection.key).expanduser()).is_file():
+        raise UserError(f"{connection.host}: connection.key: no such file {base_dir / Path(connection.key).expanduser()}")
+    # ssh passes over IdentityFile entries that do not exist; so does crossboard
+    keys = [connection.key] if connection.key else [key for key in config.get("identityfile", [])
+                                                     if Path(key).expanduser().is_file()]
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
@@ -310,6 +314,9 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
         except (TimeoutError, OSError, paramiko.SSHException) as error:
             if sock is not None:
                 sock.close()
+            if "No authentication methods available" in str(error):  # no key and no agent: waiting will not help
+                raise UserError(f"{target.name}: no key to log in as {target.user} with: set connection.key "
+                                "or load the key into your SSH agent") from None
             if time.monotonic() >= deadline:
                 raise InfrastructureError(f"{target.name}: cannot connect to {target.hostname}:{target.port} "
                                           f"({error or type(error).__name__})") from None

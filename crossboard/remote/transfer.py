@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import InfrastructureError, StepFailed
+from ..errors import InfrastructureError, StepFailed, UserError
 from ..progress import Progress
 from .connection import WINDOW_BYTES, Session
 
@@ -88,6 +88,8 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progr
     for upload in uploads:
         if "\n" in upload.remote or upload.remote.startswith("/") or ".." in Path(upload.remote).parts:
             raise StepFailed(f"cannot send {upload.remote!r}: not a plain relative name")
+        if upload.data is None and not upload.local.is_file():
+            raise UserError(f"{upload.local}: missing from the build's output (deleted since?): run invoke build again")
     if current is None:
         current = parse_hashes(board.run(hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout)
     todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]

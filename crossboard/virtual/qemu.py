@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard, load_board
-from ..deploy.run import built_manifest
 from ..errors import InfrastructureError, UserError
 from ..remote import connection as remote_connection
 from ..settings import Settings
@@ -104,7 +104,7 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
 
     stock = kernel_board(vboard)
     stock_out = vboard.settings.out_dir / stock.name
-    artifacts = {a["kind"]: a for a in built_manifest(stock, stock_out)["artifacts"]}
+    artifacts = {a["kind"]: a for a in finished_manifest(stock_out, stock.name)["artifacts"]}
     keys = ensure_keys(vboard.keys_dir)
     runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo,
                            prepare=True)

@@ -1,0 +1,98 @@
+"""Bad input of every kind ends in one line naming the file, key or option, exit code 2, and nothing
+changed: board files, manifests, options, keys, artifacts. Seconds, no Docker, no root."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from fakes import copy_project
+
+from crossboard import PROJECT_ROOT
+from crossboard.artifacts.manifest import finished_manifest
+from crossboard.board import strict_yaml
+from crossboard.board.schema import Connection
+from crossboard.errors import UserError
+from crossboard.remote.connection import resolve
+from crossboard.remote.transfer import Upload, push
+
+pytestmark = pytest.mark.fast
+
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("description: caf\xe9\n".encode("latin-1"), r"^t\.yaml: not UTF-8 text \(byte 16\)"),
+    (b"a: &x [1, 2]\nb: *x\n", r"^t\.yaml:2: not valid YAML: aliases \(\*name\) are not allowed"),
+    (ALIAS_BOMB.encode(), r"^t\.yaml:2: not valid YAML: aliases"),
+    (b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n", r"^t\.yaml:1: not valid YAML: nested more than 32 levels deep$"),
+    (b"a: b\x00c\n", r"^t\.yaml:1: not valid YAML: unacceptable character #x0000: special characters are not allowed$"),
+], ids=["latin-1", "alias", "alias bomb", "deep nesting", "NUL byte"])
+def test_hostile_or_broken_yaml_is_one_line(tmp_path, content, message):
+    (tmp_path / "t.yaml").write_bytes(content)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=message):
+        strict_yaml.load(tmp_path / "t.yaml", "t.yaml")
+    assert time.monotonic() - started < 1
+
+
+GOOD = {"status": "done", "kernel_release": "6.12.0-x", "artifacts": [
+    {"path": "apps/hello", "kind": "app", "sha256": "a" * 64, "size": 1}]}
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "no build for b: run invoke build --board b"),
+    ("", r"not readable as JSON"),
+    ("[]", r"not a manifest crossboard wrote \(not a JSON object\)"),
+    (json.dumps({**GOOD, "status": None}), r"\(status missing or not a str\)"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "artifacts"}), r"\(artifacts missing or not a list\)"),
+    (json.dumps({**GOOD, "artifacts": [{"path": "../../etc/passwd", "kind": "app", "sha256": "a" * 64}]}),
+     r"artifact '../../etc/passwd': not a path inside the output folder"),
+    (json.dumps({**GOOD, "status": "running"}), r"the last build of b did not finish \(running\)"),
+])
+def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, message):
+    if text is not None:
+        (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(UserError, match=message):
+        finished_manifest(tmp_path, "b")
+    (tmp_path / "manifest.json").write_text(json.dumps(GOOD))
+    assert finished_manifest(tmp_path, "b") == GOOD
+
+
+@pytest.mark.parametrize("wait", ["abc", "-5", "nan"])
+def test_a_bad_wait_is_refused_in_one_line(wait):
+    done = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--wait", wait], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, f"crossboard: error: --wait: expected a number of seconds (0 or more), "
+                                                 f"got {wait!r}\n")
+
+
+def test_deploying_a_board_never_built_is_bad_input(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--board", "qemu-arm64"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, env={**os.environ, "CROSSBOARD_OUT": str(tmp_path)})
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"crossboard: error: {tmp_path}/qemu-arm64/manifest.json: no build for qemu-arm64: "
+                                   "run invoke build --board qemu-arm64")
+
+
+def test_a_missing_key_file_is_named_at_once(tmp_path):
+    with pytest.raises(UserError, match=r"^board.lab: connection.key: no such file .*/keys/gone$"):
+        resolve(Connection(host="board.lab", key="keys/gone"), base_dir=tmp_path)
+
+
+def test_a_missing_artifact_is_named_not_taken_for_a_lost_connection(tmp_path):
+    with pytest.raises(UserError, match=r"hello: missing from the build's output"):
+        push(None, "/remote", [Upload(tmp_path / "apps/hello", "apps/hello", "a" * 64)])
+
+
+def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
+    boards = copy_project(tmp_path)
+    (boards / "broken.yaml").write_text("description: [\n")
+    done = subprocess.run([sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "CROSSBOARD_BOARDS": str(boards)})
+    assert done.returncode == 2
+    assert re.search(r"^qemu-arm64 +Virtual board", done.stdout, re.M)
+    assert re.search(r"^broken +INVALID: boards/broken.yaml:\d: not valid YAML", done.stdout, re.M), done.stdout

@@ -15,9 +15,10 @@ def boards(c):
     width = max((len(name) for name, _ in listed), default=0)
     for name, description in listed:
         print(f"{name:<{width}}  {description}")
-    invalid = [name for name, description in listed if description.startswith("INVALID: ")]
-    if invalid:
-        raise UserError(f"{', '.join(invalid)}: the file has a mistake (above); the other boards are usable")
+    mistakes = [description.removeprefix("INVALID: ") for _, description in listed if description.startswith("INVALID: ")]
+    if mistakes:
+        more = len(mistakes) - 1
+        raise UserError(mistakes[0] + (f" (and {more} more board files with mistakes, above)" if more else ""))
 
 
 OUTPUT_HELP = {

@@ -15,9 +15,10 @@ def reports_errors(task_body):
 
     @functools.wraps(task_body)
     def wrapper(*args, **kwargs):
-        # CI systems cancel with SIGTERM: unwind as for Ctrl-C, so containers are removed and the
-        # manifest says the build was interrupted.
+        # CI systems cancel with SIGTERM, a closed terminal sends SIGHUP: unwind as for Ctrl-C, so
+        # containers are removed and the manifest says the build was interrupted.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGHUP, _interrupt)
         try:
             return task_body(*args, **kwargs)
         except (CrossboardError, KeyboardInterrupt) as error:

@@ -96,3 +96,38 @@ def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
     assert done.returncode == 2
     assert re.search(r"^qemu-arm64 +Virtual board", done.stdout, re.M)
     assert re.search(r"^broken +INVALID: boards/broken.yaml:\d: not valid YAML", done.stdout, re.M), done.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"kernel": {"source": {"debian": "x;touch f"}}}, r"kernel.source.debian: 'x;touch f' does not have the expected form"),
+    ({"kernel": {"source": {"git": {"url": "--upload-pack=touch f", "ref": "main"}}}}, r"kernel.source.git.url: "),
+    ({"kernel": {"dtbs": ["-x.dtb"]}}, r"kernel.dtbs\[0\]: '-x.dtb' does not have"),
+    ({"kernel": {"dtbs": ["ti/../../etc.dtb"]}}, r"kernel.dtbs\[0\]: 'ti/../../etc.dtb' does not have"),
+    ({"modules": ["../../outside"]}, r"modules\[0\]: .*/outside is outside the project"),
+], ids=["shell in a package name", "an option as git URL", "an option as DTB", "a DTB outside the tree",
+        "a module outside the project"])
+def test_values_that_would_reach_a_shell_or_leave_the_project_are_refused(tmp_path, override, message):
+    from crossboard.board.load import load_board
+
+    (tmp_path / "outside").mkdir()
+    boards = copy_project(tmp_path)
+    with pytest.raises(UserError, match=message):
+        load_board("qemu-arm64", boards, overrides=override)
+
+
+def test_secrets_are_written_for_their_owner_alone_and_other_files_follow_the_umask(tmp_path):
+    from crossboard.artifacts.files import current_umask, write_atomically
+    from crossboard.virtual.keys import ensure_keys
+
+    keys = ensure_keys(tmp_path / "keys")
+    assert keys["host"].stat().st_mode & 0o777 == 0o600 and keys["client"].stat().st_mode & 0o777 == 0o600
+    write_atomically(tmp_path / "artifact", b"x")
+    assert (tmp_path / "artifact").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+    assert current_umask() == os.umask(current_umask())  # read, not changed
+
+
+def test_a_password_in_a_tarball_url_is_never_shown():
+    from crossboard.pipeline.source import redacted
+
+    assert redacted("https://me:secret@lab.example:8443/l.tar.xz") == "https://me:***@lab.example:8443/l.tar.xz"
+    assert redacted("https://lab.example/l.tar.xz") == "https://lab.example/l.tar.xz"

@@ -204,3 +204,11 @@ def test_a_board_behind_a_jump_host_named_in_an_included_ssh_config(ssh_lab, ser
     with connect(connection, trust_new_host=True, known_hosts=known_hosts) as board:
         assert board.target.proxy_command.endswith(f"-W 127.0.0.1:{server.port} labjump")
         assert board.run("echo $SSH_CONNECTION").stdout.split()[2:] == ["127.0.0.1", str(server.port)]
+
+
+def test_a_link_in_the_output_reaches_the_board_as_the_file_it_points_to(board, remote_dir, tmp_path):
+    (tmp_path / "real.ko").write_bytes(b"module bytes")
+    (tmp_path / "link.ko").symlink_to(tmp_path / "real.ko")
+    push(board, remote_dir, [upload_of(tmp_path / "link.ko", "link.ko")])
+    assert board.run(f"test -L {shlex.quote(remote_dir)}/link.ko").code != 0
+    assert board.run(f"cat {shlex.quote(remote_dir)}/link.ko").stdout == "module bytes"

@@ -33,14 +33,23 @@ def highest_glibc(readelf_versions: str) -> tuple[int, ...] | None:
     return max(versions) if versions else None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def current_umask() -> int:
+    """The process's umask, read without setting it: os.umask(0) and back is a window in which files
+    that other threads create get mode 0666."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022
+
+
+def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write to a temporary file beside `path`, then rename: readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     try:
-        os.fchmod(handle, 0o666 & ~umask)  # mkstemp's 0600 would hide artifacts from other users
+        # mkstemp's 0600 would hide artifacts from other users; secrets ask for their own mode
+        os.fchmod(handle, mode if mode is not None else 0o666 & ~umask)
         with os.fdopen(handle, "wb") as out:
             out.write(data)
             out.flush()

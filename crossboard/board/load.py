@@ -184,6 +184,12 @@ def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
         if not fragment.is_file():
             where = _where(located, ("kernel", "config", "fragments", index))
             raise UserError(f"{where} kernel.config.fragments[{index}]: no such file {_display(fragment, board.project_root)}")
+    for key, folders in (("modules", board.module_dirs()), ("apps", board.app_dirs())):
+        for index, folder in enumerate(folders):
+            if not folder.is_relative_to(board.project_root.resolve()):
+                where = _where(located, (key, index))
+                raise UserError(f"{where} {key}[{index}]: {folder} is outside the project: copy it in, or link "
+                                "the project to it")
     for index, module in enumerate(board.module_dirs()):
         if not module.is_dir():
             where = _where(located, ("modules", index))

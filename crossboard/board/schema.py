@@ -20,14 +20,14 @@ class Tarball(Strict):
 
 
 class Git(Strict):
-    url: NonEmpty
-    ref: NonEmpty
+    url: Annotated[str, Field(pattern=r"^[^-\s]\S*$")]  # never an option to git
+    ref: Annotated[str, Field(pattern=r"^[^-\s]\S*$")]
 
 
 class KernelSource(Strict):
     """Exactly one of: a Debian linux-source package, a tarball, a git ref, a local folder."""
 
-    debian: NonEmpty | None = None
+    debian: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")] | None = None  # a Debian package name
     tarball: Tarball | None = None
     git: Git | None = None
     path: NonEmpty | None = None
@@ -55,7 +55,8 @@ class Kernel(Strict):
     config: KernelConfig
     localversion: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]*$")] = ""
     image: Literal["Image", "Image.gz"] = "Image"
-    dtbs: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_/.-]+\.dtb$")]] = []
+    # each segment starts with a letter, digit or _: never `..`, never an option to make
+    dtbs: list[Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z0-9_][A-Za-z0-9_.-]*\.dtb$")]] = []
     samples: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = []
     boot: Literal["built-in-drivers", "initramfs"] = "built-in-drivers"
 

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import subprocess
 import tarfile
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,15 @@ class SourcePlan:
     @property
     def tree_on_host(self) -> Path:
         return self.mount / self.key if self.key else self.mount
+
+
+def redacted(url: str) -> str:
+    """The URL as logs and messages show it: a password in it is not written anywhere."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
+                                                  + (f":{parts.port}" if parts.port else "")))
 
 
 def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
@@ -62,7 +72,7 @@ def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
     if source.kind == "debian":
         return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
     if source.kind == "tarball":
-        return [f"download {source.tarball.url}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
+        return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
     if source.kind == "git":
         return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
     return [f"use the kernel tree at {plan.tree_on_host}"]
@@ -121,19 +131,19 @@ def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -
 def _unpack_tarball(source: KernelSource, mount: Path, partial: Path, tee: Tee) -> None:
     expected = source.tarball.sha256
     download = mount / f".download-{expected[:16]}"
-    tee.line(f"downloading {source.tarball.url}")
+    tee.line(f"downloading {redacted(source.tarball.url)}")
     try:
         with urllib.request.urlopen(source.tarball.url, timeout=60) as response, open(download, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
         actual = sha256_of(download)
         if actual != expected:
-            raise UserError(f"kernel.source.tarball.sha256: {source.tarball.url} has sha256 {actual}, "
+            raise UserError(f"kernel.source.tarball.sha256: {redacted(source.tarball.url)} has sha256 {actual}, "
                             f"the board file says {expected}; nothing was unpacked")
         partial.mkdir()
         with tarfile.open(download) as archive:
             archive.extractall(partial, filter="data")
     except OSError as error:
-        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {source.tarball.url}: {error}") from None
+        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(source.tarball.url)}: {error}") from None
     finally:
         download.unlink(missing_ok=True)
 

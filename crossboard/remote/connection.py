@@ -219,6 +219,9 @@ class Session:
         output = stdout.decode(errors="replace")
         if through_sudo:
             before, marker, output = output.partition(f"{ROOT_SHELL_STARTED}\n")
+            if code == 127 and not marker:
+                raise UserError(f"{self.target.name}: sudo is not installed on the board: install it, or log in as "
+                                "root (connection.user: root, connection.sudo: false)")
             if before or not marker:
                 user = self.target.user
                 raise UserError(f"{self.target.name}: {user} cannot run sudo without a password: on the board add "

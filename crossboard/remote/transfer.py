@@ -156,7 +156,8 @@ def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def _send_tar(send: Callable[[bytes], object], uploads: list[Upload], progress) -> None:
     writer = io.BufferedWriter(_Sink(send, progress), buffer_size=256 << 10)
-    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT) as archive:
+    # dereference: a link in out/ reaches the board as the file it points to, never as a link
+    with tarfile.open(fileobj=writer, mode="w|", format=tarfile.GNU_FORMAT, dereference=True) as archive:
         for upload in uploads:
             if upload.data is None:
                 archive.add(str(upload.local), arcname=upload.remote, recursive=False)

@@ -37,13 +37,12 @@ def ensure_keys(folder: Path) -> dict[str, Path]:
              "client": folder / "id_ed25519", "client_pub": folder / "id_ed25519.pub"}
     if not paths["host"].is_file() or not paths["host_pub"].is_file():
         host = Ed25519PrivateKey.generate()
-        write_atomically(paths["host"], dropbear_private(host))
+        write_atomically(paths["host"], dropbear_private(host), mode=0o600)
         write_atomically(paths["host_pub"], (public_line(host) + "\n").encode())
     if not paths["client"].is_file() or not paths["client_pub"].is_file():
         client = Ed25519PrivateKey.generate()
         private = client.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                        serialization.NoEncryption())
-        write_atomically(paths["client"], private)
-        paths["client"].chmod(0o600)
+        write_atomically(paths["client"], private, mode=0o600)
         write_atomically(paths["client_pub"], (public_line(client) + " crossboard-virtual-board\n").encode())
     return paths

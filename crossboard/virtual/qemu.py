@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..artifacts.files import write_atomically
 from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard, load_board
 from ..errors import InfrastructureError, UserError
@@ -175,8 +176,7 @@ def _remember_host_key(vboard: VirtualBoard) -> None:
     lines = known_hosts.read_text().splitlines() if known_hosts.is_file() else []
     kept = [line for line in lines if not line.startswith(name + " ")]
     public = (vboard.keys_dir / "host_key.pub").read_text().split()[:2]
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    known_hosts.write_text("\n".join(kept + [f"{name} {' '.join(public)}"]) + "\n")
+    write_atomically(known_hosts, ("\n".join(kept + [f"{name} {' '.join(public)}"]) + "\n").encode())
 
 
 def _banner(port: int) -> bool:

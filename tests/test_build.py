@@ -127,6 +127,14 @@ def test_a_module_folder_without_kbuild_is_refused_before_anything_runs(settings
     assert not mine.out_dir.exists()
 
 
+def test_a_debian_source_is_unpacked_by_the_one_container_allowed_to_write_it(settings, toolchain_image, tmp_path):
+    mine = isolated(settings, tmp_path)
+    built = build(load_board("qemu-arm64"), mine, dataclasses.replace(QUIET, only=frozenset({"source"})))
+    assert built.step("source").note == "unpacked"
+    tree = next((mine.cache_dir / "sources").glob("linux-source-6.12_*"))
+    assert (tree / "Makefile").is_file() and (tree / "scripts/min-tool-version.sh").is_file()
+
+
 def test_a_module_built_before_the_kernel_says_what_is_missing(settings, toolchain_image, tmp_path):
     mine = isolated(settings, tmp_path)
     with pytest.raises(StepFailed, match=r"not fully built \(no Module.symvers, rust/libkernel.rmeta\)"):

@@ -85,6 +85,22 @@ def test_docker_files_in_a_mounted_folder_belong_to_the_caller(docker, toolchain
         assert f"{made.stat().st_uid}:{made.stat().st_gid}" == user
 
 
+def test_build_code_cannot_touch_the_project_or_sources_nor_reach_the_network(docker, toolchain_image, tmp_path):
+    folders = {name: tmp_path / name for name in ("project", "sources", "work")}
+    with DockerRuntime(docker, toolchain_image.ref, folders, label="test") as runtime:
+        assert runtime.output(["sh", "-c", "touch /crossboard/project/tasks.py"])[0] != 0
+        assert runtime.output(["sh", "-c", "touch /crossboard/sources/Makefile"])[0] != 0
+        assert runtime.output(["sh", "-c", "touch /crossboard/work/made"])[0] == 0
+        assert runtime.output(["ls", "/sys/class/net"])[1].split() == ["lo"]
+        assert "CapEff:\t0000000000000000" in runtime.output(["cat", "/proc/self/status"])[1]
+        assert "NoNewPrivs:\t1" in runtime.output(["cat", "/proc/self/status"])[1]
+        with runtime.widened(writable=frozenset({"sources"}), network=True) as wider:
+            assert wider.output(["sh", "-c", "touch /crossboard/sources/Makefile"])[0] == 0
+            assert wider.output(["sh", "-c", "touch /crossboard/project/tasks.py"])[0] != 0
+            assert wider.output(["ls", "/sys/class/net"])[1].split() != ["lo"]
+    assert not running_test_containers(docker)
+
+
 class InterruptingTee(Tee):
     def write(self, chunk):
         raise KeyboardInterrupt

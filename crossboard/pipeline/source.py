@@ -120,7 +120,8 @@ def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -
     partial = f"{runtime.path('sources')}/.partial-{plan.key}"
     script = (f'test -f {tarball} || {{ echo "{tarball}: not in the toolchain"; exit 3; }}; '
               f"mkdir -p {partial} && tar -xf {tarball} -C {partial}")
-    code = runtime.run(["sh", "-c", script], tee)
+    with runtime.widened(writable=frozenset({"sources"})) as unpacker:  # the one step that writes the sources
+        code = unpacker.run(["sh", "-c", script], tee)
     if code == 3:
         raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: "
                         "add it to containers/toolchain/packages.txt")

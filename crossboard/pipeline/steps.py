@@ -387,7 +387,8 @@ def _apps_run(ctx: BuildContext) -> str:
     with ctx.tee("apps") as tee:
         for index, app_dir in enumerate(ctx.board.app_dirs()):
             runner, argv, env, cwd = _app_command(ctx, index, builder)
-            runner.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
+            with runner.widened(network=True) as fetching:  # cargo may fetch the app's crates
+                fetching.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
             name = app_name(app_dir)
             binary = f"{ctx.runtime.path('work')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
             code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", binary])

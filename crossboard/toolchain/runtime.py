@@ -19,6 +19,8 @@ from ..errors import InfrastructureError, StepFailed
 from .stream import Tee
 
 CONTAINER_ROOT = "/crossboard"
+# Folders a build writes; the others (the kernel sources, the project) are mounted read-only.
+WRITABLE = frozenset({"build", "work", "out"})
 RUNTIME_LABEL = "org.crossboard.runtime"
 OWNER_LABEL = "org.crossboard.owner"  # host:pid of the crossboard process that started the container
 
@@ -46,6 +48,11 @@ class Runtime(ABC):
 
     def stop(self) -> None:  # noqa: B027 (a runtime with nothing to stop needs no override)
         pass
+
+    def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> Runtime:
+        """The same folders, with `writable` ones writable and, with `network`, the network: for the
+        few commands that need more than a build does (use it in a `with`). The host has it all."""
+        return self
 
     def check(self, argv: list[str], tee: Tee, what: str, env: dict[str, str] | None = None,
               cwd: str | None = None) -> None:
@@ -98,13 +105,19 @@ class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(self, client: docker.DockerClient, image: str, folders: dict[str, Path], label: str = "build",
-                 user: str | None = None):
+                 user: str | None = None, writable: frozenset[str] = WRITABLE, network: bool = False):
         super().__init__(folders)
         self.client = client
         self.image = image
         self.label = label
         self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.writable = writable
+        self.network = network
         self.container = None
+
+    def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> DockerRuntime:
+        return DockerRuntime(self.client, self.image, self.folders, self.label, self.user, self.writable | writable,
+                             self.network or network)
 
     def path(self, folder: str) -> str:
         if folder not in self.folders:
@@ -123,12 +136,15 @@ class DockerRuntime(Runtime):
         remove_orphans(self.client)
         for host_path in self.folders.values():
             host_path.mkdir(parents=True, exist_ok=True)
-        volumes = {str(host): {"bind": self.path(name), "mode": "rw"} for name, host in self.folders.items()}
+        volumes = {str(host): {"bind": self.path(name), "mode": "rw" if name in self.writable else "ro"}
+                   for name, host in self.folders.items()}
         try:
+            # What build code can reach is only what the build writes: no capabilities, no network.
             self.container = self.client.containers.run(
                 self.image, ["sleep", "infinity"], detach=True, init=True, user=self.user, volumes=volumes,
-                labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()}, network_mode="host",
-                working_dir=CONTAINER_ROOT,
+                labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()},
+                network_mode="host" if self.network else "none", cap_drop=["ALL"],
+                security_opt=["no-new-privileges"], working_dir=CONTAINER_ROOT,
             )
         except APIError as error:
             raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None

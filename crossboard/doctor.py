@@ -13,7 +13,7 @@ from .settings import Settings
 from .toolchain.base_image import MADE_BY_US
 from .toolchain.engine import docker_client
 from .toolchain.image import REPOSITORY, find_image, image_ref
-from .toolchain.runtime import DockerRuntime
+from .toolchain.runtime import DockerRuntime, Runtime
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
     return checks
 
 
-def _kernel_minimums(runtime: DockerRuntime, board: LoadedBoard, plan) -> list[Check]:
+def _kernel_minimums(runtime: Runtime, board: LoadedBoard, plan) -> list[Check]:
     if not plan.tree_on_host.joinpath("scripts/min-tool-version.sh").is_file():
         return [Check(True, f"{board.name}: kernel source not unpacked yet, minimum versions checked at build time")]
     return [Check(not verdict.too_old, f"{board.name}: {verdict.message()}",

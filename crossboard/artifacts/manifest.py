@@ -54,11 +54,11 @@ class Manifest:
 
     def add_artifact(self, path: Path, kind: str) -> None:
         """Record a file under out_dir with its size and sha256 (and vermagic for modules)."""
-        entry = {"path": str(path.relative_to(self.out_dir)), "kind": kind, "size": path.stat().st_size,
-                 "sha256": sha256_of(path)}
+        entry: dict[str, str | int] = {"path": str(path.relative_to(self.out_dir)), "kind": kind,
+                                       "size": path.stat().st_size, "sha256": sha256_of(path)}
         if path.suffix == ".ko":
-            entry["vermagic"] = vermagic_of(path)
-            entry["release"] = release_of_vermagic(entry["vermagic"])
+            vermagic = vermagic_of(path)
+            entry["vermagic"], entry["release"] = vermagic, release_of_vermagic(vermagic)
         self.artifacts = [a for a in self.artifacts if a["path"] != entry["path"]] + [entry]
 
     def finish(self, status: str, error: str = "") -> None:

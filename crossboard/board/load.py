@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -157,7 +158,7 @@ def _where(located: strict_yaml.Located, path) -> str:
     return f"{file}:{line}:" if line else f"{file}:"
 
 
-def _explain(error: dict) -> str:
+def _explain(error: Any) -> str:
     kind, given = error["type"], error.get("input")
     if kind == "missing":
         return "required key is missing"

@@ -62,6 +62,7 @@ def add_default_label(text: str, name: str, kernel: str, fdt: str | None) -> tup
     append line; returns (new text, the stock default's name). A label of that name is replaced."""
     check(text)
     lines, default, labels = parse(text)
+    assert default is not None  # check() refuses a file without one
     stock = labels[default]
     block = [f"label {name}", f"    menu label {name}", f"    linux {kernel}"]
     if fdt:

@@ -89,8 +89,8 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
     image_name = PurePosixPath(kind["kernel"]["path"]).name
     with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
-        earlier = _read(remote, f"{partition}/{RECORD}")
-        earlier = _load_record(earlier, f"{board.name}:{partition}/{RECORD}") if earlier else None
+        earlier_text = _read(remote, f"{partition}/{RECORD}")
+        earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
         if earlier and earlier["release"] != release:
             raise UserError(f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
                             f"run invoke rollback --board {board.name} first")

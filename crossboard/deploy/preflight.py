@@ -56,7 +56,7 @@ def app_problem(app: str, needed_glibc: str, facts: BoardFacts) -> str | None:
     if not needed_glibc or facts.glibc is None:
         return None
     needed = version_in(needed_glibc)
-    if needed > facts.glibc:
+    if needed is not None and needed > facts.glibc:
         return (f"{app} needs GLIBC_{needed_glibc} but the board has glibc {dotted(facts.glibc)} "
                 "('GLIBC_x.y not found'): build it static (apps[].static: true) or for musl")
     return None

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..artifacts.files import write_atomically
 from ..artifacts.manifest import finished_manifest
@@ -62,7 +63,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
     connection, opened early by open_board_early; `cancellation`: the user's interrupt, which closes it."""
     out_dir = out_root / board.name
     spec = board.spec
-    report = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
+    report: dict[str, Any] = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sent": [], "modules": [], "apps": []}
     try:
         manifest = finished_manifest(out_dir, board.name)
@@ -160,13 +161,13 @@ def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOption
     opened = opened or {}
     options = dataclasses.replace(options, alone=len(boards) == 1)
     cancellation = Cancellation()
-    reports: list[dict | None] = [None] * len(boards)
+    results: dict[int, dict] = {}
 
     finished = [threading.Event() for _ in boards]
 
     def work(index: int, board: LoadedBoard) -> None:
         try:
-            reports[index] = deploy_board(board, out_root, options, opened.get(board.name), cancellation)
+            results[index] = deploy_board(board, out_root, options, opened.get(board.name), cancellation)
         finally:
             finished[index].set()
 
@@ -184,6 +185,7 @@ def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOption
         for done in finished:  # their reports say `interrupted`, written as the connections close
             done.wait(max(0.0, deadline - time.monotonic()))
         raise
+    reports = [results[index] for index in range(len(boards))]
     if options.echo:
         for report in reports:
             print("\n".join(describe(report)))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts.files import sha256_of
-from ..board.schema import KernelSource
+from ..board.schema import Git, KernelSource, Tarball
 from ..errors import InfrastructureError, StepFailed, UserError
 from ..locking import holding
 from ..toolchain.image import pinned_packages
@@ -46,18 +46,25 @@ def redacted(url: str) -> str:
 
 def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
     sources = cache_dir / "sources"
-    if source.kind == "path":
+    if source.path is not None:
         return SourcePlan(mount=Path(source.path).expanduser().resolve(), key="")
-    if source.kind == "debian":
+    if source.debian is not None:
         version = pinned_packages().get(source.debian, "unpinned")
         return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
-    if source.kind == "tarball":
+    if source.tarball is not None:
         return SourcePlan(mount=sources, key=f"tarball_{source.tarball.sha256[:16]}")
-    identity = hashlib.sha256(f"{source.git.url}\0{source.git.ref}".encode()).hexdigest()[:16]
+    git = _git(source)
+    identity = hashlib.sha256(f"{git.url}\0{git.ref}".encode()).hexdigest()[:16]
     return SourcePlan(mount=sources, key=f"git_{identity}")
 
 
-def tree_version(tree: Path) -> tuple[int, int, int] | None:
+def _git(source: KernelSource) -> Git:
+    """The git source, the one kind left when the others are not given (the schema wants exactly one)."""
+    assert source.git is not None
+    return source.git
+
+
+def tree_version(tree: Path) -> tuple[int, ...] | None:
     """VERSION.PATCHLEVEL.SUBLEVEL from a kernel tree's Makefile, None when there is no tree yet."""
     makefile = tree / "Makefile"
     if not makefile.is_file():
@@ -69,11 +76,12 @@ def tree_version(tree: Path) -> tuple[int, int, int] | None:
 def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
     if plan.tree_on_host.joinpath("Makefile").is_file():
         return [f"kernel source ready at {plan.tree_on_host}"]
-    if source.kind == "debian":
+    if source.debian is not None:
         return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
-    if source.kind == "tarball":
-        return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
-    if source.kind == "git":
+    if source.tarball is not None:
+        return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, "
+                f"unpack into {plan.tree_on_host}"]
+    if source.git is not None:
         return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
     return [f"use the kernel tree at {plan.tree_on_host}"]
 
@@ -98,12 +106,12 @@ def _unpack(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) 
     partial = plan.mount / f".partial-{plan.key}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        if source.kind == "debian":
+        if source.debian is not None:
             _unpack_debian(source.debian, plan, runtime, tee)
-        elif source.kind == "tarball":
-            _unpack_tarball(source, plan.mount, partial, tee)
+        elif source.tarball is not None:
+            _unpack_tarball(source.tarball, plan.mount, partial, tee)
         else:
-            _clone(source, partial, tee)
+            _clone(_git(source), partial, tee)
         if not partial.joinpath("Makefile").is_file():
             tops = [p for p in partial.iterdir() if p.is_dir()]
             if len(tops) != 1 or not tops[0].joinpath("Makefile").is_file():
@@ -129,32 +137,32 @@ def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -
         raise StepFailed(f"unpacking {tarball} failed with exit code {code} (log: {tee.log_path})")
 
 
-def _unpack_tarball(source: KernelSource, mount: Path, partial: Path, tee: Tee) -> None:
-    expected = source.tarball.sha256
+def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> None:
+    expected = tarball.sha256
     download = mount / f".download-{expected[:16]}"
-    tee.line(f"downloading {redacted(source.tarball.url)}")
+    tee.line(f"downloading {redacted(tarball.url)}")
     try:
-        with urllib.request.urlopen(source.tarball.url, timeout=60) as response, open(download, "wb") as out:
+        with urllib.request.urlopen(tarball.url, timeout=60) as response, open(download, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
         actual = sha256_of(download)
         if actual != expected:
-            raise UserError(f"kernel.source.tarball.sha256: {redacted(source.tarball.url)} has sha256 {actual}, "
+            raise UserError(f"kernel.source.tarball.sha256: {redacted(tarball.url)} has sha256 {actual}, "
                             f"the board file says {expected}; nothing was unpacked")
         partial.mkdir()
         with tarfile.open(download) as archive:
             archive.extractall(partial, filter="data")
     except OSError as error:
-        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(source.tarball.url)}: {error}") from None
+        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(tarball.url)}: {error}") from None
     finally:
         download.unlink(missing_ok=True)
 
 
-def _clone(source: KernelSource, partial: Path, tee: Tee) -> None:
+def _clone(git: Git, partial: Path, tee: Tee) -> None:
     if shutil.which("git") is None:
         raise InfrastructureError("kernel.source.git needs git on the host: apt-get install git")
-    process = subprocess.run(["git", "clone", "--depth", "1", "--branch", source.git.ref, source.git.url,
+    process = subprocess.run(["git", "clone", "--depth", "1", "--branch", git.ref, git.url,
                               str(partial)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tee.write(process.stdout)
     if process.returncode != 0:
-        raise InfrastructureError(f"kernel.source.git: cloning {source.git.url} at {source.git.ref} failed "
+        raise InfrastructureError(f"kernel.source.git: cloning {git.url} at {git.ref} failed "
                                   f"(log: {tee.log_path})")

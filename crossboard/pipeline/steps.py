@@ -78,7 +78,7 @@ def _toolcheck_run(ctx: BuildContext) -> str:
             raise StepFailed(verdict.message() + ("" if verdict.too_old else " (--strict-toolchain)"))
         if verdict.worth_a_warning:
             print(f"crossboard: warning: {verdict.message()}", flush=True)
-        notes.append(f"{verdict.tool} {dotted(verdict.found)} >= {dotted(verdict.minimum)}")
+        notes.append(f"{verdict.tool} {dotted(verdict.found or ())} >= {dotted(verdict.minimum)}")
     with ctx.tee("toolchain-check") as tee:
         if ctx.runtime.run(ctx.make("rustavailable"), tee) != 0:
             last = tee.tail.decode(errors="replace").strip().splitlines()[-1:]
@@ -134,8 +134,9 @@ def _configure_plan(ctx: BuildContext) -> list[str]:
 def _configure_run(ctx: BuildContext) -> str:
     for name, content in _fragment_files(ctx):
         write_atomically(ctx.kernel_dir_on_host / name, content.encode())
-    if ctx.board.base_config_file() is not None:
-        write_atomically(ctx.kernel_dir_on_host / BASE_CONFIG, ctx.board.base_config_file().read_bytes())
+    base_file = ctx.board.base_config_file()
+    if base_file is not None:
+        write_atomically(ctx.kernel_dir_on_host / BASE_CONFIG, base_file.read_bytes())
     with ctx.tee("configure") as tee:
         for what, argv in _configure_commands(ctx):
             ctx.runtime.check(argv, tee, what=what)
@@ -355,7 +356,7 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
     env = {"RUSTFLAGS": "-C target-feature=+crt-static"} if app.static else {}
     if builder == "cross":
         # cross maps --target-dir into its container, not --manifest-path: it runs in the app's folder
-        env[f"CROSS_TARGET_{target.upper().replace('-', '_')}_IMAGE"] = ctx.runtime.image
+        env[f"CROSS_TARGET_{target.upper().replace('-', '_')}_IMAGE"] = ctx.manifest.image["ref"]
         env.update({"CROSS_CUSTOM_TOOLCHAIN": "1", "CROSSBOARD_REAL_RUSTUP": shutil.which("rustup") or "rustup",
                     "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}"})
         argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps")]
@@ -401,7 +402,7 @@ def _apps_run(ctx: BuildContext) -> str:
                     f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
                     "(+crt-static) or build it for musl")
             built.append(name)
-    how = (f"cross on the host with the image {ctx.runtime.image}" if builder == "cross"
+    how = (f"cross on the host with the image {ctx.manifest.image.get('ref')}" if builder == "cross"
            else f"cargo in the {ctx.runtime.name} runtime")
     ctx.manifest.app_builder = f"{how}, linker aarch64-linux-gnu-gcc" + (
         f", {', '.join(sorted(compilers))}" if compilers else "")
@@ -445,10 +446,11 @@ def _collect_inputs(ctx: BuildContext) -> str | None:
     """What every other step made: when all of it is as before, so is what collect would copy."""
     made = [_kernel_inputs(ctx), _dtbs_inputs(ctx), _apps_inputs(ctx)]
     made += [module_inputs(ctx, module) for module in ctx.board.module_dirs()]
-    if any(part is None for part in made):
+    known = [part for part in made if part is not None]
+    if len(known) < len(made):
         return None
     spec = ctx.board.spec.kernel
-    return stamps.digest(*made, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256)
+    return stamps.digest(*known, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256)
 
 
 def _artifacts_still_there(ctx: BuildContext, record: dict) -> bool:

@@ -59,6 +59,13 @@ class Upload:
     sha256: str  # what the file must hash to on the board
     data: bytes | None = None  # content made in memory, instead of a local file
 
+    @property
+    def size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        assert self.local is not None
+        return self.local.stat().st_size
+
     @classmethod
     def of_bytes(cls, remote: str, data: bytes) -> Upload:
         return cls(None, remote, hashlib.sha256(data).hexdigest(), data)
@@ -88,14 +95,14 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progr
     for upload in uploads:
         if "\n" in upload.remote or upload.remote.startswith("/") or ".." in Path(upload.remote).parts:
             raise StepFailed(f"cannot send {upload.remote!r}: not a plain relative name")
-        if upload.data is None and not upload.local.is_file():
+        if upload.data is None and (upload.local is None or not upload.local.is_file()):
             raise UserError(f"{upload.local}: missing from the build's output (deleted since?): run invoke build again")
     if current is None:
         current = parse_hashes(board.run(hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout)
     todo = [upload for upload in uploads if current.get(upload.remote) != upload.sha256]
     if not todo:
         return []
-    total = sum(len(u.data) if u.data is not None else u.local.stat().st_size for u in todo)
+    total = sum(upload.size for upload in todo)
     if progress is not None and total >= WORTH_SHOWING:
         progress.set(0, total)
     else:

@@ -81,7 +81,9 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
 
 def _run(tee: Tee, argv: list[str]) -> None:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for chunk in iter(lambda: process.stdout.read1(65536), b""):
+    stdout = process.stdout
+    assert stdout is not None  # stdout=PIPE
+    for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
         tee.write(chunk)
     if process.wait() != 0:
         raise InfrastructureError(f"{Path(argv[0]).name} failed with exit code {process.returncode}: see {tee.log_path}")

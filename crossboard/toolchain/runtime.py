@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
+from docker.models.containers import Container
 
 from ..errors import InfrastructureError, StepFailed
 from .stream import Tee
@@ -89,8 +90,10 @@ class HostRuntime(Runtime):
         except FileNotFoundError:
             tee.write(f"{argv[0]}: command not found\n".encode())
             return 127
+        stdout = process.stdout
+        assert stdout is not None  # stdout=PIPE
         try:
-            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+            for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]
                 tee.write(chunk)
             return process.wait()
         finally:
@@ -113,7 +116,7 @@ class DockerRuntime(Runtime):
         self.user = user or f"{os.getuid()}:{os.getgid()}"
         self.writable = writable
         self.network = network
-        self.container = None
+        self.container: Container | None = None
 
     def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> DockerRuntime:
         return DockerRuntime(self.client, self.image, self.folders, self.label, self.user, self.writable | writable,
@@ -130,7 +133,7 @@ class DockerRuntime(Runtime):
         except DockerException as error:
             raise InfrastructureError(f"the Docker engine cannot show the image {self.image}: {error}") from None
 
-    def _start_container(self) -> None:
+    def _start_container(self) -> Container:
         """On the first command, not on entering: a build whose steps all find their inputs unchanged
         starts no container."""
         remove_orphans(self.client)
@@ -148,6 +151,7 @@ class DockerRuntime(Runtime):
             )
         except APIError as error:
             raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None
+        return self.container
 
     def stop(self) -> None:
         if self.container is None:
@@ -159,11 +163,10 @@ class DockerRuntime(Runtime):
         self.container = None
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
-        if self.container is None:
-            self._start_container()
+        container = self.container or self._start_container()
         api = self.client.api
         # exec_run(stream=True) gives no exit code; the low-level API does.
-        exec_id = api.exec_create(self.container.id, argv, environment=env or {}, workdir=cwd, user=self.user)
+        exec_id = api.exec_create(container.id, argv, environment=env or {}, workdir=cwd, user=self.user)
         for chunk in api.exec_start(exec_id, stream=True):
             tee.write(chunk)
         return api.exec_inspect(exec_id)["ExitCode"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..artifacts.files import write_atomically
 from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard, load_board
+from ..board.schema import Virtual
 from ..errors import InfrastructureError, UserError
 from ..remote import connection as remote_connection
 from ..settings import Settings
@@ -36,6 +37,11 @@ class VirtualBoard:
     def __post_init__(self):
         if self.board.spec.virtual is None:
             raise UserError(f"{self.board.file.name}: {self.board.name} is not a virtual board (no `virtual:` section)")
+
+    @property
+    def virtual(self) -> Virtual:
+        assert self.board.spec.virtual is not None  # checked when made
+        return self.board.spec.virtual
 
     @property
     def out_dir(self) -> Path:
@@ -94,7 +100,7 @@ class VirtualBoard:
 
 def kernel_board(vboard: VirtualBoard) -> LoadedBoard:
     """The board whose build the virtual board boots first: its own, or with U-Boot the stock kernel's."""
-    name = vboard.board.spec.virtual.stock_kernel
+    name = vboard.virtual.stock_kernel
     return load_board(name, vboard.board.file.parent) if name else vboard.board
 
 
@@ -109,11 +115,12 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     keys = ensure_keys(vboard.keys_dir)
     runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo,
                            prepare=True)
-    u_boot = vboard.board.spec.virtual.boot == "u-boot"
+    u_boot = vboard.virtual.boot == "u-boot"
     scripts = [MAKE_ROOT, MAKE_DISK, STOCK_EXTLINUX] if u_boot else [MAKE_ROOT]
     inputs = hashlib.sha256("\0".join(
         [artifacts["modules-tree"]["sha256"], artifacts["kernel"]["sha256"], keys["host_pub"].read_text(),
-         keys["client_pub"].read_text(), runtime.image] + [script.read_text() for script in scripts]).encode()).hexdigest()
+         keys["client_pub"].read_text(), runtime.toolchain()["id"]]
+        + [script.read_text() for script in scripts]).encode()).hexdigest()
     product = vboard.disk_image if u_boot else vboard.root_image
     stamp = vboard.work_dir / "inputs"
     if not (product.is_file() and stamp.is_file() and stamp.read_text() == inputs):
@@ -146,7 +153,7 @@ def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys:
     def project_file(path: Path) -> str:
         return f"{runtime.path('project')}/{path.relative_to(vboard.board.project_root)}"
 
-    u_boot = vboard.board.spec.virtual.boot == "u-boot"
+    u_boot = vboard.virtual.boot == "u-boot"
     with runtime, Tee(vboard.out_dir / "logs" / "virtual-root.log", echo=echo) as tee:
         root = f"{inside}/{'root.tar' if u_boot else vboard.root_image.name}"
         runtime.check(["sh", project_file(MAKE_ROOT), GUEST_DEBS, f"{inside}/modules.tar.gz", f"{inside}/host_key",
@@ -198,7 +205,7 @@ def _port_free(port: int) -> bool:
 
 
 def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
-    virtual = vboard.board.spec.virtual
+    virtual = vboard.virtual
     return [
         "qemu-system-aarch64", "-M", virtual.machine, "-cpu", virtual.cpu, "-smp", str(virtual.cpus),
         "-m", str(virtual.memory_mb), "-display", "none", "-daemonize", *media,
@@ -232,7 +239,7 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
     started = subprocess.run(qemu_command(vboard, media), capture_output=True, text=True)
     if started.returncode != 0:
         raise InfrastructureError(f"qemu-system-aarch64 failed to start: {started.stderr.strip()}")
-    deadline = time.monotonic() + vboard.board.spec.virtual.boot_timeout
+    deadline = time.monotonic() + vboard.virtual.boot_timeout
     while time.monotonic() < deadline:
         pid = vboard.pid()
         if pid is None:
@@ -241,7 +248,7 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
             return pid
         time.sleep(0.5)
     down(vboard)
-    raise InfrastructureError(f"no SSH banner from the virtual board within {vboard.board.spec.virtual.boot_timeout} s: "
+    raise InfrastructureError(f"no SSH banner from the virtual board within {vboard.virtual.boot_timeout} s: "
                               f"{_console_tail(vboard)}")
 
 

@@ -65,7 +65,7 @@ def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: 
     (out / "apps/hello").write_text(app_script)
     (out / "apps/hello").chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
     manifest = Manifest(board=name, out_dir=out)
-    manifest.add_artifact(out / "apps/hello", "app")
+    manifest.add_artifact(out / "apps/hello", "app", source="apps/hello")
     if module_release:
         (out / "modules").mkdir(exist_ok=True)
         module = out / "modules/rust_minimal.ko"

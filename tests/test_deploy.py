@@ -272,3 +272,9 @@ def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_p
     assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1] == "crossboard: error: interrupted"
     assert json.loads((lab.out / "stopped/deploy.json").read_text())["error"] == "interrupted"
+    if busy:  # the app ended with its connection
+        for _ in range(30):
+            if subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode != 0:
+                break
+            time.sleep(0.1)
+        assert subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode != 0, "the app still runs"

@@ -12,6 +12,9 @@ from ..errors import UserError
 from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
+# Raised when what the manifest records changes (2: apps say which board-file app they were built from),
+# so that a build collects again instead of keeping an artifact list of the old form.
+MANIFEST_FORMAT = 2
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What build steps write into the manifest (a skipped step gives the same values again).
 STEP_FIELDS = ("tools", "config_sha256", "kernel_release", "app_builder", "app_glibc", "artifacts")
@@ -52,10 +55,13 @@ class Manifest:
     def step(self, name: str) -> StepRecord:
         return next(record for record in self.steps if record.name == name)
 
-    def add_artifact(self, path: Path, kind: str) -> None:
-        """Record a file under out_dir with its size and sha256 (and vermagic for modules)."""
+    def add_artifact(self, path: Path, kind: str, source: str | None = None) -> None:
+        """Record a file under out_dir with its size and sha256 (and vermagic for modules); `source`:
+        what in the board file it was built from (an app's path), so that deploy needs nothing else."""
         entry: dict[str, str | int] = {"path": str(path.relative_to(self.out_dir)), "kind": kind,
                                        "size": path.stat().st_size, "sha256": sha256_of(path)}
+        if source is not None:
+            entry["source"] = source
         if path.suffix == ".ko":
             vermagic = vermagic_of(path)
             entry["vermagic"], entry["release"] = vermagic, release_of_vermagic(vermagic)

@@ -112,9 +112,25 @@ def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpec
     return report
 
 
+# Runs an app ("$@") so that it ends with its connection: a command started over SSH without a terminal
+# keeps running when the connection closes (an interrupted deploy, a lost link), but its stdin, which
+# crossboard keeps open, then ends. The guard's own output goes nowhere, so it never holds the channel.
+APP_GUARD = """exec 3<&0
+"$@" </dev/null &
+app=$!
+{ cat <&3; kill -TERM "$app"; } >/dev/null 2>&1 &
+guard=$!
+wait "$app"
+code=$?
+kill "$guard" 2>/dev/null
+exit "$code"
+"""
+
+
 def run_app(board: Session, remote_path: str, name: str, app: App) -> AppReport:
     report = AppReport(name)
-    command = " ".join(shlex.quote(part) for part in ["timeout", str(app.timeout), remote_path, *app.args])
+    command = " ".join(shlex.quote(part) for part in
+                       ["sh", "-c", APP_GUARD, "app", "timeout", str(app.timeout), remote_path, *app.args])
     result = board.run(command, timeout=app.timeout + 30)
     report.exit_code, report.stdout, report.stderr = result.code, result.stdout, result.stderr
     if result.code == 124:

@@ -15,7 +15,6 @@ from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
-from ..pipeline.steps import app_name
 from ..progress import Progress, size
 from ..remote.connection import Cancellation, Session, connect
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
@@ -105,13 +104,18 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
                                             options.keep_loaded or spec.deploy.keep_loaded, facts.loaded)
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
-                for app, app_dir in zip(spec.apps, board.app_dirs(), strict=True):
-                    name = app_name(app_dir)
-                    problem = app_problem(name, manifest.get("app_glibc", {}).get(name, ""), facts)
-                    if problem:
-                        report["apps"].append({"name": name, "refused": problem, "ok": False})
+                built_apps = {a.get("source"): Path(a["path"]).name for a in wanted if a["kind"] == "app"}
+                for app in spec.apps:
+                    binary = built_apps.get(app.path)
+                    if binary is None:
+                        report["apps"].append({"name": app.path, "ok": False, "refused": f"the build has no binary "
+                                               f"of {app.path}: run invoke build --board {board.name}"})
                         continue
-                    report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{name}", name, app)))
+                    problem = app_problem(binary, manifest.get("app_glibc", {}).get(binary, ""), facts)
+                    if problem:
+                        report["apps"].append({"name": binary, "refused": problem, "ok": False})
+                        continue
+                    report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app)))
         report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"])
     except CrossboardError as error:
         report["error"] = str(error)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts.files import highest_glibc, sha256_of, write_atomically
+from ..artifacts.manifest import MANIFEST_FORMAT
 from ..errors import StepFailed, UserError
 from ..toolchain.runtime import HostRuntime, Runtime
 from . import kconfig, source, stamps
@@ -450,7 +451,7 @@ def _collect_inputs(ctx: BuildContext) -> str | None:
     if len(known) < len(made):
         return None
     spec = ctx.board.spec.kernel
-    return stamps.digest(*known, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256)
+    return stamps.digest(*known, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256, str(MANIFEST_FORMAT))
 
 
 def _artifacts_still_there(ctx: BuildContext, record: dict) -> bool:
@@ -477,9 +478,9 @@ def _collect_run(ctx: BuildContext) -> str:
     for module in ctx.board.module_dirs():
         for built in sorted(module_work_dir(ctx, module)[0].glob("*.ko")):
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
-    for app_dir in ctx.board.app_dirs():
+    for app, app_dir in zip(spec.apps, ctx.board.app_dirs(), strict=True):
         name = app_name(app_dir)
-        ctx.manifest.add_artifact(_publish(_app_binary(ctx, app_dir), out / "apps" / name), "app")
+        ctx.manifest.add_artifact(_publish(_app_binary(ctx, app_dir), out / "apps" / name), "app", source=app.path)
     archive = out / f"modules-{release}.tar.gz"
     _pack_modules_tree(ctx.build_dir / "staging", release, archive)
     ctx.manifest.add_artifact(archive, "modules-tree")

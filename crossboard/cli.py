@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
+import traceback
 
 from invoke.exceptions import Exit
 
@@ -25,6 +27,12 @@ def reports_errors(task_body):
             message = str(error) or "interrupted"
             print(f"crossboard: error: {message}", file=sys.stderr, flush=True)
             raise Exit(code=exit_code_for(error)) from None
+        except Exception as error:  # a bug of ours: one line, and the traceback when asked for
+            if os.environ.get("CROSSBOARD_DEBUG"):
+                traceback.print_exc()
+            print(f"crossboard: internal error: {type(error).__name__}: {error} (a bug in crossboard: please report "
+                  "it; CROSSBOARD_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+            raise Exit(code=1) from None
 
     return wrapper
 

@@ -131,3 +131,33 @@ def test_a_password_in_a_tarball_url_is_never_shown():
 
     assert redacted("https://me:secret@lab.example:8443/l.tar.xz") == "https://me:***@lab.example:8443/l.tar.xz"
     assert redacted("https://lab.example/l.tar.xz") == "https://lab.example/l.tar.xz"
+
+
+def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_path):
+    import hashlib
+    import io
+    import tarfile
+
+    from fakes import RecordingRuntime
+
+    from crossboard.board.load import load_board
+    from crossboard.pipeline.context import BuildOptions
+    from crossboard.pipeline.pipeline import build, build_folders
+    from crossboard.settings import Settings
+
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as packed:
+        for name in ("linux/Makefile", "../../escaped"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            packed.addfile(info, io.BytesIO(b"x\n"))
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    boards = copy_project(tmp_path)
+    board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {"url": archive.as_uri(),
+                                                                                          "sha256": sha256}}}})
+    settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="-", debian_mirror="-")
+    with pytest.raises(UserError, match=r"^kernel.source.tarball: file://.*evil.tar: .*outside the destination"):
+        build(board, settings, BuildOptions(echo=False, app_builder="cargo", only=frozenset({"source"})),
+              runtime=RecordingRuntime(build_folders(board, settings)))
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache/escaped").exists()
+    assert json.loads((tmp_path / "out/qemu-arm64/manifest.json").read_text())["status"] == "failed"

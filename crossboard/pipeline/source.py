@@ -151,6 +151,8 @@ def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> N
         partial.mkdir()
         with tarfile.open(download) as archive:
             archive.extractall(partial, filter="data")
+    except tarfile.TarError as error:  # a member outside the tree, a link out of it, a broken archive
+        raise UserError(f"kernel.source.tarball: {redacted(tarball.url)}: {error}; nothing was kept") from None
     except OSError as error:
         raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(tarball.url)}: {error}") from None
     finally:

@@ -165,11 +165,15 @@ class DockerRuntime(Runtime):
     def run(self, argv, tee, env=None, cwd=None) -> int:
         container = self.container or self._start_container()
         api = self.client.api
-        # exec_run(stream=True) gives no exit code; the low-level API does.
-        exec_id = api.exec_create(container.id, argv, environment=env or {}, workdir=cwd, user=self.user)
-        for chunk in api.exec_start(exec_id, stream=True):
-            tee.write(chunk)
-        return api.exec_inspect(exec_id)["ExitCode"]
+        try:
+            # exec_run(stream=True) gives no exit code; the low-level API does.
+            exec_id = api.exec_create(container.id, argv, environment=env or {}, workdir=cwd, user=self.user)
+            for chunk in api.exec_start(exec_id, stream=True):
+                tee.write(chunk)
+            return api.exec_inspect(exec_id)["ExitCode"]
+        except DockerException as error:
+            raise InfrastructureError(f"the Docker engine failed running {argv[0]} in the toolchain container: "
+                                      f"{error}") from None
 
 
 def _owner(pid: int | None = None) -> str:

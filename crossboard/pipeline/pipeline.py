@@ -79,7 +79,10 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
     steps = selected_steps(options, runtime_kind)
     folders = build_folders(board, settings)
     runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=False)
-    ctx = _context(board, settings, runtime, Manifest(board=board.name, out_dir=folders["out"]), options)
+    manifest = Manifest(board=board.name, out_dir=folders["out"])
+    if isinstance(runtime, DockerRuntime):
+        manifest.image = {"ref": runtime.image}  # the image a build would use (its id once it exists)
+    ctx = _context(board, settings, runtime, manifest, options)
     print(f"build plan for {board.name}, {where(runtime)}:")
     for name, host_path in folders.items():
         print(f"  folder {name}: {host_path} -> {runtime.path(name)}")

@@ -18,6 +18,8 @@ from crossboard.board.load import load_board
 from crossboard.errors import StepFailed, UserError
 from crossboard.pipeline.pipeline import build, build_folders
 
+pytestmark = [pytest.mark.docker, pytest.mark.kernel]
+
 # Kbuild's lines for compile and link work; a no-op build prints none of them.
 COMPILE_LINE = re.compile(r"^\s+(CC|CC \[M\]|RUSTC|RUSTC \[M\]|RUSTC L|RUSTC P|LD|LD \[M\]|AR|AS|BINDGEN)\s", re.M)
 

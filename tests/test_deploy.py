@@ -11,6 +11,8 @@ from fakes import fake_built_board
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
 
+pytestmark = pytest.mark.root
+
 
 @pytest.fixture
 def lab(tmp_path, ssh_lab, monkeypatch):

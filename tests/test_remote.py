@@ -13,6 +13,8 @@ from crossboard.progress import Progress
 from crossboard.remote.connection import connect
 from crossboard.remote.transfer import STAGING_PREFIX, Upload, push
 
+pytestmark = pytest.mark.root
+
 
 @pytest.fixture(scope="module")
 def server(ssh_lab):

@@ -19,6 +19,8 @@ from crossboard.toolchain.image import context_hash, ensure_toolchain, pinned_pa
 from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
 
+pytestmark = pytest.mark.docker
+
 
 def test_context_hash_follows_content_and_base(tmp_path):
     (tmp_path / "Dockerfile").write_text("FROM x\n")

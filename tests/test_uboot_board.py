@@ -18,6 +18,8 @@ from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
 from crossboard.virtual import qemu
 
+pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
+
 CONF = "/boot/firmware/extlinux/extlinux.conf"
 
 

@@ -16,6 +16,8 @@ from crossboard.remote import connection as remote_connection
 from crossboard.remote.connection import connect
 from crossboard.virtual import qemu
 
+pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
+
 
 @pytest.fixture(scope="module")
 def virtual_board(qemu_build, settings, tmp_path_factory):

@@ -77,12 +77,12 @@ class Progress:
 
     def describe(self, now: float | None = None) -> str:
         elapsed = (now or time.monotonic()) - self.started
-        done = self.render(self.done)
+        done, unit = self.render(self.done), f" {self.unit}" if self.unit else ""
         if not self.expected:
-            return f"{self.label}: {done} {self.unit}, {duration(elapsed)} (no estimate yet: first run)"
+            return f"{self.label}: {done}{unit}, {duration(elapsed)} (no estimate yet: first run)"
         fraction = min(self.done / self.expected, 1.0)
         left = f", about {duration(elapsed * (1 - fraction) / fraction)} left" if 0 < fraction < 1 else ""
-        return (f"{self.label}: {done} of ~{self.render(self.expected)} {self.unit} ({fraction:.0%}), "
+        return (f"{self.label}: {done} of ~{self.render(self.expected)}{unit} ({fraction:.0%}), "
                 f"{duration(elapsed)}{left}")
 
     def _show(self, now: float) -> None:

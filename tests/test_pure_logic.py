@@ -123,3 +123,20 @@ def test_a_broken_extlinux_conf_is_refused(broken, reason):
 
     with pytest.raises(ValueError, match=reason):
         extlinux.add_default_label(broken, "crossboard-x", "/x/Image", None)
+
+
+def test_progress_says_done_of_expected_elapsed_and_left_and_counts_kbuild_lines():
+    import io
+
+    from crossboard.progress import Progress, size
+
+    out = io.StringIO()
+    progress = Progress("[b] kernel", expected=4, mode="lines", every=0.0, out=out)
+    progress.feed(b"  CC      init/main.o\n  RUSTC L rust/core.o\nmake[1]: Entering directory\n  LD [M]  a.ko\n  AR   ")
+    assert progress.done == 3  # the last line is not whole yet
+    progress.feed(b"   lib/lib.a\n")
+    assert progress.done == 4
+    assert out.getvalue().splitlines()[-1].startswith("  [b] kernel: 4 of ~4 objects (100%), 0 s")
+    first = Progress("[b] upload", unit="", pattern=None, render=size, mode="off")
+    first.set(3 << 20)
+    assert first.describe() == "[b] upload: 3.0 MiB, 0 s (no estimate yet: first run)"

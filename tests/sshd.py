@@ -45,6 +45,7 @@ class SshServer:
     host_key: Path
     sftp: bool = True  # without it, as dropbear without sftp-server: transfers go as an exec stream
     process: subprocess.Popen | None = None
+    namespace: str | None = None  # a network namespace of the test's own to run in (127.0.0.1 there)
 
     def start(self, folder: Path) -> SshServer:
         config = folder / f"sshd_config_{self.port}"
@@ -53,9 +54,11 @@ class SshServer:
             "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
             + ("Subsystem sftp internal-sftp\n" if self.sftp else "") + "LogLevel ERROR\n")
         Path("/run/sshd").mkdir(exist_ok=True)
-        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+        prefix = ["ip", "netns", "exec", self.namespace] if self.namespace else []
+        self.process = subprocess.Popen([*prefix, "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=open(folder / f"sshd_{self.port}.log", "ab"))
-        wait_for_banner(self.port)
+        if not self.namespace:  # in a namespace, the client waits for it (connect's --wait)
+            wait_for_banner(self.port)
         return self
 
     def stop(self) -> None:

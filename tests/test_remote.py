@@ -214,3 +214,58 @@ def test_a_link_in_the_output_reaches_the_board_as_the_file_it_points_to(board, 
     push(board, remote_dir, [upload_of(tmp_path / "link.ko", "link.ko")])
     assert board.run(f"test -L {shlex.quote(remote_dir)}/link.ko").code != 0
     assert board.run(f"cat {shlex.quote(remote_dir)}/link.ko").stdout == "module bytes"
+
+
+CLIENT_IN_NAMESPACE = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from crossboard.board.schema import Connection
+from crossboard.errors import CrossboardError
+from crossboard.remote.connection import connect
+connection = Connection(host="127.0.0.1", port={port}, user="cbdeploy", key={key!r}, connect_timeout=5)
+with connect(connection, trust_new_host=True, wait_seconds=15, known_hosts=Path({known!r})) as board:
+    print("connected", flush=True)
+    started = time.monotonic()
+    try:
+        board.run("sleep 600", timeout=900)
+        print("finished")
+    except CrossboardError as error:
+        print(f"after {{time.monotonic() - started:.0f}} s: {{error}}")
+"""
+
+
+def test_a_board_that_falls_silent_is_noticed_long_before_the_commands_time(ssh_lab, tmp_path):
+    import re
+    import subprocess
+    import sys
+    import uuid
+
+    from sshd import SshServer, free_port
+
+    from crossboard import PROJECT_ROOT
+
+    namespace = f"cb-{uuid.uuid4().hex[:8]}"  # the board and the client on a loopback of the test's own
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    server = None
+    try:
+        subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
+        server = SshServer(free_port(), make_key(tmp_path / "host_key"), namespace=namespace).start(tmp_path)
+        script = CLIENT_IN_NAMESPACE.format(root=str(PROJECT_ROOT), port=server.port, key=str(ssh_lab.key),
+                                            known=str(tmp_path / "known_hosts"))
+        client = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", script],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = [client.stdout.readline() for _ in range(2)]  # the new host key's fingerprint, then this
+        assert said[-1].strip() == "connected", said
+        time.sleep(1)
+        # the board falls silent: nothing it sends arrives any more, and nothing says so (no reset)
+        subprocess.run(["ip", "netns", "exec", namespace, "iptables", "-A", "INPUT", "-p", "tcp", "--sport",
+                        str(server.port), "-j", "DROP"], check=True)
+        output = client.communicate(timeout=150)[0]
+        found = re.search(r"after (\d+) s: 127.0.0.1: the connection was lost", output)
+        assert found, output
+        assert int(found[1]) < 90  # the command's own time is 900 s
+    finally:
+        if server:
+            server.stop()
+        subprocess.run(["ip", "netns", "del", namespace], check=False)

@@ -120,6 +120,21 @@ def load_known_hosts(keys: paramiko.HostKeys, file: Path) -> set[bytes]:
     return revoked
 
 
+# A board that loses power or its link sends nothing, not even a reset: after this long without an answer
+# the kernel gives up on the connection, so the command waiting on it ends in an error, not its timeout.
+SILENT_BOARD_SECONDS = 30
+
+
+def notice_a_silent_board(sock: socket.socket) -> None:
+    """Probes while idle (keepalive) and a limit on unanswered data (paramiko's own keepalives are data,
+    and unanswered data is retransmitted for minutes otherwise)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, SILENT_BOARD_SECONDS * 1000)
+
+
 class Cancellation:
     """Lets one thread stop the SSH work of others at once: a connect() still waiting for its board
     gives up, and every session opened under it is closed, which ends the commands running there."""
@@ -293,6 +308,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                 # Each command is a few small packets each way: with Nagle's algorithm against delayed ACKs
                 # every round trip waited about 40 ms, even on loopback.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                notice_a_silent_board(sock)
             client.connect(target.hostname, port=target.port, username=target.user, sock=sock,
                            key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
                            banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
@@ -301,7 +317,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                 client.close()
                 raise UserError(f"{target.known_hosts_name}: its host key {server_key.get_name()} "
                                 f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting")
-            client.get_transport().set_keepalive(15)
+            client.get_transport().set_keepalive(10)
             session = Session(target, client, connection.sudo)
             if cancellation is not None:
                 cancellation.track(session)

@@ -247,7 +247,7 @@ def test_a_board_that_falls_silent_is_noticed_long_before_the_commands_time(ssh_
 
     namespace = f"cb-{uuid.uuid4().hex[:8]}"  # the board and the client on a loopback of the test's own
     subprocess.run(["ip", "netns", "add", namespace], check=True)
-    server = None
+    server = client = None
     try:
         subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
         server = SshServer(free_port(), make_key(tmp_path / "host_key"), namespace=namespace).start(tmp_path)
@@ -266,6 +266,9 @@ def test_a_board_that_falls_silent_is_noticed_long_before_the_commands_time(ssh_
         assert found, output
         assert int(found[1]) < 90  # the command's own time is 900 s
     finally:
+        if client and client.poll() is None:
+            client.kill()
+            client.wait()
         if server:
             server.stop()
         subprocess.run(["ip", "netns", "del", namespace], check=False)

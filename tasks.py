@@ -21,6 +21,11 @@ def boards(c):
         raise UserError(mistakes[0] + (f" (and {more} more board files with mistakes, above)" if more else ""))
 
 
+def settings_of(c, base_image=None, mirror=None) -> Settings:
+    """The settings, invoke.yaml's `crossboard:` section among them (see README)."""
+    return Settings.from_environment(base_image, mirror, config=c.config.get("crossboard"))
+
+
 OUTPUT_HELP = {
     "verbose": "show the tools' own output too (it always goes to the logs)",
     "quiet": "progress as a plain line a minute instead of a bar, as in CI logs",
@@ -35,14 +40,14 @@ OUTPUT_HELP = {
 @reports_errors
 def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
     """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
-    settings = Settings.from_environment(base_image, mirror)
+    settings = settings_of(c, base_image, mirror)
     image = commands.toolchain(settings, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
     print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})"
           + ("; later commands use this base and mirror" if base_image or mirror else ""))
 
 
 @task(help={
-    "board": "board name (boards/<name>.yaml)",
+    "board": "board name (boards/<name>.yaml); default: the settings' board (qemu-arm64)",
     "dry-run": "print the plan (commands and where they run) and do nothing",
     "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
     "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,modules,apps,collect",
@@ -52,14 +57,16 @@ def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
     **OUTPUT_HELP,
 })
 @reports_errors
-def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="", runtime="docker",
+def build(c, board=None, dry_run=False, strict_toolchain=False, only="", runtime="docker",
           kernel_source=None, verbose=False, quiet=False, app_builder="auto"):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
     from crossboard.pipeline.context import BuildOptions
 
     options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, verbose=verbose, plain=quiet,
                            only=frozenset(filter(None, only.split(","))), app_builder=app_builder)
-    manifest = commands.build(board, Settings.from_environment(), options, runtime, kernel_source)
+    settings = settings_of(c)
+    board = board or settings.board
+    manifest = commands.build(board, settings, options, runtime, kernel_source)
     if manifest is not None:
         print(f"{board}: built {manifest.kernel_release}, {len(manifest.artifacts)} artifacts in {manifest.out_dir}")
 
@@ -68,7 +75,7 @@ def build(c, board="qemu-arm64", dry_run=False, strict_toolchain=False, only="",
 @reports_errors
 def doctor(c, board=None):
     """Check the Docker engine, the toolchain image and its tool versions; say what to do about failures."""
-    commands.doctor(Settings.from_environment(), board)
+    commands.doctor(settings_of(c), board)
 
 
 @task(help={
@@ -81,7 +88,7 @@ def doctor(c, board=None):
     "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
 })
 @reports_errors
-def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False,
+def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False,
            reboot=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
@@ -89,7 +96,8 @@ def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, modul
     options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded,
                             wait_seconds=seconds_option(wait, "--wait", default=30),
                             modules=frozenset(filter(None, module.split(","))))
-    commands.deploy(board, Settings.from_environment(), options, kernel, reboot)
+    settings = settings_of(c)
+    commands.deploy(board or settings.board, settings, options, kernel, reboot)
 
 
 @task(name="up", help={
@@ -97,32 +105,35 @@ def deploy(c, board="qemu-arm64", trust_new_host=False, keep_loaded=False, modul
     "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
 })
 @reports_errors
-def qemu_up(c, board="qemu-arm64", fresh=False):
+def qemu_up(c, board=None, fresh=False):
     """Boot the virtual board with the built kernel; returns once its SSH server answers."""
     from crossboard.virtual import qemu
 
-    vboard = commands.virtual_board(board, Settings.from_environment())
+    settings = settings_of(c)
+    vboard = commands.virtual_board(board or settings.board, settings)
     pid = qemu.up(vboard, fresh=fresh)
     print(qemu.status(vboard) if pid else "")
 
 
 @task(name="status", help={"board": "a virtual board"})
 @reports_errors
-def qemu_status(c, board="qemu-arm64"):
+def qemu_status(c, board=None):
     """Say whether the virtual board runs, on which port, and whether SSH answers."""
     from crossboard.virtual import qemu
 
-    print(qemu.status(commands.virtual_board(board, Settings.from_environment())))
+    settings = settings_of(c)
+    print(qemu.status(commands.virtual_board(board or settings.board, settings)))
 
 
 @task(name="down", help={"board": "a virtual board"})
 @reports_errors
-def qemu_down(c, board="qemu-arm64"):
+def qemu_down(c, board=None):
     """Stop the virtual board."""
     from crossboard.virtual import qemu
 
-    stopped = qemu.down(commands.virtual_board(board, Settings.from_environment()))
-    print(f"{board}: {'stopped' if stopped else 'was not running'}")
+    settings = settings_of(c)
+    stopped = qemu.down(commands.virtual_board(board or settings.board, settings))
+    print(f"{board or settings.board}: {'stopped' if stopped else 'was not running'}")
 
 
 @task(help={
@@ -131,16 +142,18 @@ def qemu_down(c, board="qemu-arm64"):
     "trust-new-host": "accept and record a host key never seen before",
 })
 @reports_errors
-def dev(c, module, board="qemu-arm64", trust_new_host=False):
+def dev(c, module, board=None, trust_new_host=False):
     """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
-    commands.dev(board, module, Settings.from_environment(), trust_new_host)
+    settings = settings_of(c)
+    commands.dev(board or settings.board, module, settings, trust_new_host)
 
 
 @task(name="pull", help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})
 @reports_errors
-def config_pull(c, board="beagleplay", trust_new_host=False):
+def config_pull(c, board=None, trust_new_host=False):
     """Build against the board's running kernel: store its config and release in boards/<board>.local.yaml."""
-    print(commands.config_pull(board, Settings.from_environment(), trust_new_host))
+    settings = settings_of(c)
+    print(commands.config_pull(board or settings.board, settings, trust_new_host))
 
 
 @task(help={
@@ -149,9 +162,9 @@ def config_pull(c, board="beagleplay", trust_new_host=False):
     "reboot": "reboot, wait for SSH and check the board runs the kernel it ran before the install",
 })
 @reports_errors
-def rollback(c, board="beagleplay", trust_new_host=False, reboot=False):
+def rollback(c, board=None, trust_new_host=False, reboot=False):
     """Undo invoke deploy --kernel: the previous default label again, crossboard's kernel and modules removed."""
-    commands.rollback(board, trust_new_host, reboot)
+    commands.rollback(board or settings_of(c).board, trust_new_host, reboot)
 
 
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)

@@ -27,6 +27,9 @@ def reports_errors(task_body):
             message = str(error) or "interrupted"
             print(f"crossboard: error: {message}", file=sys.stderr, flush=True)
             raise Exit(code=exit_code_for(error)) from None
+        except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, as any command does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=128 + signal.SIGPIPE) from None
         except Exception as error:  # a bug of ours: one line, and the traceback when asked for
             if os.environ.get("CROSSBOARD_DEBUG"):
                 traceback.print_exc()

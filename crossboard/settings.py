@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import PROJECT_ROOT
 from .artifacts.files import write_atomically
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_BASE_IMAGE = "crossboard/base:trixie"
+DEFAULT_BOARD = "qemu-arm64"  # every task's board when none is named: the one that needs no hardware
 
 
 @dataclass(frozen=True)
@@ -19,21 +22,29 @@ class Settings:
     out_dir: Path
     base_image: str
     debian_mirror: str
+    board: str = DEFAULT_BOARD
 
     @classmethod
-    def from_environment(cls, base_image: str | None = None, debian_mirror: str | None = None) -> Settings:
-        """An option wins over the environment, which wins over what `invoke toolchain` was last told
-        (remembered in the cache), which wins over the default."""
+    def from_environment(cls, base_image: str | None = None, debian_mirror: str | None = None,
+                         config: Mapping[str, Any] | None = None) -> Settings:
+        """An option wins over the environment (CROSSBOARD_*), which wins over invoke's configuration
+        (`config`: the `crossboard:` section of invoke.yaml), which wins over what `invoke toolchain` was
+        last told (remembered in the cache), which wins over the default."""
+        given = config or {}
+
+        def chosen(key: str, remembered: dict[str, str] | None = None) -> str | None:
+            value = os.environ.get(f"CROSSBOARD_{key.upper()}") or given.get(key)
+            return str(value) if value else (remembered or {}).get(key)
+
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        cache_dir = Path(os.environ.get("CROSSBOARD_CACHE", xdg_cache / "crossboard"))
-        chosen = _remembered(cache_dir)
+        cache_dir = Path(chosen("cache") or xdg_cache / "crossboard")
+        remembered = _remembered(cache_dir)
         return cls(
             cache_dir=cache_dir,
-            out_dir=Path(os.environ.get("CROSSBOARD_OUT", PROJECT_ROOT / "out")),
-            base_image=base_image or os.environ.get("CROSSBOARD_BASE_IMAGE") or chosen.get("base_image")
-            or DEFAULT_BASE_IMAGE,
-            debian_mirror=debian_mirror or os.environ.get("CROSSBOARD_DEBIAN_MIRROR") or chosen.get("debian_mirror")
-            or DEFAULT_MIRROR,
+            out_dir=Path(chosen("out") or PROJECT_ROOT / "out"),
+            base_image=base_image or chosen("base_image", remembered) or DEFAULT_BASE_IMAGE,
+            debian_mirror=debian_mirror or chosen("debian_mirror", remembered) or DEFAULT_MIRROR,
+            board=chosen("board") or DEFAULT_BOARD,
         )
 
     def remember_toolchain_choice(self) -> None:

@@ -161,3 +161,21 @@ def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_pat
               runtime=RecordingRuntime(build_folders(board, settings)))
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache/escaped").exists()
     assert json.loads((tmp_path / "out/qemu-arm64/manifest.json").read_text())["status"] == "failed"
+
+
+def test_one_default_board_for_every_task_from_the_environment_or_invoke_yaml(tmp_path, monkeypatch):
+    from crossboard.settings import Settings
+
+    monkeypatch.delenv("CROSSBOARD_BOARD", raising=False)
+    assert Settings.from_environment().board == "qemu-arm64"
+    assert Settings.from_environment(config={"board": "beagleplay", "out": str(tmp_path)}).board == "beagleplay"
+    assert Settings.from_environment(config={"out": str(tmp_path)}).out_dir == tmp_path
+    monkeypatch.setenv("CROSSBOARD_BOARD", "qemu-arm64-uboot")
+    assert Settings.from_environment(config={"board": "beagleplay"}).board == "qemu-arm64-uboot"
+    monkeypatch.delenv("CROSSBOARD_BOARD")
+    (tmp_path / "invoke.yaml").write_text("crossboard:\n  board: qemu-arm64-uboot\n")  # on 127.0.0.1
+    for task in (["build", "--dry-run"], ["rollback"]):
+        done = subprocess.run([sys.executable, "-m", "invoke", *task], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              env={**os.environ, "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml"),
+                                   "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts")}, timeout=60)
+        assert "qemu-arm64-uboot" in done.stdout + done.stderr or "127.0.0.1:2223" in done.stderr, done

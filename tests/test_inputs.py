@@ -179,3 +179,18 @@ def test_one_default_board_for_every_task_from_the_environment_or_invoke_yaml(tm
                               env={**os.environ, "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml"),
                                    "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts")}, timeout=60)
         assert "qemu-arm64-uboot" in done.stdout + done.stderr or "127.0.0.1:2223" in done.stderr, done
+
+
+def test_config_pull_edits_the_local_override_keeping_comments_and_words(tmp_path):
+    from crossboard.deploy.config_pull import pointed_local_override
+
+    local = tmp_path / "beagleplay.local.yaml"
+    local.write_text("# my lab's board\nconnection:\n  host: play-3.lab  # the one by the window\n"
+                     "description: yes\nkernel:\n  localversion: -old\n")
+    edited = pointed_local_override(local, "beagleplay.pulled.config", "-ti-arm64-r54").decode()
+    assert edited.startswith("# my lab's board\n") and "# the one by the window" in edited
+    assert "description: yes\n" in edited
+    assert "base: file:beagleplay.pulled.config" in edited and "localversion: -ti-arm64-r54" in edited
+    local.write_text("kernel: [\n")
+    with pytest.raises(UserError, match=r"beagleplay.local.yaml: not valid YAML, so it was left as it is"):
+        pointed_local_override(local, "x.config", "")

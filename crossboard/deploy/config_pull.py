@@ -2,10 +2,12 @@
 stores them as the board's base config and LOCALVERSION in the untracked local override file."""
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML, CommentedMap
+from ruamel.yaml.error import YAMLError
 
 from ..artifacts.files import write_atomically
 from ..board.load import LoadedBoard
@@ -56,12 +58,25 @@ def pull_config(board: LoadedBoard, trust_new_host: bool = False) -> tuple[Path,
         raise UserError(f"{problem}. Install a Rust-enabled kernel built by crossboard on the board instead")
     _, localversion = split_release(release)
     config_file = board.boards_dir / f"{board.name}.pulled.config"
-    write_atomically(config_file, config_text.encode())
     local_file = board.boards_dir / f"{board.name}.local.yaml"
-    local = yaml.safe_load(local_file.read_text()) if local_file.is_file() else None
-    local = local if isinstance(local, dict) else {}
-    kernel = local.setdefault("kernel", {})
-    kernel.setdefault("config", {})["base"] = f"file:{config_file.name}"
-    kernel["localversion"] = localversion
-    write_atomically(local_file, yaml.safe_dump(local, sort_keys=False).encode())
+    override = pointed_local_override(local_file, config_file.name, localversion)  # refused before anything is written
+    write_atomically(config_file, config_text.encode())
+    write_atomically(local_file, override)
     return config_file, release
+
+
+def pointed_local_override(local_file: Path, config_name: str, localversion: str) -> bytes:
+    """The local override with kernel.config.base and kernel.localversion set, everything else in it kept
+    as written: comments, order, and YAML 1.2 meaning (`yes` stays the word yes)."""
+    editor = YAML()  # round trip
+    try:
+        local = editor.load(local_file.read_text()) if local_file.is_file() else None
+    except YAMLError as error:
+        raise UserError(f"{local_file}: not valid YAML, so it was left as it is: {' '.join(str(error).split())}") from None
+    local = local if isinstance(local, dict) else CommentedMap()
+    kernel = local.setdefault("kernel", CommentedMap())
+    kernel.setdefault("config", CommentedMap())["base"] = f"file:{config_name}"
+    kernel["localversion"] = localversion
+    text = io.StringIO()
+    editor.dump(local, text)
+    return text.getvalue().encode()

@@ -109,7 +109,7 @@ class BuildContext:
     @contextmanager
     def counted_tee(self, step: str) -> Iterator[Tee]:
         """The step's log, with kbuild's lines showing how far along it is. The estimate is the count of
-        the last run that started from nothing (a kernel with no vmlinux yet; a module always)."""
+        the last run that started from nothing (a kernel with no vmlinux yet; the DTBs always)."""
         fresh = step != "kernel" or not (self.kernel_dir_on_host / "vmlinux").exists()
         memory = Remembered(self.kernel_dir_on_host / ".crossboard-stamps" / "progress.json")
         progress = Progress(f"[{self.board.name}] {step}", expected=memory.get(step) if fresh else None,

@@ -271,4 +271,8 @@ def test_a_board_that_falls_silent_is_noticed_long_before_the_commands_time(ssh_
             client.wait()
         if server:
             server.stop()
+        # whatever still runs in the namespace (sshd's session for the client, the command) goes with it
+        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
+        if pids:
+            subprocess.run(["kill", "-9", *pids], check=False)
         subprocess.run(["ip", "netns", "del", namespace], check=False)

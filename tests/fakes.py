@@ -9,6 +9,7 @@ from pathlib import Path
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import LoadedBoard, load_board
+from crossboard.toolchain.runtime import Runtime
 
 BOARD = """\
 description: sshd on 127.0.0.1 standing in for a board
@@ -118,50 +119,24 @@ def fake_kernel_tarball(folder: Path, makefile: str = FAKE_MAKEFILE) -> tuple[st
     return archive.as_uri(), hashlib.sha256(archive.read_bytes()).hexdigest()
 
 
-class RecordingRuntime:
-    """Stands in for the toolchain container: records each command and makes the files the real one
-    would (a .config from the fragments, an Image, .ko files with a vermagic, an app binary), so the
-    pipeline's decisions can be tested in milliseconds. `commands` lists what ran, as argv lists."""
+class RecordingRuntime(Runtime):
+    """Stands in for the toolchain container (hence its name): records each command and makes the files
+    the real one would (a .config from the fragments, an Image, .ko files with a vermagic, an app binary),
+    so the pipeline's decisions can be tested in milliseconds. `commands` lists what ran, as argv lists."""
 
-    name = "recording"
+    name = "docker"
 
     def __init__(self, folders: dict[str, Path], toolchain_id: str = "sha256:fake-1", slow: float = 0.0):
-        self.folders = dict(folders)
+        super().__init__(folders)
         self.toolchain_id = toolchain_id
         self.slow = slow  # seconds the kernel make takes, for tests of builds at the same time
         self.commands: list[list[str]] = []
 
-    # the Runtime interface
     def path(self, folder: str) -> str:
         return str(self.folders[folder])
 
     def toolchain(self) -> dict[str, str]:
         return {"ref": "crossboard/toolchain:fake", "id": self.toolchain_id}
-
-    def check(self, argv, tee, what, env=None, cwd=None) -> None:
-        from crossboard.errors import StepFailed
-
-        if self.run(argv, tee, env=env, cwd=cwd) != 0:
-            raise StepFailed(f"{what} failed")
-
-    def output(self, argv, env=None, cwd=None) -> tuple[int, str]:
-        from crossboard.toolchain.stream import Tee
-
-        tee = Tee(echo=False)
-        code = self.run(argv, tee, env=env, cwd=cwd)
-        return code, tee.tail.decode()
-
-    def stop(self) -> None:
-        pass
-
-    def widened(self, writable=frozenset(), network=False):
-        return self
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         self.commands.append(list(argv))

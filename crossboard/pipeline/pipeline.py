@@ -47,12 +47,12 @@ def preflight(board: LoadedBoard) -> None:
                             f"(it needs a line `obj-m := {module.name}.o`)")
 
 
-def selected_steps(options: BuildOptions, runtime_kind: str, given_runtime: bool = False) -> list[Step]:
+def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
     """Every option checked before anything is printed or run."""
     unknown = sorted(options.only - set(STEP_NAMES))
     if unknown:
         raise UserError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})")
-    if runtime_kind not in RUNTIMES and not given_runtime:
+    if runtime_kind not in RUNTIMES:
         raise UserError(f"--runtime: unknown runtime {runtime_kind!r} (runtimes: {', '.join(RUNTIMES)})")
     steps = [step for step in STEPS if not options.only or step.name in options.only]
     if any(step.name == "apps" for step in steps):
@@ -95,7 +95,8 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
 def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str = "docker",
           runtime: Runtime | None = None) -> Manifest:
     """`runtime`: one made by the caller (the tests' recording runtime), instead of one of `runtime_kind`."""
-    steps = selected_steps(options, runtime.name if runtime else runtime_kind, given_runtime=runtime is not None)
+    runtime_kind = runtime.name if runtime else runtime_kind
+    steps = selected_steps(options, runtime_kind)
     preflight(board)
     folders = build_folders(board, settings)
     say = print if options.echo else (lambda line: None)
@@ -109,7 +110,7 @@ def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime
 
 def _build_locked(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str, steps: list[Step],
                   folders: dict[str, Path], runtime: Runtime | None) -> Manifest:
-    manifest = _start_manifest(board, folders["out"], runtime.name if runtime else runtime_kind, steps, options)
+    manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
         runtime = runtime or make_runtime(runtime_kind, settings, folders, options.echo, prepare=True,

@@ -341,12 +341,14 @@ def _has_path_dependency(manifest: dict) -> bool:
                for spec in table.get(kind, {}).values())
 
 
-def _app_binary(ctx: BuildContext, app_dir: Path) -> Path:
-    return ctx.work_dir / "apps" / ctx.board.spec.targets.rust / "release" / app_name(app_dir)
+def app_binary(ctx: BuildContext, app_dir: Path) -> tuple[Path, str]:
+    """Where cargo leaves an app's binary, on the host and as the runtime sees it."""
+    relative = f"apps/{ctx.board.spec.targets.rust}/release/{app_name(app_dir)}"
+    return ctx.work_dir / relative, f"{ctx.runtime.path('work')}/{relative}"
 
 
 def _apps_still_there(ctx: BuildContext, record: dict) -> bool:
-    return all(_app_binary(ctx, app_dir).is_file() for app_dir in ctx.board.app_dirs())
+    return all(app_binary(ctx, app_dir)[0].is_file() for app_dir in ctx.board.app_dirs())
 
 
 def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, list[str], dict[str, str], str | None]:
@@ -392,11 +394,10 @@ def _apps_run(ctx: BuildContext) -> str:
             with runner.widened(network=True) as fetching:  # cargo may fetch the app's crates
                 fetching.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
             name = app_name(app_dir)
-            binary = f"{ctx.runtime.path('work')}/apps/{ctx.board.spec.targets.rust}/release/{name}"
-            code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", binary])
+            code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", app_binary(ctx, app_dir)[1]])
             compilers.update(re.findall(r"rustc version [^ ]+", versions))
             needed = highest_glibc(versions) if code == 0 else None
-            ctx.manifest.app_glibc[app_name(app_dir)] = dotted(needed) if needed else ""
+            ctx.manifest.app_glibc[name] = dotted(needed) if needed else ""
             if needed and needed > board_glibc:
                 raise StepFailed(
                     f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "
@@ -480,7 +481,7 @@ def _collect_run(ctx: BuildContext) -> str:
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
     for app, app_dir in zip(spec.apps, ctx.board.app_dirs(), strict=True):
         name = app_name(app_dir)
-        ctx.manifest.add_artifact(_publish(_app_binary(ctx, app_dir), out / "apps" / name), "app", source=app.path)
+        ctx.manifest.add_artifact(_publish(app_binary(ctx, app_dir)[0], out / "apps" / name), "app", source=app.path)
     archive = out / f"modules-{release}.tar.gz"
     _pack_modules_tree(ctx.build_dir / "staging", release, archive)
     ctx.manifest.add_artifact(archive, "modules-tree")

@@ -255,11 +255,14 @@ class Session:
                 channel.shutdown_write()
             stdout, stderr = bytearray(), bytearray()
             while True:
+                # asked before draining: nothing arrives after the end of the streams, so a drain after
+                # seeing it is the last one needed
+                ended = channel.exit_status_ready() and channel.eof_received
                 while channel.recv_ready():
                     stdout += channel.recv(1 << 16)
                 while channel.recv_stderr_ready():
                     stderr += channel.recv_stderr(1 << 16)
-                if channel.exit_status_ready() and channel.eof_received:
+                if ended:
                     break
                 if not self.client.get_transport().is_active():
                     raise EOFError("the board stopped answering")
@@ -267,10 +270,6 @@ class Session:
                     raise InfrastructureError(f"{self.target.name}: no answer within {timeout:.0f} s to: "
                                               f"{command if len(command) < 80 else command[:77] + '...'}")
                 select.select([channel], [], [], 0.5)
-            while channel.recv_ready():
-                stdout += channel.recv(1 << 16)
-            while channel.recv_stderr_ready():
-                stderr += channel.recv_stderr(1 << 16)
             return channel.recv_exit_status(), bytes(stdout), bytes(stderr)
 
     def close(self) -> None:
@@ -298,6 +297,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
     trust = trust_new_host or connection.host_key_policy == "trust-new"
     client.set_missing_host_key_policy(_RecordNewKey(trust, known_hosts))
     deadline = time.monotonic() + wait_seconds
+    stopped = cancellation.event if cancellation is not None else threading.Event()  # between tries
     while True:
         sock = None
         try:
@@ -339,7 +339,5 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
             if time.monotonic() >= deadline:
                 raise InfrastructureError(f"{target.name}: cannot connect to {target.hostname}:{target.port} "
                                           f"({error or type(error).__name__})") from None
-            if cancellation is not None and cancellation.event.wait(1):
+            if stopped.wait(1):
                 raise Cancelled("interrupted") from None
-            if cancellation is None:
-                time.sleep(1)

@@ -12,6 +12,7 @@ import pytest
 from crossboard import PROJECT_ROOT
 from crossboard.board.load import load_board
 from crossboard.errors import StepFailed
+from crossboard.pipeline.context import STAMPS
 from crossboard.pipeline.pipeline import build_folders
 from crossboard.pipeline.stamps import forget
 from crossboard.settings import Settings
@@ -160,7 +161,7 @@ def _build_until_kernel_step(out_dir):
     """Start `invoke build` and return it once its manifest says the kernel step runs (its stamp
     forgotten first, so that it runs kbuild's no-op make instead of being skipped)."""
     settings = Settings.from_environment()
-    forget(build_folders(load_board("qemu-arm64"), settings)["build"] / "kernel/.crossboard-stamps/kernel.json")
+    forget(build_folders(load_board("qemu-arm64"), settings)["build"] / "kernel" / STAMPS / "kernel.json")
     process = subprocess.Popen([sys.executable, "-m", "invoke", "build", "--quiet"], cwd=PROJECT_ROOT,
                                env={**os.environ, "CROSSBOARD_OUT": str(out_dir)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -27,6 +27,7 @@ REPRODUCIBLE_ENV = {
 
 # Work whose result lives in the shared kernel build folder.
 KERNEL_WORK = frozenset({"toolchain-check", "configure", "dtbs", "kernel"})
+STAMPS = ".crossboard-stamps"  # beside the work they describe
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class BuildContext:
         """Where the stamp of a piece of work lives: beside the kernel build for the kernel's own
         steps (the folder all clones share), else in this project's work folder."""
         folder = self.kernel_dir_on_host if work in KERNEL_WORK else self.work_dir
-        return folder / ".crossboard-stamps" / f"{work}.json"
+        return folder / STAMPS / f"{work}.json"
 
     @property
     def kernel_dir(self) -> str:
@@ -111,7 +112,7 @@ class BuildContext:
         """The step's log, with kbuild's lines showing how far along it is. The estimate is the count of
         the last run that started from nothing (a kernel with no vmlinux yet; the DTBs always)."""
         fresh = step != "kernel" or not (self.kernel_dir_on_host / "vmlinux").exists()
-        memory = Remembered(self.kernel_dir_on_host / ".crossboard-stamps" / "progress.json")
+        memory = Remembered(self.kernel_dir_on_host / STAMPS / "progress.json")
         progress = Progress(f"[{self.board.name}] {step}", expected=memory.get(step) if fresh else None,
                             mode=Progress.mode_for(self.options.echo, self.options.plain or self.options.verbose))
         with self.tee(step, progress) as tee:

@@ -26,6 +26,10 @@ def project_key(project_root: Path) -> str:
     return hashlib.sha256(str(project_root.resolve()).encode()).hexdigest()[:12]
 
 
+def work_folder(board: LoadedBoard, settings: Settings) -> Path:
+    return settings.cache_dir / "work" / board.name / project_key(board.project_root)
+
+
 def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
     """The kernel build folder is the board's, shared by every clone (it depends only on the board's
     kernel); the work folder (module copies, app targets, the virtual board's root) is this clone's."""
@@ -33,7 +37,7 @@ def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
     return {
         "sources": plan.mount,
         "build": settings.cache_dir / "build" / board.name,
-        "work": settings.cache_dir / "work" / board.name / project_key(board.project_root),
+        "work": work_folder(board, settings),
         "out": settings.out_dir / board.name,
         "project": board.project_root,
     }

@@ -50,9 +50,9 @@ class VirtualBoard:
     @property
     def work_dir(self) -> Path:
         """In the board's work folder (its keys are this clone's): the root image and what goes into it."""
-        from ..pipeline.pipeline import build_folders
+        from ..pipeline.pipeline import work_folder
 
-        return build_folders(self.board, self.settings)["work"] / "virtual"
+        return work_folder(self.board, self.settings) / "virtual"
 
     @property
     def keys_dir(self) -> Path:

@@ -75,7 +75,7 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
         remote_dir = spec.deploy.remote_dir
         with (opening.result() if opening else open_board(board, options, cancellation)) as remote:
             report["reached"] = True
-            if opening and cancellation:
+            if cancellation:  # opened here or early, it is closed on an interrupt
                 cancellation.track(remote)
             # one round trip: the board's facts, then the hashes of the files already there
             listing = remote.run(f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n"

@@ -285,8 +285,8 @@ class Session:
 def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
             known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT,
             cancellation: Cancellation | None = None) -> Session:
-    """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board).
-    Under a `cancellation` the session is tracked, and a cancel ends the wait at once."""
+    """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board); a
+    `cancellation`'s cancel ends the wait at once."""
     known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
     target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
@@ -318,10 +318,7 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                 raise UserError(f"{target.known_hosts_name}: its host key {server_key.get_name()} "
                                 f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting")
             client.get_transport().set_keepalive(10)
-            session = Session(target, client, connection.sudo)
-            if cancellation is not None:
-                cancellation.track(session)
-            return session
+            return Session(target, client, connection.sudo)
         except paramiko.BadHostKeyException as error:
             raise UserError(
                 f"{target.known_hosts_name}: the host key CHANGED (now {error.key.get_name()} "

@@ -202,5 +202,5 @@ def test_sigterm_unwinds_like_ctrl_c(docker, qemu_build, tmp_path):
     assert stderr.decode().strip().splitlines()[-1] == "crossboard: error: interrupted"
     state = json.loads(manifest.read_text())
     assert state["status"] == "failed" and state["error"] == "interrupted"
-    assert not [c for c in docker.containers.list(filters={"label": OWNER_LABEL})
+    assert not [c for c in docker.containers.list(all=True, filters={"label": OWNER_LABEL})
                 if c.labels[OWNER_LABEL].endswith(f":{process.pid}")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -117,6 +118,7 @@ class DockerRuntime(Runtime):
         self.writable = writable
         self.network = network
         self.container: Container | None = None
+        self.container_name: str | None = None  # chosen before it is asked for, so stop() finds it in any case
 
     def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> DockerRuntime:
         return DockerRuntime(self.client, self.image, self.folders, self.label, self.user, self.writable | writable,
@@ -143,24 +145,28 @@ class DockerRuntime(Runtime):
                    for name, host in self.folders.items()}
         try:
             # What build code can reach is only what the build writes: no capabilities, no network.
-            self.container = self.client.containers.run(
-                self.image, ["sleep", "infinity"], detach=True, init=True, user=self.user, volumes=volumes,
+            # Named before it is asked for, then created and started: stop() removes it after an interrupt
+            # at any point, even one that lands before the engine's answer.
+            self.container_name = f"crossboard-{self.label}-{uuid.uuid4().hex[:12]}"
+            self.container = self.client.containers.create(
+                self.image, ["sleep", "infinity"], name=self.container_name, init=True, user=self.user, volumes=volumes,
                 labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()},
                 network_mode="host" if self.network else "none", cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], working_dir=CONTAINER_ROOT,
             )
+            self.container.start()
         except APIError as error:
             raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None
         return self.container
 
     def stop(self) -> None:
-        if self.container is None:
+        if self.container_name is None:
             return
         try:
-            self.container.remove(force=True)
+            self.client.api.remove_container(self.container_name, force=True)
         except NotFound:
             pass
-        self.container = None
+        self.container, self.container_name = None, None
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         container = self.container or self._start_container()
@@ -184,7 +190,8 @@ def remove_orphans(client: docker.DockerClient) -> list[str]:
     """Remove toolchain containers whose crossboard process on this host is gone (killed with SIGKILL,
     say): each would otherwise sleep forever. Returns their names."""
     removed = []
-    for container in client.containers.list(filters={"label": OWNER_LABEL}):
+    # every state: a process killed between creating and starting its container leaves one never started
+    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
         host, _, pid = container.labels[OWNER_LABEL].rpartition(":")
         if host != socket.gethostname() or not pid.isdigit() or Path(f"/proc/{pid}").exists():
             continue

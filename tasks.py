@@ -1,4 +1,5 @@
 """crossboard's command line: `invoke --list`. Each task parses its arguments and calls the package."""
+
 from invoke import Collection, task
 
 from crossboard import commands
@@ -32,38 +33,60 @@ OUTPUT_HELP = {
 }
 
 
-@task(help={
-    "base-image": "base to build on (default crossboard/base:trixie, made with debootstrap; or debian:trixie)",
-    "mirror": "Debian mirror for debootstrap (default http://deb.debian.org/debian)",
-    **OUTPUT_HELP,
-})
+@task(
+    help={
+        "base-image": "base to build on (default crossboard/base:trixie, made with debootstrap; or debian:trixie)",
+        "mirror": "Debian mirror for debootstrap (default http://deb.debian.org/debian)",
+        **OUTPUT_HELP,
+    }
+)
 @reports_errors
 def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
     """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
     settings = settings_of(c, base_image, mirror)
     image = commands.toolchain(settings, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
-    print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})"
-          + ("; later commands use this base and mirror" if base_image or mirror else ""))
+    print(
+        f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})"
+        + ("; later commands use this base and mirror" if base_image or mirror else "")
+    )
 
 
-@task(help={
-    "board": "board name (boards/<name>.yaml); default: the settings' board (qemu-arm64)",
-    "dry-run": "print the plan (commands and where they run) and do nothing",
-    "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
-    "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,modules,apps,collect",
-    "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
-    "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
-    "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",
-    **OUTPUT_HELP,
-})
+@task(
+    help={
+        "board": "board name (boards/<name>.yaml); default: the settings' board (qemu-arm64)",
+        "dry-run": "print the plan (commands and where they run) and do nothing",
+        "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
+        "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,modules,apps,collect",
+        "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
+        "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
+        "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",
+        **OUTPUT_HELP,
+    }
+)
 @reports_errors
-def build(c, board=None, dry_run=False, strict_toolchain=False, only="", runtime="docker",
-          kernel_source=None, verbose=False, quiet=False, app_builder="auto"):
+def build(
+    c,
+    board=None,
+    dry_run=False,
+    strict_toolchain=False,
+    only="",
+    runtime="docker",
+    kernel_source=None,
+    verbose=False,
+    quiet=False,
+    app_builder="auto",
+):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
     from crossboard.pipeline.context import BuildOptions
 
-    options = BuildOptions(dry_run=dry_run, strict_toolchain=strict_toolchain, verbose=verbose, plain=quiet,
-                           only=frozenset(filter(None, only.split(","))), app_builder=app_builder)
+    options = BuildOptions(
+        dry_run=dry_run,
+        strict_toolchain=strict_toolchain,
+        verbose=verbose,
+        plain=quiet,
+        only=frozenset(filter(None, only.split(","))),
+        app_builder=app_builder,
+    )
     settings = settings_of(c)
     board = board or settings.board
     manifest = commands.build(board, settings, options, runtime, kernel_source)
@@ -78,32 +101,39 @@ def doctor(c, board=None):
     commands.doctor(settings_of(c), board)
 
 
-@task(help={
-    "board": "board name, or several separated by commas (deployed in parallel)",
-    "trust-new-host": "accept and record a host key never seen before (a changed key is always refused)",
-    "keep-loaded": "leave the modules loaded",
-    "module": "load only these modules (comma-separated names); apps are then not run",
-    "wait": "seconds to keep retrying the connection while a board boots (default 30)",
-    "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
-    "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
-})
+@task(
+    help={
+        "board": "board name, or several separated by commas (deployed in parallel)",
+        "trust-new-host": "accept and record a host key never seen before (a changed key is always refused)",
+        "keep-loaded": "leave the modules loaded",
+        "module": "load only these modules (comma-separated names); apps are then not run",
+        "wait": "seconds to keep retrying the connection while a board boots (default 30)",
+        "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
+        "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
+    }
+)
 @reports_errors
-def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False,
-           reboot=False):
+def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False, reboot=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
-    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=keep_loaded,
-                            wait_seconds=seconds_option(wait, "--wait", default=30),
-                            modules=frozenset(filter(None, module.split(","))))
+    options = DeployOptions(
+        trust_new_host=trust_new_host,
+        keep_loaded=keep_loaded,
+        wait_seconds=seconds_option(wait, "--wait", default=30),
+        modules=frozenset(filter(None, module.split(","))),
+    )
     settings = settings_of(c)
     commands.deploy(board or settings.board, settings, options, kernel, reboot)
 
 
-@task(name="up", help={
-    "board": "a virtual board (one with a `virtual:` section)",
-    "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
-})
+@task(
+    name="up",
+    help={
+        "board": "a virtual board (one with a `virtual:` section)",
+        "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
+    },
+)
 @reports_errors
 def qemu_up(c, board=None, fresh=False):
     """Boot the virtual board with the built kernel; returns once its SSH server answers."""
@@ -136,11 +166,13 @@ def qemu_down(c, board=None):
     print(f"{board or settings.board}: {'stopped' if stopped else 'was not running'}")
 
 
-@task(help={
-    "board": "board name",
-    "module": "the out-of-tree module (its folder name) to rebuild, push and reload",
-    "trust-new-host": "accept and record a host key never seen before",
-})
+@task(
+    help={
+        "board": "board name",
+        "module": "the out-of-tree module (its folder name) to rebuild, push and reload",
+        "trust-new-host": "accept and record a host key never seen before",
+    }
+)
 @reports_errors
 def dev(c, module, board=None, trust_new_host=False):
     """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
@@ -156,11 +188,13 @@ def config_pull(c, board=None, trust_new_host=False):
     print(commands.config_pull(board or settings.board, settings, trust_new_host))
 
 
-@task(help={
-    "board": "board name",
-    "trust-new-host": "accept and record a host key never seen before",
-    "reboot": "reboot, wait for SSH and check the board runs the kernel it ran before the install",
-})
+@task(
+    help={
+        "board": "board name",
+        "trust-new-host": "accept and record a host key never seen before",
+        "reboot": "reboot, wait for SSH and check the board runs the kernel it ran before the install",
+    }
+)
 @reports_errors
 def rollback(c, board=None, trust_new_host=False, reboot=False):
     """Undo invoke deploy --kernel: the previous default label again, crossboard's kernel and modules removed."""

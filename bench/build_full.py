@@ -1,6 +1,7 @@
 """A full minimal build of qemu-arm64 from an empty build folder: crossboard against the raw commands a
 developer types for the same kernel, modules, out-of-tree module and app, in the same toolchain image,
 as a ratio. Both use the kernel source already unpacked in the cache. About 20 minutes on 2 cores."""
+
 import dataclasses
 import shutil
 import sys
@@ -27,14 +28,30 @@ def raw_commands(tree: str) -> list[list[str]]:
     fragments = [f"/crossboard/project/boards/fragments/{name}.config" for name in ("qemu-arm64", "rust")]
     return [
         make + ["allnoconfig"],
-        ["sh", f"{tree}/scripts/kconfig/merge_config.sh", "-m", "-O", "/crossboard/build/kernel",
-         "/crossboard/build/kernel/.config", *fragments],
+        [
+            "sh",
+            f"{tree}/scripts/kconfig/merge_config.sh",
+            "-m",
+            "-O",
+            "/crossboard/build/kernel",
+            "/crossboard/build/kernel/.config",
+            *fragments,
+        ],
         make + ["olddefconfig"],
         make + ["Image", "modules"],
         ["cp", "-r", "/crossboard/project/modules/hello_rust", "/crossboard/build/hello_rust"],
         make + ["M=/crossboard/build/hello_rust", "modules"],
-        ["cargo", "build", "--release", "--target", "aarch64-unknown-linux-gnu", "--manifest-path",
-         "/crossboard/project/apps/hello/Cargo.toml", "--target-dir", "/crossboard/build/apps"],
+        [
+            "cargo",
+            "build",
+            "--release",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--manifest-path",
+            "/crossboard/project/apps/hello/Cargo.toml",
+            "--target-dir",
+            "/crossboard/build/apps",
+        ],
     ]
 
 
@@ -49,12 +66,14 @@ def main() -> None:
     try:
         started = time.perf_counter()
         # with progress on, as a CI log shows it: a line a minute
-        build(bench_board, dataclasses.replace(settings, out_dir=scratch / "out"),
-              BuildOptions(echo=True, plain=True, app_builder="cargo"))
+        build(
+            bench_board,
+            dataclasses.replace(settings, out_dir=scratch / "out"),
+            BuildOptions(echo=True, plain=True, app_builder="cargo"),
+        )
         ours = time.perf_counter() - started
 
-        folders = {"sources": plan.mount, "build": scratch / "raw", "out": scratch / "raw-out",
-                   "project": PROJECT_ROOT}
+        folders = {"sources": plan.mount, "build": scratch / "raw", "out": scratch / "raw-out", "project": PROJECT_ROOT}
         with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
             started = time.perf_counter()
             for argv in raw_commands(f"/crossboard/sources/{plan.key}"):

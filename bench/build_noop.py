@@ -2,6 +2,7 @@
 image, every step's inputs hashed) against the raw no-op commands it would otherwise wrap (kernel make,
 out-of-tree module make, cargo build), run in an already running toolchain container, as a ratio.
 Target <= 0.2x: a build whose inputs did not change runs no make at all."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -26,22 +27,34 @@ ROUNDS = 5
 def main() -> None:
     settings = Settings.from_environment()
     board = load_board("qemu-arm64")
-    invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet",
-                    "--app-builder", "cargo"]
+    invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet", "--app-builder", "cargo"]
     subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
     folders = build_folders(board, settings)
     tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir).key}"
     make = ["make", "-C", tree, "O=/crossboard/build/kernel", "ARCH=arm64", "LLVM=1", "-j2"]
-    cargo = ["cargo", "build", "--release", "--target", "aarch64-unknown-linux-gnu", "--manifest-path",
-             "/crossboard/project/apps/hello/Cargo.toml", "--target-dir", "/crossboard/work/apps"]
+    cargo = [
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--manifest-path",
+        "/crossboard/project/apps/hello/Cargo.toml",
+        "--target-dir",
+        "/crossboard/work/apps",
+    ]
     raw_commands = [make + ["Image", "modules"], make + ["M=/crossboard/work/modules/hello_rust", "modules"], cargo]
     with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
+
         def raw():
             for argv in raw_commands:
                 assert runtime.run(argv, Tee(echo=False), env={"CARGO_HOME": "/crossboard/work/cargo-home"}) == 0
+
         baseline = median_seconds(raw, ROUNDS)
+
     def ours():
         subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)
+
     ours_seconds = median_seconds(ours, ROUNDS)
     print(f"raw no-op commands (kernel make, module make, cargo), median of {ROUNDS}: {baseline:.2f} s")
     print(f"no-op invoke build (whole command, container start included), median of {ROUNDS}: {ours_seconds:.2f} s")

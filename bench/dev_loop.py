@@ -1,6 +1,7 @@
 """`invoke dev --module hello_rust` on the virtual board against the raw steps a developer would type:
 make M= in the toolchain container, a copy of the .ko over ssh, ssh sudo rmmod/insmod/dmesg. Each round first
 changes the module's source the same way, so both sides compile."""
+
 import statistics
 import subprocess
 import sys
@@ -29,8 +30,14 @@ def main() -> None:
     board = load_board("qemu-arm64")
     port = board.spec.connection.port
     key = board.project_root / board.spec.connection.key
-    ssh = ["-i", str(key), "-o", f"UserKnownHostsFile={PROJECT_ROOT / '.crossboard/known_hosts'}",
-           "-o", "StrictHostKeyChecking=yes"]
+    ssh = [
+        "-i",
+        str(key),
+        "-o",
+        f"UserKnownHostsFile={PROJECT_ROOT / '.crossboard/known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ]
     original = SOURCE.read_text()
     subprocess.run(INVOKE + ["qemu.up"], cwd=PROJECT_ROOT, check=True, capture_output=True)
     folders = build_folders(board, settings)
@@ -44,20 +51,43 @@ def main() -> None:
                     SOURCE.write_text(original + f"\n// bench {side} {round_number}\n")
                     started = time.perf_counter()
                     if side == "dev":
-                        subprocess.run(INVOKE + ["dev", "--module", "hello_rust"], cwd=PROJECT_ROOT, check=True,
-                                       capture_output=True)
+                        subprocess.run(
+                            INVOKE + ["dev", "--module", "hello_rust"], cwd=PROJECT_ROOT, check=True, capture_output=True
+                        )
                     else:
                         (work / SOURCE.name).write_text(SOURCE.read_text())
-                        make = ["make", "-C", tree, "O=/crossboard/build/kernel", "ARCH=arm64", "LLVM=1", "-j2",
-                                "M=/crossboard/build/modules/hello_rust", "modules"]
+                        make = [
+                            "make",
+                            "-C",
+                            tree,
+                            "O=/crossboard/build/kernel",
+                            "ARCH=arm64",
+                            "LLVM=1",
+                            "-j2",
+                            "M=/crossboard/build/modules/hello_rust",
+                            "modules",
+                        ]
                         assert runtime.run(make, Tee(echo=False)) == 0
                         # the guest's dropbear has no SFTP, which today's scp needs: ssh + cat is the raw copy
                         with open(work / "hello_rust.ko", "rb") as module:
-                            subprocess.run(["ssh", "-p", str(port), *ssh, "debian@127.0.0.1",
-                                            "cat > /home/debian/hello_rust.ko"], stdin=module, check=True)
-                        subprocess.run(["ssh", "-p", str(port), *ssh, "debian@127.0.0.1",
-                                        "sudo rmmod hello_rust 2>/dev/null; sudo insmod /home/debian/hello_rust.ko "
-                                        "&& sudo dmesg | tail -n 3"], check=True, capture_output=True)
+                            subprocess.run(
+                                ["ssh", "-p", str(port), *ssh, "debian@127.0.0.1", "cat > /home/debian/hello_rust.ko"],
+                                stdin=module,
+                                check=True,
+                            )
+                        subprocess.run(
+                            [
+                                "ssh",
+                                "-p",
+                                str(port),
+                                *ssh,
+                                "debian@127.0.0.1",
+                                "sudo rmmod hello_rust 2>/dev/null; sudo insmod /home/debian/hello_rust.ko "
+                                "&& sudo dmesg | tail -n 3",
+                            ],
+                            check=True,
+                            capture_output=True,
+                        )
                     timings[side].append(time.perf_counter() - started)
     finally:
         SOURCE.write_text(original)

@@ -2,6 +2,7 @@
 named), replayed in the chunks Docker delivers, through a step's Tee with a progress bar against the same
 Tee without one, as a ratio, and the cost per 10,000 objects. The log is repeated to beagleplay's size
 (about 8x qemu-arm64's objects). `python3 bench/progress.py [LOG]`."""
+
 import io
 import sys
 import tempfile
@@ -27,24 +28,32 @@ def main() -> None:
     if objects < 1000:
         sys.exit(f"{path} tells of {objects} objects: the log of an incremental build; name the log of a full one")
     log *= SCALE
-    chunks = [log[i:i + CHUNK] for i in range(0, len(log), CHUNK)]
+    chunks = [log[i : i + CHUNK] for i in range(0, len(log), CHUNK)]
 
     def replay(progress_mode: str | None):
         def run():
-            progress = Progress("kernel", expected=len(log.splitlines()), mode=progress_mode, out=io.StringIO(),
-                                every=0.0) if progress_mode else None
-            with tempfile.TemporaryDirectory() as scratch, Tee(Path(scratch) / "kernel.log", echo=False,
-                                                               progress=progress) as tee:  # as a step writes its log
+            progress = (
+                Progress("kernel", expected=len(log.splitlines()), mode=progress_mode, out=io.StringIO(), every=0.0)
+                if progress_mode
+                else None
+            )
+            with (
+                tempfile.TemporaryDirectory() as scratch,
+                Tee(Path(scratch) / "kernel.log", echo=False, progress=progress) as tee,
+            ):  # as a step writes its log
                 for chunk in chunks:
                     tee.write(chunk)
+
         return run
 
     plain = median_seconds(replay(None), ROUNDS)
     with_bar = median_seconds(replay("bar"), ROUNDS)
     print(f"a {len(log) >> 10} KiB kernel log ({SCALE * objects} objects) in {len(chunks)} chunks, median of {ROUNDS}:")
-    print(f"  Tee alone {plain * 1000:.0f} ms, Tee with a progress bar {with_bar * 1000:.0f} ms: "
-          f"ratio {with_bar / plain:.2f}x; progress costs {(with_bar - plain) / (SCALE * objects) * 1e7:.0f} ms "
-          "per 10,000 objects")
+    print(
+        f"  Tee alone {plain * 1000:.0f} ms, Tee with a progress bar {with_bar * 1000:.0f} ms: "
+        f"ratio {with_bar / plain:.2f}x; progress costs {(with_bar - plain) / (SCALE * objects) * 1e7:.0f} ms "
+        "per 10,000 objects"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """The one way the benchmarks time things: the median of a few rounds, in seconds."""
+
 import statistics
 import time
 

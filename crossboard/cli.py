@@ -1,4 +1,5 @@
 """The bridge between tasks.py and the package: one line per error, the right exit code."""
+
 from __future__ import annotations
 
 import functools
@@ -33,8 +34,12 @@ def reports_errors(task_body):
         except Exception as error:  # a bug of ours: one line, and the traceback when asked for
             if os.environ.get("CROSSBOARD_DEBUG"):
                 traceback.print_exc()
-            print(f"crossboard: internal error: {type(error).__name__}: {error} (a bug in crossboard: please report "
-                  "it; CROSSBOARD_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+            print(
+                f"crossboard: internal error: {type(error).__name__}: {error} (a bug in crossboard: please report "
+                "it; CROSSBOARD_DEBUG=1 shows the traceback)",
+                file=sys.stderr,
+                flush=True,
+            )
             raise Exit(code=1) from None
 
     return wrapper

@@ -1,4 +1,5 @@
 """What each invoke task does, behind tasks.py's argument parsing."""
+
 from __future__ import annotations
 
 from .artifacts.manifest import finished_manifest
@@ -11,6 +12,7 @@ from .toolchain.image import prepare_toolchain
 def list_boards() -> list[tuple[str, str]]:
     """(name, description) of every board, then of every group with its boards; a file with a mistake
     is listed with it, and the others as usual."""
+
     def describe(name: str, load, say) -> tuple[str, str]:
         try:
             return name, say(load(name))
@@ -19,11 +21,11 @@ def list_boards() -> list[tuple[str, str]]:
 
     return [describe(name, load_board, lambda board: board.spec.description) for name in board_names()] + [
         describe(name, load_group, lambda group: f"group: {group.description} ({', '.join(group.boards)})")
-        for name in group_names()]
+        for name in group_names()
+    ]
 
 
-def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False,
-              remember: bool = False):
+def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False, remember: bool = False):
     """Build the toolchain image if its build context changed; a no-op otherwise. `remember`: the base
     image and mirror were chosen on the command line, and later commands use them too."""
     image = prepare_toolchain(settings, echo, verbose, plain)[1]
@@ -98,13 +100,17 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
 
     board = load_board(board_name)
     config_file, release = pull_config(board, trust_new_host)
-    lines = [f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
-             f"and boards/{board_name}.local.yaml now builds on it"]
+    lines = [
+        f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
+        f"and boards/{board_name}.local.yaml now builds on it"
+    ]
     source_version = tree_version(plan_source(board.spec.kernel.source, settings.cache_dir).tree_on_host)
     if source_version and source_version != split_release(release)[0]:
-        lines.append(f"warning: kernel.source is {'.'.join(map(str, source_version))} but the board runs {release}: "
-                     "vermagic matches only when kernel.source is the board's own tree (--kernel-source or "
-                     f"boards/{board_name}.local.yaml)")
+        lines.append(
+            f"warning: kernel.source is {'.'.join(map(str, source_version))} but the board runs {release}: "
+            "vermagic matches only when kernel.source is the board's own tree (--kernel-source or "
+            f"boards/{board_name}.local.yaml)"
+        )
     return "\n".join(lines)
 
 
@@ -112,10 +118,12 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
     from .deploy.kernel_install import install_kernel as install
 
     record = install(load_board(board_name), settings.out_dir, trust_new_host, reboot)
-    print(f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
-          f"previous default {record['previous_default']!r}); "
-          + (f"rebooted, and it runs {record['release']}" if reboot else "reboot the board to run it")
-          + "; invoke rollback to undo")
+    print(
+        f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
+        f"previous default {record['previous_default']!r}); "
+        + (f"rebooted, and it runs {record['release']}" if reboot else "reboot the board to run it")
+        + "; invoke rollback to undo"
+    )
     return record
 
 
@@ -123,6 +131,8 @@ def rollback(board_name: str, trust_new_host: bool = False, reboot: bool = False
     from .deploy.kernel_install import rollback as undo
 
     record = undo(load_board(board_name), trust_new_host, reboot)
-    print(f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
-          + (f"; rebooted, and it runs {record['previous_release']}" if reboot else ""))
+    print(
+        f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
+        + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")
+    )
     return record

@@ -1,4 +1,5 @@
 """`invoke doctor`: is this machine ready to build, and if not, what to do about it."""
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,23 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
         checks.append(Check(True, f"base image {settings.base_image} present"))
     elif settings.base_image.startswith(MADE_BY_US):
         can_make = shutil.which("debootstrap") or os.path.exists("/usr/sbin/debootstrap")
-        checks.append(Check(bool(can_make), f"base image {settings.base_image} not made yet; "
-                            f"`invoke toolchain` makes it with debootstrap",
-                            "apt-get install debootstrap (and run `sudo invoke toolchain` once)"))
+        checks.append(
+            Check(
+                bool(can_make),
+                f"base image {settings.base_image} not made yet; `invoke toolchain` makes it with debootstrap",
+                "apt-get install debootstrap (and run `sudo invoke toolchain` once)",
+            )
+        )
     ref = image_ref(settings)
     if find_image(client, ref) is None:
         stale = [tag for image in client.images.list(REPOSITORY) for tag in image.tags]
-        checks.append(Check(False, f"toolchain image {ref} missing" + (f" (stale: {', '.join(stale)})" if stale else ""),
-                            "run `invoke toolchain`"))
+        checks.append(
+            Check(
+                False,
+                f"toolchain image {ref} missing" + (f" (stale: {', '.join(stale)})" if stale else ""),
+                "run `invoke toolchain`",
+            )
+        )
         return checks
     checks.append(Check(True, f"toolchain image {ref} is current"))
     folders = {}
@@ -63,9 +73,14 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
 def _kernel_minimums(runtime: Runtime, board: LoadedBoard, plan) -> list[Check]:
     if not plan.tree_on_host.joinpath("scripts/min-tool-version.sh").is_file():
         return [Check(True, f"{board.name}: kernel source not unpacked yet, minimum versions checked at build time")]
-    return [Check(not verdict.too_old, f"{board.name}: {verdict.message()}",
-                  "pin a newer version in containers/toolchain/packages.txt, then invoke toolchain")
-            for verdict, _ in check_tools(runtime, plan.tree_in(runtime), source.tree_version(plan.tree_on_host))]
+    return [
+        Check(
+            not verdict.too_old,
+            f"{board.name}: {verdict.message()}",
+            "pin a newer version in containers/toolchain/packages.txt, then invoke toolchain",
+        )
+        for verdict, _ in check_tools(runtime, plan.tree_in(runtime), source.tree_version(plan.tree_on_host))
+    ]
 
 
 def doctor(settings: Settings, board: LoadedBoard | None = None) -> None:

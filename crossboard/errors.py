@@ -4,6 +4,7 @@ A UserError is something the user can fix in their input (board file, option, mo
 an InfrastructureError is the machine around us (Docker engine, network, disk); a StepFailed
 is a build or deploy step that ran and failed. Tasks raise; only `exit_code_for` decides codes.
 """
+
 from __future__ import annotations
 
 

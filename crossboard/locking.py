@@ -1,6 +1,7 @@
 """Locks on folders that several crossboard processes may share: a board's kernel build folder (shared
 by every clone of the project), a project's work and out folders, a kernel source being unpacked. A
 process that has to wait says which process holds the lock, and since when."""
+
 from __future__ import annotations
 
 import fcntl
@@ -20,8 +21,7 @@ def lock_file(folder: Path) -> Path:
 
 def _me() -> str:
     command = " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200]
-    return (f"pid {os.getpid()} on {socket.gethostname()} ({command}), "
-            f"since {time.strftime('%H:%M:%S', time.localtime())}")
+    return f"pid {os.getpid()} on {socket.gethostname()} ({command}), since {time.strftime('%H:%M:%S', time.localtime())}"
 
 
 @contextmanager

@@ -4,6 +4,7 @@ a person can read it: a bar redrawn in place on a terminal, a plain line every m
 Work is counted in units that its own output marks (kbuild prints one line per object it makes), and
 the total is estimated from the last time the same work ran to its end, remembered in a small file.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,17 @@ def size(count: float) -> str:
 class Progress:
     """Units done of an expected total. `mode`: "bar" (a terminal), "lines" (a log), or "off"."""
 
-    def __init__(self, label: str, unit: str = "objects", expected: int | None = None, mode: str = "lines",
-                 pattern: re.Pattern[bytes] | None = KBUILD_UNIT, every: float = 60.0, out: TextIO | None = None,
-                 render=str):
+    def __init__(
+        self,
+        label: str,
+        unit: str = "objects",
+        expected: int | None = None,
+        mode: str = "lines",
+        pattern: re.Pattern[bytes] | None = KBUILD_UNIT,
+        every: float = 60.0,
+        out: TextIO | None = None,
+        render=str,
+    ):
         self.label, self.unit, self.expected, self.mode = label, unit, expected, mode
         self.pattern, self.every, self.render = pattern, every, render
         self.out = out or sys.stdout
@@ -82,8 +91,7 @@ class Progress:
             return f"{self.label}: {done}{unit}, {duration(elapsed)} (no estimate yet: first run)"
         fraction = min(self.done / self.expected, 1.0)
         left = f", about {duration(elapsed * (1 - fraction) / fraction)} left" if 0 < fraction < 1 else ""
-        return (f"{self.label}: {done} of ~{self.render(self.expected)}{unit} ({fraction:.0%}), "
-                f"{duration(elapsed)}{left}")
+        return f"{self.label}: {done} of ~{self.render(self.expected)}{unit} ({fraction:.0%}), {duration(elapsed)}{left}"
 
     def _show(self, now: float) -> None:
         text = self.describe(now)

@@ -1,4 +1,5 @@
 """Where crossboard keeps things, and the knobs a lab sets through the environment."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ class Settings:
     board: str = DEFAULT_BOARD
 
     @classmethod
-    def from_environment(cls, base_image: str | None = None, debian_mirror: str | None = None,
-                         config: Mapping[str, Any] | None = None) -> Settings:
+    def from_environment(
+        cls, base_image: str | None = None, debian_mirror: str | None = None, config: Mapping[str, Any] | None = None
+    ) -> Settings:
         """An option wins over the environment (CROSSBOARD_*), which wins over invoke's configuration
         (`config`: the `crossboard:` section of invoke.yaml), which wins over what `invoke toolchain` was
         last told (remembered in the cache), which wins over the default."""
@@ -49,8 +51,10 @@ class Settings:
 
     def remember_toolchain_choice(self) -> None:
         """Keep the base image and mirror `invoke toolchain` was given for every later command."""
-        write_atomically(self.cache_dir / TOOLCHAIN_CHOICE, json.dumps(
-            {"base_image": self.base_image, "debian_mirror": self.debian_mirror}).encode())
+        write_atomically(
+            self.cache_dir / TOOLCHAIN_CHOICE,
+            json.dumps({"base_image": self.base_image, "debian_mirror": self.debian_mirror}).encode(),
+        )
 
 
 TOOLCHAIN_CHOICE = "toolchain-choice.json"

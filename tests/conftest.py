@@ -1,4 +1,5 @@
 """Shared fixtures: the real toolchain image (built once, cached by its context hash) and settings."""
+
 import pytest
 
 from crossboard import commands
@@ -58,8 +59,7 @@ def ssh_lab(tmp_path_factory):
         def connection(self, server, user=SUDO_USER, **extra):
             from crossboard.board.schema import Connection
 
-            return Connection(host="127.0.0.1", port=server.port, user=user, key=str(client_key),
-                              sudo=user == SUDO_USER, **extra)
+            return Connection(host="127.0.0.1", port=server.port, user=user, key=str(client_key), sudo=user == SUDO_USER, **extra)
 
     yield Lab()
     for server in servers:

@@ -1,4 +1,5 @@
 """Boards that are sshd servers on 127.0.0.1 with a hand-made build: for deploy tests and benchmarks."""
+
 from __future__ import annotations
 
 import shutil
@@ -34,24 +35,33 @@ deploy:
   remote_dir: {remote_dir}
 {boot}"""
 # Runs on the x86 host where the real app (aarch64) would not.
-FAKE_APP = "#!/bin/sh\necho \"Hello, $1! from $(uname -m)\"\n"
+FAKE_APP = '#!/bin/sh\necho "Hello, $1! from $(uname -m)"\n'
 
 
 def copy_project(tmp_path: Path, board: str = "qemu-arm64") -> Path:
     """A project folder of our own with the board files and what they name, for tests that change them;
     returns its boards folder."""
     project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT / "boards", project / "boards",
-                    ignore=shutil.ignore_patterns("*.local.yaml", "*.pulled.config"))
+    shutil.copytree(PROJECT_ROOT / "boards", project / "boards", ignore=shutil.ignore_patterns("*.local.yaml", "*.pulled.config"))
     for folder in ("modules", "apps"):
         shutil.copytree(PROJECT_ROOT / folder, project / folder, ignore=shutil.ignore_patterns("target"))
     return project / "boards"
 
 
-def fake_built_board(project: Path, out_root: Path, name: str, port: int, user: str, key: Path, remote_dir: str,
-                     module_release: str | None = None, extra_files: dict[str, bytes] | None = None,
-                     boot_partition: str | None = None, kernel_release: str | None = None,
-                     app_script: str = FAKE_APP) -> LoadedBoard:
+def fake_built_board(
+    project: Path,
+    out_root: Path,
+    name: str,
+    port: int,
+    user: str,
+    key: Path,
+    remote_dir: str,
+    module_release: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    boot_partition: str | None = None,
+    kernel_release: str | None = None,
+    app_script: str = FAKE_APP,
+) -> LoadedBoard:
     """A board file for the server at `port` and a finished build in out_root/name: the app above,
     a module for `module_release`, any extra files (as apps), and with `kernel_release` a kernel, a DTB
     and a modules tree."""
@@ -173,8 +183,9 @@ class RecordingRuntime(Runtime):
             module = Path(values["M"])
             release = (kernel / "include/config/kernel.release").read_text().strip()
             for name in re.findall(r"obj-m\s*[:+]?=\s*(\w+)\.o", (module / "Kbuild").read_text()):
-                (module / f"{name}.ko").write_bytes(b"\x7fELF\0vermagic=" + release.encode() + b" SMP mod_unload aarch64\0"
-                                                    + (module / f"{name}.rs").read_bytes())
+                (module / f"{name}.ko").write_bytes(
+                    b"\x7fELF\0vermagic=" + release.encode() + b" SMP mod_unload aarch64\0" + (module / f"{name}.rs").read_bytes()
+                )
             return
         for target in targets:
             if target.endswith("config") and target != "olddefconfig":
@@ -187,9 +198,13 @@ class RecordingRuntime(Runtime):
                 time.sleep(self.slow)
                 localversion = re.search(r'^CONFIG_LOCALVERSION="(.*)"$', config.read_text(), re.M)
                 release = "6.12.0" + (localversion[1] if localversion else "")
-                for name, data in {"arch/arm64/boot/" + target: config.read_bytes(), "vmlinux": b"ELF",
-                                   "Module.symvers": b"", "rust/libkernel.rmeta": b"",
-                                   "include/config/kernel.release": f"{release}\n".encode()}.items():
+                for name, data in {
+                    "arch/arm64/boot/" + target: config.read_bytes(),
+                    "vmlinux": b"ELF",
+                    "Module.symvers": b"",
+                    "rust/libkernel.rmeta": b"",
+                    "include/config/kernel.release": f"{release}\n".encode(),
+                }.items():
                     (kernel / name).parent.mkdir(parents=True, exist_ok=True)
                     (kernel / name).write_bytes(data)
                 for sample in re.findall(r"^CONFIG_SAMPLE_RUST_(\w+)=m$", config.read_text(), re.M):

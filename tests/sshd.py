@@ -1,4 +1,5 @@
 """A real OpenSSH server on 127.0.0.1 for tests: its own host key, a free port, real users."""
+
 from __future__ import annotations
 
 import os
@@ -52,11 +53,16 @@ class SshServer:
         config.write_text(
             f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.host_key}\nPidFile none\n"
             "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nStrictModes no\n"
-            + ("Subsystem sftp internal-sftp\n" if self.sftp else "") + "LogLevel ERROR\n")
+            + ("Subsystem sftp internal-sftp\n" if self.sftp else "")
+            + "LogLevel ERROR\n"
+        )
         Path("/run/sshd").mkdir(exist_ok=True)
         prefix = ["ip", "netns", "exec", self.namespace] if self.namespace else []
-        self.process = subprocess.Popen([*prefix, "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=open(folder / f"sshd_{self.port}.log", "ab"))
+        self.process = subprocess.Popen(
+            [*prefix, "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / f"sshd_{self.port}.log", "ab"),
+        )
         if not self.namespace:  # in a namespace, the client waits for it (connect's --wait)
             wait_for_banner(self.port)
         return self

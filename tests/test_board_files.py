@@ -1,4 +1,5 @@
 """Board files: every malformed one gives one line naming file, line and key, and exit code 2."""
+
 import os
 import subprocess
 import sys
@@ -63,44 +64,102 @@ def test_valid_board_loads(boards_dir):
 # (what is wrong, replace this, with this, the message expected)
 MALFORMED = [
     ("unknown top-level key", "arch: arm64\n", "arch: arm64\ncolour: red\n", "boards/t.yaml:3: colour: unknown key"),
-    ("unknown nested key", "    base: allnoconfig\n", "    base: allnoconfig\n    extra: 1\n",
-     "boards/t.yaml:10: kernel.config.extra: unknown key"),
+    (
+        "unknown nested key",
+        "    base: allnoconfig\n",
+        "    base: allnoconfig\n    extra: 1\n",
+        "boards/t.yaml:10: kernel.config.extra: unknown key",
+    ),
     ("missing required key", "description: A test board\n", "", "boards/t.yaml:1: description: required key is missing"),
-    ("missing kernel source", "  source:\n    debian: linux-source-6.12\n", "",
-     "boards/t.yaml:5: kernel.source: required key is missing"),
-    ("port is text", "  port: 22\n", "  port: twenty-two\n",
-     "boards/t.yaml:17: connection.port: expected a plain decimal number, got 'twenty-two'"),
-    ("YAML 1.1 no", "  sudo: true\n", "  sudo: no\n",
-     "boards/t.yaml:18: connection.sudo: expected true or false, got 'no'"),
-    ("YAML 1.1 on", "  sudo: true\n", "  sudo: on\n",
-     "boards/t.yaml:18: connection.sudo: expected true or false, got 'on'"),
-    ("octal-looking number", "  port: 22\n", "  port: 0755\n",
-     "boards/t.yaml:17: connection.port: expected a plain decimal number, got '0755'"),
-    ("unquoted version", '  glibc: "2.41"\n', "  glibc: 2.41\n",
-     "boards/t.yaml:4: targets.glibc: expected text, got 2.41: put it in quotes"),
-    ("two kernel sources", "    debian: linux-source-6.12\n", "    debian: linux-source-6.12\n    path: /usr/src/linux\n",
-     "boards/t.yaml:6: kernel.source: give exactly one of debian, tarball, git, path (got debian, path)"),
-    ("bad sha256", "    debian: linux-source-6.12\n", "    tarball: {url: 'http://x/l.tar.xz', sha256: abc}\n",
-     "boards/t.yaml:7: kernel.source.tarball.sha256: 'abc' does not have the expected form"),
-    ("missing fragment", "[fragments/a.config]", "[fragments/a.config, fragments/gone.config]",
-     "boards/t.yaml:10: kernel.config.fragments[1]: no such file boards/fragments/gone.config"),
+    (
+        "missing kernel source",
+        "  source:\n    debian: linux-source-6.12\n",
+        "",
+        "boards/t.yaml:5: kernel.source: required key is missing",
+    ),
+    (
+        "port is text",
+        "  port: 22\n",
+        "  port: twenty-two\n",
+        "boards/t.yaml:17: connection.port: expected a plain decimal number, got 'twenty-two'",
+    ),
+    ("YAML 1.1 no", "  sudo: true\n", "  sudo: no\n", "boards/t.yaml:18: connection.sudo: expected true or false, got 'no'"),
+    ("YAML 1.1 on", "  sudo: true\n", "  sudo: on\n", "boards/t.yaml:18: connection.sudo: expected true or false, got 'on'"),
+    (
+        "octal-looking number",
+        "  port: 22\n",
+        "  port: 0755\n",
+        "boards/t.yaml:17: connection.port: expected a plain decimal number, got '0755'",
+    ),
+    (
+        "unquoted version",
+        '  glibc: "2.41"\n',
+        "  glibc: 2.41\n",
+        "boards/t.yaml:4: targets.glibc: expected text, got 2.41: put it in quotes",
+    ),
+    (
+        "two kernel sources",
+        "    debian: linux-source-6.12\n",
+        "    debian: linux-source-6.12\n    path: /usr/src/linux\n",
+        "boards/t.yaml:6: kernel.source: give exactly one of debian, tarball, git, path (got debian, path)",
+    ),
+    (
+        "bad sha256",
+        "    debian: linux-source-6.12\n",
+        "    tarball: {url: 'http://x/l.tar.xz', sha256: abc}\n",
+        "boards/t.yaml:7: kernel.source.tarball.sha256: 'abc' does not have the expected form",
+    ),
+    (
+        "missing fragment",
+        "[fragments/a.config]",
+        "[fragments/a.config, fragments/gone.config]",
+        "boards/t.yaml:10: kernel.config.fragments[1]: no such file boards/fragments/gone.config",
+    ),
     ("duplicate key", "arch: arm64\n", "arch: arm64\narch: arm64\n", "boards/t.yaml:3: arch: given twice"),
     ("not YAML", "arch: arm64\n", "arch: [arm64\n", "boards/t.yaml:3: not valid YAML"),
     ("unsupported arch", "arch: arm64\n", "arch: x86\n", "boards/t.yaml:2: arch: Input should be 'arm64'"),
-    ("missing module folder", "modules: [modules/m]", "modules: [modules/m, modules/gone]",
-     "boards/t.yaml:12: modules[1]: no such folder modules/gone"),
-    ("app without Cargo.toml", "  - path: apps/a\n", "  - path: modules/m\n",
-     "boards/t.yaml:14: apps[0].path: no Cargo.toml in modules/m"),
-    ("unknown host key policy", "  host_key_policy: strict\n", "  host_key_policy: auto-add\n",
-     "boards/t.yaml:19: connection.host_key_policy: Input should be 'strict' or 'trust-new'"),
-    ("dtb without .dtb", "[ti/k3-am625-beagleplay.dtb]", "[ti/k3-am625-beagleplay]",
-     "boards/t.yaml:11: kernel.dtbs[0]: 'ti/k3-am625-beagleplay' does not have the expected form"),
-    ("list for a mapping", "deploy:\n  remote_dir: /tmp/x\n", "deploy: [/tmp/x]\n",
-     "boards/t.yaml:20: deploy: Input should be a valid dictionary"),
-    ("port out of range", "  port: 22\n", "  port: 70000\n",
-     "boards/t.yaml:17: connection.port: Input should be less than or equal to 65535"),
-    ("u-boot without a stock kernel", "  remote_dir: /tmp/x\n", "  remote_dir: /tmp/x\nvirtual:\n  boot: u-boot\n",
-     "boards/t.yaml:22: virtual: stock_kernel is given exactly when boot is u-boot"),
+    (
+        "missing module folder",
+        "modules: [modules/m]",
+        "modules: [modules/m, modules/gone]",
+        "boards/t.yaml:12: modules[1]: no such folder modules/gone",
+    ),
+    (
+        "app without Cargo.toml",
+        "  - path: apps/a\n",
+        "  - path: modules/m\n",
+        "boards/t.yaml:14: apps[0].path: no Cargo.toml in modules/m",
+    ),
+    (
+        "unknown host key policy",
+        "  host_key_policy: strict\n",
+        "  host_key_policy: auto-add\n",
+        "boards/t.yaml:19: connection.host_key_policy: Input should be 'strict' or 'trust-new'",
+    ),
+    (
+        "dtb without .dtb",
+        "[ti/k3-am625-beagleplay.dtb]",
+        "[ti/k3-am625-beagleplay]",
+        "boards/t.yaml:11: kernel.dtbs[0]: 'ti/k3-am625-beagleplay' does not have the expected form",
+    ),
+    (
+        "list for a mapping",
+        "deploy:\n  remote_dir: /tmp/x\n",
+        "deploy: [/tmp/x]\n",
+        "boards/t.yaml:20: deploy: Input should be a valid dictionary",
+    ),
+    (
+        "port out of range",
+        "  port: 22\n",
+        "  port: 70000\n",
+        "boards/t.yaml:17: connection.port: Input should be less than or equal to 65535",
+    ),
+    (
+        "u-boot without a stock kernel",
+        "  remote_dir: /tmp/x\n",
+        "  remote_dir: /tmp/x\nvirtual:\n  boot: u-boot\n",
+        "boards/t.yaml:22: virtual: stock_kernel is given exactly when boot is u-boot",
+    ),
 ]
 
 
@@ -148,8 +207,14 @@ def test_the_shipped_boards_and_groups_are_valid():
 
 def test_invoke_reports_a_bad_board_in_one_line_with_exit_code_2(boards_dir):
     write_board(boards_dir, VALID.replace("  sudo: true\n", "  sudo: off\n"))
-    result = subprocess.run([sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True, env={**os.environ, "CROSSBOARD_BOARDS": str(boards_dir)}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "boards"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CROSSBOARD_BOARDS": str(boards_dir)},
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "crossboard: error: boards/t.yaml:18: connection.sudo: expected true or false, got 'off' "
@@ -167,11 +232,14 @@ def test_a_group_stands_for_its_boards_in_order_each_once(boards_dir):
     assert board_names(boards_dir) == ["a", "b"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("description: the lab\nboards: [a, gone]\n", "boards/lab.group.yaml:2: boards[1]: no board file gone.yaml"),
-    ("description: the lab\nboards: []\n", "boards/lab.group.yaml:2: boards: List should have at least 1 item"),
-    ("description: the lab\nboards: [a]\nmembers: [a]\n", "boards/lab.group.yaml:3: members: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("description: the lab\nboards: [a, gone]\n", "boards/lab.group.yaml:2: boards[1]: no board file gone.yaml"),
+        ("description: the lab\nboards: []\n", "boards/lab.group.yaml:2: boards: List should have at least 1 item"),
+        ("description: the lab\nboards: [a]\nmembers: [a]\n", "boards/lab.group.yaml:3: members: unknown key"),
+    ],
+)
 def test_a_bad_group_file_is_one_line_naming_it(boards_dir, text, message):
     write_board(boards_dir, VALID, "a")
     (boards_dir / "lab.group.yaml").write_text(text)

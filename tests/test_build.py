@@ -1,4 +1,5 @@
 """invoke build for real: the toolchain image, real kernel builds (build folders cached across runs)."""
+
 import dataclasses
 import os
 import re
@@ -28,16 +29,25 @@ def test_qemu_build_has_every_artifact(qemu_build):
     out = qemu_build.out_dir
     release = qemu_build.kernel_release
     assert release.endswith("-crossboard")
-    for name in ("Image", "config", "modules/rust_minimal.ko", "modules/rust_print.ko", "modules/hello_rust.ko",
-                 "apps/hello", f"modules-{release}.tar.gz"):
+    for name in (
+        "Image",
+        "config",
+        "modules/rust_minimal.ko",
+        "modules/rust_print.ko",
+        "modules/hello_rust.ko",
+        "apps/hello",
+        f"modules-{release}.tar.gz",
+    ):
         assert (out / name).is_file(), name
     for module in out.glob("modules/*.ko"):
         assert vermagic_of(module).split()[0] == release
-    described = subprocess.run(["file", "-b", str(out / "apps/hello"), str(out / "modules/hello_rust.ko")],
-                               capture_output=True, text=True, check=True).stdout
+    described = subprocess.run(
+        ["file", "-b", str(out / "apps/hello"), str(out / "modules/hello_rust.ko")], capture_output=True, text=True, check=True
+    ).stdout
     assert described.count("ARM aarch64") == 2
-    assert "ARM64 boot executable Image" in subprocess.run(["file", "-b", str(out / "Image")], capture_output=True,
-                                                          text=True).stdout
+    assert (
+        "ARM64 boot executable Image" in subprocess.run(["file", "-b", str(out / "Image")], capture_output=True, text=True).stdout
+    )
 
 
 def test_manifest_matches_the_files(qemu_build):
@@ -60,7 +70,9 @@ def test_second_build_runs_no_make_and_starts_no_container(qemu_build, settings,
     containers_before = len(docker.containers.list(all=True))
     again = build(load_board("qemu-arm64"), settings, QUIET)
     assert {record.name: record.status for record in again.steps if record.status != "skipped"} == {
-        "source": "done", "modules": "done"}
+        "source": "done",
+        "modules": "done",
+    }
     assert again.step("modules").note == "unchanged: hello_rust"
     assert not COMPILE_LINE.findall((qemu_build.out_dir / "logs/modules.log").read_text())
     assert len(docker.containers.list(all=True)) == containers_before
@@ -92,7 +104,8 @@ def isolated(settings, tmp_path):
 def test_modversions_in_a_fragment_is_caught_at_configure(settings, toolchain_image, tmp_path):
     boards = copy_project(tmp_path)
     (boards / "fragments/rust.config").write_text(
-        (boards / "fragments/rust.config").read_text().replace("# CONFIG_MODVERSIONS is not set", "CONFIG_MODVERSIONS=y"))
+        (boards / "fragments/rust.config").read_text().replace("# CONFIG_MODVERSIONS is not set", "CONFIG_MODVERSIONS=y")
+    )
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     board = load_board("qemu-arm64", boards)
     board = dataclasses.replace(board, name="qemu-modversions")  # its own build folder
@@ -111,11 +124,15 @@ def test_a_tarball_with_the_wrong_sha256_is_not_unpacked(settings, toolchain_ima
     fake = tmp_path / "linux.tar.gz"
     subprocess.run(["tar", "-czf", str(fake), "-C", str(PROJECT_ROOT), "boards"], check=True)
     boards = copy_project(tmp_path)
-    board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {
-        "url": fake.as_uri(), "sha256": "0" * 64}}}})
+    board = load_board(
+        "qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {"url": fake.as_uri(), "sha256": "0" * 64}}}}
+    )
     mine = isolated(settings, tmp_path)
-    with pytest.raises(UserError, match=r"kernel.source.tarball.sha256: .* has sha256 [0-9a-f]{64}, "
-                                        r"the board file says 0{64}; nothing was unpacked"):
+    with pytest.raises(
+        UserError,
+        match=r"kernel.source.tarball.sha256: .* has sha256 [0-9a-f]{64}, "
+        r"the board file says 0{64}; nothing was unpacked",
+    ):
         build(board, mine, dataclasses.replace(QUIET, only=frozenset({"source"})))
     assert [p.name for p in (mine.cache_dir / "sources").iterdir()] == [".tarball_0000000000000000.lock"]  # only a lock
 
@@ -145,9 +162,14 @@ def test_a_module_built_before_the_kernel_says_what_is_missing(settings, toolcha
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "invoke", "build", "--board", "beagleplay", "--dry-run"],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "CROSSBOARD_OUT": str(tmp_path / "out")})
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--board", "beagleplay", "--dry-run"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CROSSBOARD_OUT": str(tmp_path / "out")},
+    )
     assert result.returncode == 0, result.stderr
     assert "defconfig" in result.stdout and "ti/k3-am625-beagleplay.dtb" in result.stdout
     assert "M=/crossboard/work/modules/hello_rust" in result.stdout
@@ -174,11 +196,13 @@ def test_an_app_needing_a_newer_glibc_than_the_board_is_refused_unless_static(qe
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     only_apps = dataclasses.replace(QUIET, only=frozenset({"apps"}))
     old_board = {"targets": {"glibc": "2.17"}}
-    with pytest.raises(StepFailed, match=r"apps\[0\] hello needs GLIBC_2\.\d+ but qemu-arm64 has glibc 2\.17 "
-                                         r"\(targets.glibc\): set `static: true`"):
+    with pytest.raises(
+        StepFailed,
+        match=r"apps\[0\] hello needs GLIBC_2\.\d+ but qemu-arm64 has glibc 2\.17 "
+        r"\(targets.glibc\): set `static: true`",
+    ):
         build(load_board("qemu-arm64", boards, overrides=old_board), mine, only_apps)
-    (boards / "qemu-arm64.local.yaml").write_text(
-        'targets: {glibc: "2.17"}\napps:\n  - path: apps/hello\n    static: true\n')
+    (boards / "qemu-arm64.local.yaml").write_text('targets: {glibc: "2.17"}\napps:\n  - path: apps/hello\n    static: true\n')
     static = build(load_board("qemu-arm64", boards), mine, only_apps)
     assert static.app_glibc == {"hello": ""}
 
@@ -189,8 +213,9 @@ def test_both_app_builders_compile_with_the_images_pinned_rustc(builder, qemu_bu
         pytest.fail("cross is not installed: scripts/install-deps installs it where the host has cargo and rustup")
     boards = copy_project(tmp_path)
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
-    built = build(load_board("qemu-arm64", boards), mine,
-                  dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder=builder))
+    built = build(
+        load_board("qemu-arm64", boards), mine, dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder=builder)
+    )
     assert built.app_builder.startswith("cross on the host" if builder == "cross" else "cargo in the docker runtime")
     assert built.app_builder.endswith("rustc version 1.85.1")  # the image's, whichever builder ran
     work = build_folders(load_board("qemu-arm64", boards), mine)["work"]
@@ -201,15 +226,19 @@ def test_both_app_builders_compile_with_the_images_pinned_rustc(builder, qemu_bu
 
 def rustup_state() -> dict:
     """What a build must leave as it was: the toolchains, their targets and components, and the files."""
+
     def rustup(*args):
         return subprocess.run(["rustup", *args], capture_output=True, text=True, check=True).stdout
 
     home = Path(os.environ.get("RUSTUP_HOME", Path.home() / ".rustup"))
-    state = {"toolchains": rustup("toolchain", "list"),
-             "files": sorted((str(p.relative_to(home)), p.stat().st_mtime_ns) for p in home.glob("*/*"))}
+    state = {
+        "toolchains": rustup("toolchain", "list"),
+        "files": sorted((str(p.relative_to(home)), p.stat().st_mtime_ns) for p in home.glob("*/*")),
+    }
     for toolchain in rustup("toolchain", "list", "--quiet").split():
         state[toolchain] = rustup("target", "list", "--installed", "--toolchain", toolchain) + rustup(
-            "component", "list", "--installed", "--toolchain", toolchain)
+            "component", "list", "--installed", "--toolchain", toolchain
+        )
     return state
 
 
@@ -223,8 +252,11 @@ def test_cross_leaves_the_host_toolchains_alone_and_builds_offline(qemu_build, s
     monkeypatch.setenv("RUSTUP_UPDATE_ROOT", f"{closed}/rustup")
     before = rustup_state()
     boards = copy_project(tmp_path)
-    built = build(load_board("qemu-arm64", boards), dataclasses.replace(settings, out_dir=tmp_path / "out"),
-                  dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder="cross"))
+    built = build(
+        load_board("qemu-arm64", boards),
+        dataclasses.replace(settings, out_dir=tmp_path / "out"),
+        dataclasses.replace(QUIET, only=frozenset({"apps"}), app_builder="cross"),
+    )
     assert built.step("apps").status == "done"
     assert rustup_state() == before
 

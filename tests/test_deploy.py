@@ -1,5 +1,6 @@
 """invoke deploy against real OpenSSH servers on 127.0.0.1 (modules are refused by preflight there:
 the host's kernel is not ours; loading for real happens on the virtual board)."""
+
 import json
 import shutil
 import uuid
@@ -23,8 +24,9 @@ def lab(tmp_path, ssh_lab, monkeypatch):
         out = tmp_path / "out"
 
         def board(self, name, port, user="cbdeploy", module_release=None, **more):
-            return fake_built_board(tmp_path / "project", self.out, name, port, user, ssh_lab.key,
-                                    str(remote_root / name), module_release, **more)
+            return fake_built_board(
+                tmp_path / "project", self.out, name, port, user, ssh_lab.key, str(remote_root / name), module_release, **more
+            )
 
     yield Lab()
     shutil.rmtree(remote_root, ignore_errors=True)
@@ -57,8 +59,7 @@ def test_redeploy_of_unchanged_files_sends_nothing(lab, ssh_lab):
 def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
     from sshd import free_port
 
-    boards = [lab.board("up1", ssh_lab.server().port), lab.board("down", free_port()),
-              lab.board("up2", ssh_lab.server().port)]
+    boards = [lab.board("up1", ssh_lab.server().port), lab.board("down", free_port()), lab.board("up2", ssh_lab.server().port)]
     with pytest.raises(StepFailed, match="deploy failed on 1 of 3 boards: down"):
         deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
     reports = {name: json.loads((lab.out / name / "deploy.json").read_text()) for name in ("up1", "down", "up2")}
@@ -89,8 +90,10 @@ done
 
 
 def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_a_summary(lab, ssh_lab, capsys):
-    boards = [lab.board("dropper", ssh_lab.server().port, app_script=DROP_THE_CONNECTION),
-              lab.board("steady", ssh_lab.server().port)]
+    boards = [
+        lab.board("dropper", ssh_lab.server().port, app_script=DROP_THE_CONNECTION),
+        lab.board("steady", ssh_lab.server().port),
+    ]
     with pytest.raises(StepFailed, match="deploy failed on 1 of 2 boards: dropper"):
         deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
     report = json.loads((lab.out / "dropper/deploy.json").read_text())
@@ -132,9 +135,17 @@ def boot_board(tmp_path, ssh_lab, monkeypatch):
     root.chmod(0o1777)  # the login user makes its remote folder here; the boot folder stays root's
     stock = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_text()
     (root / "boot/extlinux/extlinux.conf").write_text(stock)
-    board = fake_built_board(tmp_path / "project", tmp_path / "out", "play", ssh_lab.server().port, "cbdeploy",
-                             ssh_lab.key, str(root / "remote"), boot_partition=str(root / "boot"),
-                             kernel_release=RELEASE)
+    board = fake_built_board(
+        tmp_path / "project",
+        tmp_path / "out",
+        "play",
+        ssh_lab.server().port,
+        "cbdeploy",
+        ssh_lab.key,
+        str(root / "remote"),
+        boot_partition=str(root / "boot"),
+        kernel_release=RELEASE,
+    )
     yield board, root / "boot", stock, tmp_path / "out"
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(f"/lib/modules/{RELEASE}", ignore_errors=True)
@@ -171,8 +182,11 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
     board, boot, stock, out = boot_board
     broken = stock.replace("default Linux microSD", "default Linux eMMC")
     (boot / "extlinux/extlinux.conf").write_text(broken)
-    with pytest.raises(UserError, match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label "
-                                        r".*nothing was changed"):
+    with pytest.raises(
+        UserError,
+        match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label "
+        r".*nothing was changed",
+    ):
         install_kernel(board, out)
     assert (boot / "extlinux/extlinux.conf").read_text() == broken
     assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
@@ -194,13 +208,20 @@ def test_rollback_removes_only_what_crossboard_installs_whatever_the_record_says
     assert (boot / "extlinux/extlinux.conf").read_text() == stock and not Path(f"/lib/modules/{RELEASE}").exists()
 
 
-@pytest.mark.parametrize("record, problem", [
-    ('{"release": "6.12', "not a record crossboard wrote"),
-    ('{"release": "../../etc", "label": "crossboard-../../etc", "previous_default": "x", "previous_release": "y"}',
-     "is not a plain name"),
-    ('{"release": "6.12.1", "label": "crossboard-6.12.1", "previous_default": "x\\nmenu", "previous_release": "y"}',
-     "previous_default is not one line"),
-])
+@pytest.mark.parametrize(
+    "record, problem",
+    [
+        ('{"release": "6.12', "not a record crossboard wrote"),
+        (
+            '{"release": "../../etc", "label": "crossboard-../../etc", "previous_default": "x", "previous_release": "y"}',
+            "is not a plain name",
+        ),
+        (
+            '{"release": "6.12.1", "label": "crossboard-6.12.1", "previous_default": "x\\nmenu", "previous_release": "y"}',
+            "previous_default is not one line",
+        ),
+    ],
+)
 def test_a_damaged_or_hostile_record_is_refused_before_anything_changes(boot_board, record, problem):
     from crossboard.deploy.kernel_install import rollback
 
@@ -258,10 +279,20 @@ def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_p
         board = lab.board("stopped", free_port())
     else:
         board = lab.board("stopped", ssh_lab.server().port, app_script=SLOW_APP)
-    env = {**os.environ, "CROSSBOARD_BOARDS": str(board.boards_dir), "CROSSBOARD_OUT": str(lab.out),
-           "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts")}
-    process = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--board", "stopped", "--wait", "15"],
-                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "CROSSBOARD_BOARDS": str(board.boards_dir),
+        "CROSSBOARD_OUT": str(lab.out),
+        "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy", "--board", "stopped", "--wait", "15"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     busy = "sleep 30" if case == "an app that runs" else None
     for _ in range(100):  # until the deploy is in the middle of it
         time.sleep(0.1)

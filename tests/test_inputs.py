@@ -1,5 +1,6 @@
 """Bad input of every kind ends in one line naming the file, key or option, exit code 2, and nothing
 changed: board files, manifests, options, keys, artifacts. Seconds, no Docker, no root."""
+
 import json
 import os
 import re
@@ -21,16 +22,21 @@ from crossboard.remote.transfer import Upload, push
 pytestmark = pytest.mark.fast
 
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
-    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("description: caf\xe9\n".encode("latin-1"), r"^t\.yaml: not UTF-8 text \(byte 16\)"),
-    (b"a: &x [1, 2]\nb: *x\n", r"^t\.yaml:2: not valid YAML: aliases \(\*name\) are not allowed"),
-    (ALIAS_BOMB.encode(), r"^t\.yaml:2: not valid YAML: aliases"),
-    (b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n", r"^t\.yaml:1: not valid YAML: nested more than 32 levels deep$"),
-    (b"a: b\x00c\n", r"^t\.yaml:1: not valid YAML: unacceptable character #x0000: special characters are not allowed$"),
-], ids=["latin-1", "alias", "alias bomb", "deep nesting", "NUL byte"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("description: caf\xe9\n".encode("latin-1"), r"^t\.yaml: not UTF-8 text \(byte 16\)"),
+        (b"a: &x [1, 2]\nb: *x\n", r"^t\.yaml:2: not valid YAML: aliases \(\*name\) are not allowed"),
+        (ALIAS_BOMB.encode(), r"^t\.yaml:2: not valid YAML: aliases"),
+        (b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n", r"^t\.yaml:1: not valid YAML: nested more than 32 levels deep$"),
+        (b"a: b\x00c\n", r"^t\.yaml:1: not valid YAML: unacceptable character #x0000: special characters are not allowed$"),
+    ],
+    ids=["latin-1", "alias", "alias bomb", "deep nesting", "NUL byte"],
+)
 def test_hostile_or_broken_yaml_is_one_line(tmp_path, content, message):
     (tmp_path / "t.yaml").write_bytes(content)
     started = time.monotonic()
@@ -39,20 +45,28 @@ def test_hostile_or_broken_yaml_is_one_line(tmp_path, content, message):
     assert time.monotonic() - started < 1
 
 
-GOOD = {"status": "done", "kernel_release": "6.12.0-x", "artifacts": [
-    {"path": "apps/hello", "kind": "app", "sha256": "a" * 64, "size": 1}]}
+GOOD = {
+    "status": "done",
+    "kernel_release": "6.12.0-x",
+    "artifacts": [{"path": "apps/hello", "kind": "app", "sha256": "a" * 64, "size": 1}],
+}
 
 
-@pytest.mark.parametrize("text, message", [
-    (None, "no build for b: run invoke build --board b"),
-    ("", r"not readable as JSON"),
-    ("[]", r"not a manifest crossboard wrote \(not a JSON object\)"),
-    (json.dumps({**GOOD, "status": None}), r"\(status missing or not a str\)"),
-    (json.dumps({k: v for k, v in GOOD.items() if k != "artifacts"}), r"\(artifacts missing or not a list\)"),
-    (json.dumps({**GOOD, "artifacts": [{"path": "../../etc/passwd", "kind": "app", "sha256": "a" * 64}]}),
-     r"artifact '../../etc/passwd': not a path inside the output folder"),
-    (json.dumps({**GOOD, "status": "running"}), r"the last build of b did not finish \(running\)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (None, "no build for b: run invoke build --board b"),
+        ("", r"not readable as JSON"),
+        ("[]", r"not a manifest crossboard wrote \(not a JSON object\)"),
+        (json.dumps({**GOOD, "status": None}), r"\(status missing or not a str\)"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "artifacts"}), r"\(artifacts missing or not a list\)"),
+        (
+            json.dumps({**GOOD, "artifacts": [{"path": "../../etc/passwd", "kind": "app", "sha256": "a" * 64}]}),
+            r"artifact '../../etc/passwd': not a path inside the output folder",
+        ),
+        (json.dumps({**GOOD, "status": "running"}), r"the last build of b did not finish \(running\)"),
+    ],
+)
 def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, message):
     if text is not None:
         (tmp_path / "manifest.json").write_text(text)
@@ -64,18 +78,27 @@ def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, me
 
 @pytest.mark.parametrize("wait", ["abc", "-5", "nan"])
 def test_a_bad_wait_is_refused_in_one_line(wait):
-    done = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--wait", wait], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True)
-    assert (done.returncode, done.stderr) == (2, f"crossboard: error: --wait: expected a number of seconds (0 or more), "
-                                                 f"got {wait!r}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "deploy", "--wait", wait], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"crossboard: error: --wait: expected a number of seconds (0 or more), got {wait!r}\n",
+    )
 
 
 def test_deploying_a_board_never_built_is_bad_input(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--board", "qemu-arm64"], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, env={**os.environ, "CROSSBOARD_OUT": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "deploy", "--board", "qemu-arm64"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CROSSBOARD_OUT": str(tmp_path)},
+    )
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"crossboard: error: {tmp_path}/qemu-arm64/manifest.json: no build for qemu-arm64: "
-                                   "run invoke build --board qemu-arm64")
+    assert done.stderr.strip() == (
+        f"crossboard: error: {tmp_path}/qemu-arm64/manifest.json: no build for qemu-arm64: run invoke build --board qemu-arm64"
+    )
 
 
 def test_a_missing_key_file_is_named_at_once(tmp_path):
@@ -91,21 +114,35 @@ def test_a_missing_artifact_is_named_not_taken_for_a_lost_connection(tmp_path):
 def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
     boards = copy_project(tmp_path)
     (boards / "broken.yaml").write_text("description: [\n")
-    done = subprocess.run([sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "CROSSBOARD_BOARDS": str(boards)})
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "boards"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CROSSBOARD_BOARDS": str(boards)},
+    )
     assert done.returncode == 2
     assert re.search(r"^qemu-arm64 +Virtual board", done.stdout, re.M)
     assert re.search(r"^broken +INVALID: boards/broken.yaml:\d: not valid YAML", done.stdout, re.M), done.stdout
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"kernel": {"source": {"debian": "x;touch f"}}}, r"kernel.source.debian: 'x;touch f' does not have the expected form"),
-    ({"kernel": {"source": {"git": {"url": "--upload-pack=touch f", "ref": "main"}}}}, r"kernel.source.git.url: "),
-    ({"kernel": {"dtbs": ["-x.dtb"]}}, r"kernel.dtbs\[0\]: '-x.dtb' does not have"),
-    ({"kernel": {"dtbs": ["ti/../../etc.dtb"]}}, r"kernel.dtbs\[0\]: 'ti/../../etc.dtb' does not have"),
-    ({"modules": ["../../outside"]}, r"modules\[0\]: .*/outside is outside the project"),
-], ids=["shell in a package name", "an option as git URL", "an option as DTB", "a DTB outside the tree",
-        "a module outside the project"])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"kernel": {"source": {"debian": "x;touch f"}}}, r"kernel.source.debian: 'x;touch f' does not have the expected form"),
+        ({"kernel": {"source": {"git": {"url": "--upload-pack=touch f", "ref": "main"}}}}, r"kernel.source.git.url: "),
+        ({"kernel": {"dtbs": ["-x.dtb"]}}, r"kernel.dtbs\[0\]: '-x.dtb' does not have"),
+        ({"kernel": {"dtbs": ["ti/../../etc.dtb"]}}, r"kernel.dtbs\[0\]: 'ti/../../etc.dtb' does not have"),
+        ({"modules": ["../../outside"]}, r"modules\[0\]: .*/outside is outside the project"),
+    ],
+    ids=[
+        "shell in a package name",
+        "an option as git URL",
+        "an option as DTB",
+        "a DTB outside the tree",
+        "a module outside the project",
+    ],
+)
 def test_values_that_would_reach_a_shell_or_leave_the_project_are_refused(tmp_path, override, message):
     from crossboard.board.load import load_board
 
@@ -153,12 +190,17 @@ def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_pat
             packed.addfile(info, io.BytesIO(b"x\n"))
     sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
     boards = copy_project(tmp_path)
-    board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {"url": archive.as_uri(),
-                                                                                          "sha256": sha256}}}})
+    board = load_board(
+        "qemu-arm64", boards, overrides={"kernel": {"source": {"tarball": {"url": archive.as_uri(), "sha256": sha256}}}}
+    )
     settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="-", debian_mirror="-")
     with pytest.raises(UserError, match=r"^kernel.source.tarball: file://.*evil.tar: .*outside the destination"):
-        build(board, settings, BuildOptions(echo=False, app_builder="cargo", only=frozenset({"source"})),
-              runtime=RecordingRuntime(build_folders(board, settings)))
+        build(
+            board,
+            settings,
+            BuildOptions(echo=False, app_builder="cargo", only=frozenset({"source"})),
+            runtime=RecordingRuntime(build_folders(board, settings)),
+        )
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache/escaped").exists()
     assert json.loads((tmp_path / "out/qemu-arm64/manifest.json").read_text())["status"] == "failed"
 
@@ -175,9 +217,18 @@ def test_one_default_board_for_every_task_from_the_environment_or_invoke_yaml(tm
     monkeypatch.delenv("CROSSBOARD_BOARD")
     (tmp_path / "invoke.yaml").write_text("crossboard:\n  board: qemu-arm64-uboot\n")  # on 127.0.0.1
     for task in (["build", "--dry-run"], ["rollback"]):
-        done = subprocess.run([sys.executable, "-m", "invoke", *task], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              env={**os.environ, "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml"),
-                                   "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts")}, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", *task],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            env={
+                **os.environ,
+                "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml"),
+                "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts"),
+            },
+            timeout=60,
+        )
         assert "qemu-arm64-uboot" in done.stdout + done.stderr or "127.0.0.1:2223" in done.stderr, done
 
 
@@ -185,8 +236,10 @@ def test_config_pull_edits_the_local_override_keeping_comments_and_words(tmp_pat
     from crossboard.deploy.config_pull import pointed_local_override
 
     local = tmp_path / "beagleplay.local.yaml"
-    local.write_text("# my lab's board\nconnection:\n  host: play-3.lab  # the one by the window\n"
-                     "description: yes\nkernel:\n  localversion: -old\n")
+    local.write_text(
+        "# my lab's board\nconnection:\n  host: play-3.lab  # the one by the window\n"
+        "description: yes\nkernel:\n  localversion: -old\n"
+    )
     edited = pointed_local_override(local, "beagleplay.pulled.config", "-ti-arm64-r54").decode()
     assert edited.startswith("# my lab's board\n") and "# the one by the window" in edited
     assert "description: yes\n" in edited

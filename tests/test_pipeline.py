@@ -1,5 +1,6 @@
 """The build pipeline's decisions, on a fake kernel tree with the recording runtime: which work runs
 when which input changes, what the manifest says, locks on shared folders. Seconds, no Docker, no root."""
+
 import dataclasses
 import json
 import subprocess
@@ -26,8 +27,7 @@ def lab(tmp_path):
     """A project copy with a fake board on a fake tarball kernel, and settings of its own."""
     boards = copy_project(tmp_path)
     url, sha256 = fake_kernel_tarball(tmp_path)
-    settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="unused",
-                        debian_mirror="unused")
+    settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="unused", debian_mirror="unused")
     source = f"tarball: {{url: '{url}', sha256: {sha256}}}"
 
     class Lab:
@@ -52,8 +52,11 @@ def kinds(commands) -> list[str]:
     for argv in commands:
         if argv[0] == "make":
             module = next((a.rsplit("/", 1)[1] for a in argv if a.startswith("M=")), None)
-            named.append(f"make M={module}" if module else "make " + " ".join(a for a in argv[3:] if "=" not in a and
-                                                                              not a.startswith("-")))
+            named.append(
+                f"make M={module}"
+                if module
+                else "make " + " ".join(a for a in argv[3:] if "=" not in a and not a.startswith("-"))
+            )
         elif argv[0] == "sh":
             named.append(argv[1].rsplit("/", 1)[1])
         else:
@@ -63,17 +66,30 @@ def kinds(commands) -> list[str]:
 
 def test_a_first_build_runs_everything_and_a_second_runs_no_command(lab):
     first, commands = lab.build()
-    assert {"make allnoconfig", "merge_config.sh", "make olddefconfig", "make Image modules", "make modules_install",
-            "make M=hello_rust", "cargo"} <= set(kinds(commands))
+    assert {
+        "make allnoconfig",
+        "merge_config.sh",
+        "make olddefconfig",
+        "make Image modules",
+        "make modules_install",
+        "make M=hello_rust",
+        "cargo",
+    } <= set(kinds(commands))
     again, commands = lab.build()
     assert commands == []
     assert again.status == "done"
     assert {record.name: record.status for record in again.steps} == {
-        "source": "done", "toolchain-check": "skipped", "configure": "skipped", "dtbs": "skipped",
-        "kernel": "skipped", "modules": "done", "apps": "skipped", "collect": "skipped"}
+        "source": "done",
+        "toolchain-check": "skipped",
+        "configure": "skipped",
+        "dtbs": "skipped",
+        "kernel": "skipped",
+        "modules": "done",
+        "apps": "skipped",
+        "collect": "skipped",
+    }
     assert again.artifacts == first.artifacts
-    assert (again.kernel_release, again.config_sha256, again.tools) == (
-        first.kernel_release, first.config_sha256, first.tools)
+    assert (again.kernel_release, again.config_sha256, again.tools) == (first.kernel_release, first.config_sha256, first.tools)
     assert load_manifest(again.out_dir)["artifacts"] == first.artifacts
 
 
@@ -98,8 +114,14 @@ def test_a_changed_fragment_configures_and_builds_the_kernel_and_modules_again_b
     fragment = lab.project / "boards/fragments/rust.config"
     fragment.write_text(fragment.read_text() + "CONFIG_SAMPLE_RUST_PRINT=m\n")
     _, commands = lab.build()
-    assert kinds(commands) == ["make allnoconfig", "merge_config.sh", "make olddefconfig", "make Image modules",
-                               "make modules_install", "make M=hello_rust"]
+    assert kinds(commands) == [
+        "make allnoconfig",
+        "merge_config.sh",
+        "make olddefconfig",
+        "make Image modules",
+        "make modules_install",
+        "make M=hello_rust",
+    ]
 
 
 def test_a_new_toolchain_image_runs_everything_again(lab):
@@ -161,14 +183,18 @@ def test_an_unexpected_error_leaves_a_failed_manifest_not_a_running_one(lab, mon
     assert manifest["error"] == "RuntimeError: the engine said something odd"
 
 
-@pytest.mark.parametrize("arguments, error", [
-    (["--only", "bogus"], "--only: unknown step bogus"),
-    (["--app-builder", "zzz"], "--app-builder: unknown builder 'zzz'"),
-    (["--runtime", "vm"], "--runtime: unknown runtime 'vm'"),
-])
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["--only", "bogus"], "--only: unknown step bogus"),
+        (["--app-builder", "zzz"], "--app-builder: unknown builder 'zzz'"),
+        (["--runtime", "vm"], "--runtime: unknown runtime 'vm'"),
+    ],
+)
 def test_bad_options_are_refused_before_any_output(arguments, error):
-    done = subprocess.run([sys.executable, "-m", "invoke", "build", "--dry-run", *arguments], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "build", "--dry-run", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip().startswith(f"crossboard: error: {error}")
@@ -204,10 +230,18 @@ BUILD_IN_A_PROCESS = textwrap.dedent("""
 def test_two_boards_on_one_tarball_built_at_once_unpack_it_once(lab, tmp_path):
     lab.board("fake")
     lab.board("fake-too")
-    script = BUILD_IN_A_PROCESS.format(tests=str(PROJECT_ROOT / "tests"), cache=str(lab.settings.cache_dir),
-                                       out=str(lab.settings.out_dir), boards=str(lab.project / "boards"))
-    processes = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, cwd=PROJECT_ROOT) for name in ("fake", "fake-too")]
+    script = BUILD_IN_A_PROCESS.format(
+        tests=str(PROJECT_ROOT / "tests"),
+        cache=str(lab.settings.cache_dir),
+        out=str(lab.settings.out_dir),
+        boards=str(lab.project / "boards"),
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT
+        )
+        for name in ("fake", "fake-too")
+    ]
     outputs = [process.communicate(timeout=60)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     notes = sorted(line for output in outputs for line in output.splitlines() if line.startswith("note:"))
@@ -216,11 +250,16 @@ def test_two_boards_on_one_tarball_built_at_once_unpack_it_once(lab, tmp_path):
 
 def test_a_build_waits_for_a_held_board_folder_and_names_the_holder(lab):
     lab.board()
-    script = BUILD_IN_A_PROCESS.format(tests=str(PROJECT_ROOT / "tests"), cache=str(lab.settings.cache_dir),
-                                       out=str(lab.settings.out_dir), boards=str(lab.project / "boards"))
+    script = BUILD_IN_A_PROCESS.format(
+        tests=str(PROJECT_ROOT / "tests"),
+        cache=str(lab.settings.cache_dir),
+        out=str(lab.settings.out_dir),
+        boards=str(lab.project / "boards"),
+    )
     with holding(lab.settings.out_dir / "fake", "the output folder of fake"):
-        process = subprocess.Popen([sys.executable, "-c", script, "fake"], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT)
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, "fake"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT
+        )
         first = process.stdout.readline()
     output = first + process.communicate(timeout=60)[0]
     assert process.returncode == 0, output

@@ -1,4 +1,5 @@
 """Pure logic, no engine needed: Kconfig reading and diagnosis, tool versions, ELF facts."""
+
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,16 @@ def test_unmet_symbols_treat_absent_as_n():
     assert kconfig.unmet(requested, final) == {"CONFIG_RUST": ("y", "n"), "CONFIG_MODVERSIONS": ("n", "y")}
 
 
-@pytest.mark.parametrize("final, reason", [
-    ({"CONFIG_MODVERSIONS": "y", "CONFIG_HAVE_RUST": "y"}, "CONFIG_MODVERSIONS is set"),
-    ({"CONFIG_RANDSTRUCT": "y", "CONFIG_DEBUG_INFO_BTF": "y"}, "CONFIG_RANDSTRUCT, CONFIG_DEBUG_INFO_BTF are set"),
-    ({}, "HAVE_RUST is not set"),
-    ({"CONFIG_HAVE_RUST": "y"}, "RUST_IS_AVAILABLE is not set"),
-    ({"CONFIG_HAVE_RUST": "y", "CONFIG_RUST_IS_AVAILABLE": "y"}, "a dependency of RUST"),
-])
+@pytest.mark.parametrize(
+    "final, reason",
+    [
+        ({"CONFIG_MODVERSIONS": "y", "CONFIG_HAVE_RUST": "y"}, "CONFIG_MODVERSIONS is set"),
+        ({"CONFIG_RANDSTRUCT": "y", "CONFIG_DEBUG_INFO_BTF": "y"}, "CONFIG_RANDSTRUCT, CONFIG_DEBUG_INFO_BTF are set"),
+        ({}, "HAVE_RUST is not set"),
+        ({"CONFIG_HAVE_RUST": "y"}, "RUST_IS_AVAILABLE is not set"),
+        ({"CONFIG_HAVE_RUST": "y", "CONFIG_RUST_IS_AVAILABLE": "y"}, "a dependency of RUST"),
+    ],
+)
 def test_why_rust_is_missing(final, reason):
     assert reason in kconfig.why_no_rust(final)
 
@@ -36,8 +40,9 @@ def test_unmet_description_puts_rust_first_with_its_reason():
     final = {"CONFIG_MODVERSIONS": "y", "CONFIG_HAVE_RUST": "y"}
     text = kconfig.describe_unmet({"CONFIG_A": ("y", "n"), "CONFIG_RUST": ("y", "n")}, final)
     assert text.startswith("CONFIG_RUST=y requested but the final .config has n; CONFIG_A=y")
-    assert text.endswith("Why RUST: CONFIG_MODVERSIONS is set and Rust cannot coexist with it: "
-                         "add '# CONFIG_MODVERSIONS is not set' to a fragment")
+    assert text.endswith(
+        "Why RUST: CONFIG_MODVERSIONS is set and Rust cannot coexist with it: add '# CONFIG_MODVERSIONS is not set' to a fragment"
+    )
 
 
 def test_versions_and_verdicts():
@@ -98,26 +103,36 @@ STOCK_EXTLINUX = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_
 def test_our_label_becomes_the_default_and_copies_the_stock_command_line():
     from crossboard.deploy import extlinux
 
-    new, stock = extlinux.add_default_label(STOCK_EXTLINUX, "crossboard-6.12.107-crossboard",
-                                            "/crossboard/6.12.107-crossboard/Image",
-                                            "/crossboard/6.12.107-crossboard/k3-am625-beagleplay.dtb")
+    new, stock = extlinux.add_default_label(
+        STOCK_EXTLINUX,
+        "crossboard-6.12.107-crossboard",
+        "/crossboard/6.12.107-crossboard/Image",
+        "/crossboard/6.12.107-crossboard/k3-am625-beagleplay.dtb",
+    )
     assert stock == "Linux microSD"
     lines, default, labels = extlinux.parse(new)
     assert default == "crossboard-6.12.107-crossboard"
-    assert list(labels) == ["crossboard-6.12.107-crossboard", "Linux microSD", "BeaglePlay Recovery",
-                            "BeaglePlay disable BCFSERIAL"]
+    assert list(labels) == [
+        "crossboard-6.12.107-crossboard",
+        "Linux microSD",
+        "BeaglePlay Recovery",
+        "BeaglePlay disable BCFSERIAL",
+    ]
     ours = "\n".join(labels[default].lines(lines))
     assert "append console=ttyS2,115200n8 root=/dev/mmcblk1p2 ro rootfstype=ext4 resume=/dev/mmcblk1p3" in ours
     assert "fdt /crossboard/6.12.107-crossboard/k3-am625-beagleplay.dtb" in ours and "initrd" not in ours
     assert extlinux.remove_label(new, default, stock) == STOCK_EXTLINUX  # byte for byte
 
 
-@pytest.mark.parametrize("broken, reason", [
-    (STOCK_EXTLINUX.replace("default Linux microSD", "default Linux eMMC"), "names no label"),
-    (STOCK_EXTLINUX.replace("default Linux microSD\n", ""), "no `default` line"),
-    ("timeout 5\n", "no `label` entries"),
-    (STOCK_EXTLINUX.replace("    kernel /Image.gz\n", "", 1), "has no kernel line"),
-])
+@pytest.mark.parametrize(
+    "broken, reason",
+    [
+        (STOCK_EXTLINUX.replace("default Linux microSD", "default Linux eMMC"), "names no label"),
+        (STOCK_EXTLINUX.replace("default Linux microSD\n", ""), "no `default` line"),
+        ("timeout 5\n", "no `label` entries"),
+        (STOCK_EXTLINUX.replace("    kernel /Image.gz\n", "", 1), "has no kernel line"),
+    ],
+)
 def test_a_broken_extlinux_conf_is_refused(broken, reason):
     from crossboard.deploy import extlinux
 

@@ -1,4 +1,5 @@
 """SSH connection and transfer against a real OpenSSH server on 127.0.0.1, with real paramiko."""
+
 import hashlib
 import os
 import shlex
@@ -46,8 +47,9 @@ def test_new_host_key_is_recorded_on_request_then_known(ssh_lab, server, known_h
 
 def test_changed_host_key_is_always_refused(ssh_lab, server, known_hosts):
     impostor = ssh_lab.server(host_key_name="other_host_key")
-    known_hosts.write_text(f"[127.0.0.1]:{impostor.port} "
-                           + " ".join(server.host_key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+    known_hosts.write_text(
+        f"[127.0.0.1]:{impostor.port} " + " ".join(server.host_key.with_suffix(".pub").read_text().split()[:2]) + "\n"
+    )
     with pytest.raises(UserError, match=r"host key CHANGED .* ssh-keygen -R '\[127.0.0.1\]:\d+' -f "):
         connect(ssh_lab.connection(impostor), trust_new_host=True, known_hosts=known_hosts)
 
@@ -75,8 +77,10 @@ def test_privileged_commands_run_as_root_and_a_sudo_that_wants_a_password_is_nam
     with connect(plain, known_hosts=known_hosts) as board:
         with pytest.raises(UserError) as refused:
             board.run("id -un", privileged=True)
-    assert str(refused.value) == (f"127.0.0.1: {PLAIN_USER} cannot run sudo without a password: on the board add "
-                                  f"'{PLAIN_USER} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+    assert str(refused.value) == (
+        f"127.0.0.1: {PLAIN_USER} cannot run sudo without a password: on the board add "
+        f"'{PLAIN_USER} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard"
+    )
 
 
 @pytest.fixture(scope="module", params=["sftp", "exec stream"])
@@ -115,7 +119,12 @@ def test_files_with_awkward_names_arrive_as_plain_names(board, remote_dir, tmp_p
     listing = board.run(f"cd {shlex.quote(remote_dir)} && find . -type f | sort").stdout.splitlines()
     assert listing == sorted(f"./{name}" for name in AWKWARD_NAMES)
     assert board.run(f"cat {shlex.quote(remote_dir + '/semi;colon.ko')}").stdout == "content 3"
-    assert board.run("ls pwned", ).code != 0
+    assert (
+        board.run(
+            "ls pwned",
+        ).code
+        != 0
+    )
 
 
 def test_unchanged_redeploy_sends_nothing(board, remote_dir, tmp_path):
@@ -138,8 +147,7 @@ def test_hash_mismatch_is_detected_and_the_old_file_kept(board, remote_dir, tmp_
     assert STAGING_PREFIX not in board.run(f"ls -a {shlex.quote(remote_dir)}").stdout
 
 
-def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfer_server, known_hosts, remote_dir,
-                                                                tmp_path):
+def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfer_server, known_hosts, remote_dir, tmp_path):
     server = transfer_server
     local = tmp_path / "big.ko"
     local.write_bytes(b"old")
@@ -147,6 +155,7 @@ def test_a_cut_connection_keeps_the_old_file_and_leaves_no_temp(ssh_lab, transfe
         push(board, remote_dir, [upload_of(local, "big.ko")])
     local.write_bytes(os.urandom(8 << 20))
     with connect(ssh_lab.connection(server), known_hosts=known_hosts) as board:
+
         class CutAfterOneMiB(Progress):
             def set(self, done, expected=None):
                 super().set(done, expected)
@@ -180,8 +189,9 @@ def test_marker_lines_in_known_hosts_are_understood(ssh_lab, server, known_hosts
     make_key(other)
     unrelated = (tmp_path / "other_key.pub").read_text().split()[:2]
     user_known_hosts = tmp_path / "user_known_hosts"
-    user_known_hosts.write_text(f"@cert-authority *.lab {' '.join(unrelated)}\n@revoked * {' '.join(unrelated)}\n"
-                                "a line ssh itself would pass over\n")
+    user_known_hosts.write_text(
+        f"@cert-authority *.lab {' '.join(unrelated)}\n@revoked * {' '.join(unrelated)}\na line ssh itself would pass over\n"
+    )
     monkeypatch.setattr("crossboard.remote.connection.USER_KNOWN_HOSTS", user_known_hosts)
     with connect(ssh_lab.connection(server), trust_new_host=True, known_hosts=known_hosts) as board:
         assert board.run("echo hi").stdout == "hi\n"
@@ -191,15 +201,15 @@ def test_marker_lines_in_known_hosts_are_understood(ssh_lab, server, known_hosts
         connect(ssh_lab.connection(server), known_hosts=known_hosts)
 
 
-def test_a_board_behind_a_jump_host_named_in_an_included_ssh_config(ssh_lab, server, known_hosts, tmp_path,
-                                                                    monkeypatch):
+def test_a_board_behind_a_jump_host_named_in_an_included_ssh_config(ssh_lab, server, known_hosts, tmp_path, monkeypatch):
     from sshd import SUDO_USER
 
     jump = ssh_lab.server(host_key_name="jump_host_key")
     (tmp_path / "lab.conf").write_text(
         f"Host labboard\n  HostName 127.0.0.1\n  Port {server.port}\n  ProxyJump labjump\n"
         f"Host labjump\n  HostName 127.0.0.1\n  Port {jump.port}\n  User {SUDO_USER}\n  IdentityFile {ssh_lab.key}\n"
-        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+    )
     (tmp_path / "config").write_text(f"Include {tmp_path / 'lab.conf'}\n")
     monkeypatch.setattr("crossboard.remote.connection.USER_SSH_CONFIG", tmp_path / "config")
     connection = Connection(host="labboard", user=SUDO_USER, key=str(ssh_lab.key))
@@ -251,16 +261,23 @@ def test_a_board_that_falls_silent_is_noticed_long_before_the_commands_time(ssh_
     try:
         subprocess.run(["ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up"], check=True)
         server = SshServer(free_port(), make_key(tmp_path / "host_key"), namespace=namespace).start(tmp_path)
-        script = CLIENT_IN_NAMESPACE.format(root=str(PROJECT_ROOT), port=server.port, key=str(ssh_lab.key),
-                                            known=str(tmp_path / "known_hosts"))
-        client = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c", script],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        script = CLIENT_IN_NAMESPACE.format(
+            root=str(PROJECT_ROOT), port=server.port, key=str(ssh_lab.key), known=str(tmp_path / "known_hosts")
+        )
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         said = [client.stdout.readline() for _ in range(2)]  # the new host key's fingerprint, then this
         assert said[-1].strip() == "connected", said
         time.sleep(1)
         # the board falls silent: nothing it sends arrives any more, and nothing says so (no reset)
-        subprocess.run(["ip", "netns", "exec", namespace, "iptables", "-A", "INPUT", "-p", "tcp", "--sport",
-                        str(server.port), "-j", "DROP"], check=True)
+        subprocess.run(
+            ["ip", "netns", "exec", namespace, "iptables", "-A", "INPUT", "-p", "tcp", "--sport", str(server.port), "-j", "DROP"],
+            check=True,
+        )
         output = client.communicate(timeout=150)[0]
         found = re.search(r"after (\d+) s: 127.0.0.1: the connection was lost", output)
         assert found, output

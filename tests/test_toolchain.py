@@ -1,4 +1,5 @@
 """The toolchain image and the runtimes, against the real Docker engine."""
+
 import json
 import os
 import signal
@@ -33,9 +34,11 @@ def test_context_hash_follows_content_and_base(tmp_path):
 
 
 def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
-    versions = docker.containers.run(toolchain_image.ref, ["sh", "-c", "rustc -vV; bindgen --version; "
-                                     "clang --version; ld.lld --version; cat /etc/crossboard-versions"],
-                                     remove=True).decode()
+    versions = docker.containers.run(
+        toolchain_image.ref,
+        ["sh", "-c", "rustc -vV; bindgen --version; clang --version; ld.lld --version; cat /etc/crossboard-versions"],
+        remove=True,
+    ).decode()
     assert "release: 1.85.1" in versions
     assert "bindgen 0.71.1" in versions
     assert "clang version 19.1.7" in versions
@@ -138,8 +141,13 @@ def test_doctor_reports_real_versions(toolchain_image, qemu_build):
 
     from crossboard import PROJECT_ROOT
 
-    result = subprocess.run([sys.executable, "-m", "invoke", "doctor", "--board", "qemu-arm64"], cwd=PROJECT_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "doctor", "--board", "qemu-arm64"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ok    toolchain image {toolchain_image.ref} is current" in result.stdout
     assert "rustc=1.85.1" in result.stdout and "bindgen=0.71.1" in result.stdout
@@ -162,9 +170,13 @@ def _build_until_kernel_step(out_dir):
     forgotten first, so that it runs kbuild's no-op make instead of being skipped)."""
     settings = Settings.from_environment()
     forget(build_folders(load_board("qemu-arm64"), settings)["build"] / "kernel" / STAMPS / "kernel.json")
-    process = subprocess.Popen([sys.executable, "-m", "invoke", "build", "--quiet"], cwd=PROJECT_ROOT,
-                               env={**os.environ, "CROSSBOARD_OUT": str(out_dir)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "build", "--quiet"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "CROSSBOARD_OUT": str(out_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     manifest = out_dir / "qemu-arm64/manifest.json"
     for _ in range(600):
         if manifest.is_file():
@@ -188,8 +200,7 @@ def test_a_killed_build_leaves_a_readable_manifest_and_its_container_is_reaped(d
     state = json.loads(manifest.read_text())  # written atomically: never half a file
     steps = {step["name"]: step["status"] for step in state["steps"]}
     assert state["status"] == "running" and steps["kernel"] == "running"
-    orphans = [c for c in docker.containers.list(filters={"label": OWNER_LABEL})
-               if c.labels[OWNER_LABEL].endswith(owner_suffix)]
+    orphans = [c for c in docker.containers.list(filters={"label": OWNER_LABEL}) if c.labels[OWNER_LABEL].endswith(owner_suffix)]
     assert len(orphans) == 1
     assert orphans[0].name in remove_orphans(docker)
 
@@ -202,5 +213,8 @@ def test_sigterm_unwinds_like_ctrl_c(docker, qemu_build, tmp_path):
     assert stderr.decode().strip().splitlines()[-1] == "crossboard: error: interrupted"
     state = json.loads(manifest.read_text())
     assert state["status"] == "failed" and state["error"] == "interrupted"
-    assert not [c for c in docker.containers.list(all=True, filters={"label": OWNER_LABEL})
-                if c.labels[OWNER_LABEL].endswith(f":{process.pid}")]
+    assert not [
+        c
+        for c in docker.containers.list(all=True, filters={"label": OWNER_LABEL})
+        if c.labels[OWNER_LABEL].endswith(f":{process.pid}")
+    ]

@@ -1,6 +1,7 @@
 """Installing our kernel through a real bootloader: the U-Boot shape of the virtual board boots the stock
 kernel (qemu-arm64's build) from a FAT partition's extlinux.conf, and `deploy --kernel --reboot` must
 bring it back on ours (qemu-arm64-uboot's build), rollback on the stock one again."""
+
 import dataclasses
 import json
 import shlex
@@ -109,12 +110,12 @@ def _board_with_broken_kernel(uboot_board, uboot_build, out_root, corrupt):
         manifest.add_artifact(target, kind)
     manifest.finish("done")
     spec = uboot_board.board.spec
-    return dataclasses.replace(uboot_board.board, spec=spec.model_copy(
-        update={"deploy": spec.deploy.model_copy(update={"reboot_timeout": 45})}))
+    return dataclasses.replace(
+        uboot_board.board, spec=spec.model_copy(update={"deploy": spec.deploy.model_copy(update={"reboot_timeout": 45})})
+    )
 
 
-def test_a_kernel_u_boot_refuses_brings_the_stock_one_back_and_that_is_reported(uboot_board, uboot_build, qemu_build,
-                                                                                 tmp_path):
+def test_a_kernel_u_boot_refuses_brings_the_stock_one_back_and_that_is_reported(uboot_board, uboot_build, qemu_build, tmp_path):
     """No arm64 Image magic: U-Boot's booti refuses it and boots the next label, the stock kernel."""
     board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: bytes(len(data)))
     with pytest.raises(StepFailed, match=rf"came back on {qemu_build.kernel_release}, not {uboot_build.kernel_release}"):
@@ -124,6 +125,6 @@ def test_a_kernel_u_boot_refuses_brings_the_stock_one_back_and_that_is_reported(
 
 def test_a_kernel_that_does_not_come_back_is_reported(uboot_board, uboot_build, tmp_path):
     """Half an Image: U-Boot starts it, it crashes before it prints anything, and the board boot-loops."""
-    board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: data[:len(data) // 2])
+    board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: data[: len(data) // 2])
     with pytest.raises(StepFailed, match=r"did not come back within 45 s of rebooting into .*; see QEMU's serial log"):
         install_kernel(board, tmp_path / "out", reboot=True)

@@ -1,4 +1,5 @@
 """The whole loop on the virtual board: build -> QEMU boot -> deploy -> insmod, for real."""
+
 import dataclasses
 import json
 
@@ -98,8 +99,11 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
     out = tmp_path / "out" / "qemu-arm64"
     (out / "modules").mkdir(parents=True)
     module = out / "modules/rust_minimal.ko"
-    module.write_bytes((virtual_board.out_dir / "modules/rust_minimal.ko").read_bytes().replace(
-        b"vermagic=6.12.107-crossboard", b"vermagic=6.12.107-somebody"))
+    module.write_bytes(
+        (virtual_board.out_dir / "modules/rust_minimal.ko")
+        .read_bytes()
+        .replace(b"vermagic=6.12.107-crossboard", b"vermagic=6.12.107-somebody")
+    )
     manifest = Manifest(board="qemu-arm64", out_dir=out)
     manifest.add_artifact(module, "module")
     manifest.finish("done")
@@ -107,7 +111,8 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
     report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False))
     assert not report["ok"]
     assert report["modules"][0]["refused"].startswith(
-        "rust_minimal was built for 6.12.107-somebody but the board runs 6.12.107-crossboard")
+        "rust_minimal was built for 6.12.107-somebody but the board runs 6.12.107-crossboard"
+    )
     with connect(board.spec.connection, base_dir=board.project_root) as remote:
         assert remote.run("test -d /sys/module/rust_minimal").code != 0
         assert remote.run("uname -r").code == 0

@@ -1,4 +1,5 @@
 """Facts about built files: hashes, a module's vermagic, the glibc a binary needs; atomic writes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,9 @@ def release_of_vermagic(vermagic: str) -> str:
 
 def highest_glibc(readelf_versions: str) -> tuple[int, ...] | None:
     """The highest GLIBC_x.y a binary needs, from `llvm-readelf -V` output; None for no glibc need."""
-    versions = [tuple(int(p) for p in m.groups() if p) for m in
-                re.finditer(r"Name: GLIBC_(\d+)\.(\d+)(?:\.(\d+))?", readelf_versions)]
+    versions = [
+        tuple(int(p) for p in m.groups() if p) for m in re.finditer(r"Name: GLIBC_(\d+)\.(\d+)(?:\.(\d+))?", readelf_versions)
+    ]
     return max(versions) if versions else None
 
 

@@ -1,5 +1,6 @@
 """out/<board>/manifest.json: written when a build starts and replaced atomically after each step,
 so a killed build still says what it did and where it stopped."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,12 @@ class Manifest:
     def add_artifact(self, path: Path, kind: str, source: str | None = None) -> None:
         """Record a file under out_dir with its size and sha256 (and vermagic for modules); `source`:
         what in the board file it was built from (an app's path), so that deploy needs nothing else."""
-        entry: dict[str, str | int] = {"path": str(path.relative_to(self.out_dir)), "kind": kind,
-                                       "size": path.stat().st_size, "sha256": sha256_of(path)}
+        entry: dict[str, str | int] = {
+            "path": str(path.relative_to(self.out_dir)),
+            "kind": kind,
+            "size": path.stat().st_size,
+            "sha256": sha256_of(path),
+        }
         if source is not None:
             entry["source"] = source
         if path.suffix == ".ko":

@@ -1,4 +1,5 @@
 """Find, read, merge and validate a board file; every problem is one line naming file, line and key."""
+
 from __future__ import annotations
 
 import hashlib
@@ -93,9 +94,7 @@ def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None 
     located = strict_yaml.load(file, display)
     local_file = boards_dir / f"{name}.local.yaml"
     if local_file.is_file():
-        located = strict_yaml.merge(
-            located, strict_yaml.load(local_file, _display(local_file, project_root)), ONE_OF_KEYS
-        )
+        located = strict_yaml.merge(located, strict_yaml.load(local_file, _display(local_file, project_root)), ONE_OF_KEYS)
     if overrides:
         located = strict_yaml.merge(located, _from_option(overrides), ONE_OF_KEYS)
     spec = _validate(located)
@@ -189,8 +188,7 @@ def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
         for index, folder in enumerate(folders):
             if not folder.is_relative_to(board.project_root.resolve()):
                 where = _where(located, (key, index))
-                raise UserError(f"{where} {key}[{index}]: {folder} is outside the project: copy it in, or link "
-                                "the project to it")
+                raise UserError(f"{where} {key}[{index}]: {folder} is outside the project: copy it in, or link the project to it")
     for index, module in enumerate(board.module_dirs()):
         if not module.is_dir():
             where = _where(located, ("modules", index))

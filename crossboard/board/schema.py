@@ -1,4 +1,5 @@
 """What a board file may say. Every key is documented in boards/README.md."""
+
 from __future__ import annotations
 
 import re

@@ -4,6 +4,7 @@ PyYAML's defaults turn `no`/`on` into booleans and `0755` into 493. Here only `t
 are booleans, only plain decimals are numbers, and everything else stays the string it looks
 like, so a strict schema can reject it loudly instead of accepting a changed meaning.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,9 +39,7 @@ for _tag, _pattern, _first in (
 MAX_DEPTH = 32  # a board file is a few levels deep; far deeper is a mistake or an attack
 
 
-class _StrictLoader(
-    yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _StrictResolver
-):
+class _StrictLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer, _StrictResolver):
     def __init__(self, stream):
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
@@ -52,13 +51,15 @@ class _StrictLoader(
     def compose_node(self, parent, index):
         # Aliases refused: a few hundred bytes of them expand to gigabytes ("billion laughs").
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in board files",
-                                              self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in board files", self.peek_event().start_mark
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -157,4 +158,3 @@ def dotted(path: KeyPath) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text or "(top level)"
-

@@ -1,5 +1,6 @@
 """What deploy does on a board once the files are there: load modules, read their kernel messages,
 run the apps. Every value that reaches the remote shell is quoted."""
+
 from __future__ import annotations
 
 import shlex
@@ -53,22 +54,24 @@ def check_privilege(board: Session, facts: BoardFacts) -> None:
     if user == "root":
         return
     if not board.sudo:
-        raise UserError(f"{board.target.name}: {user} is not root and connection.sudo is false: "
-                        "set connection.sudo: true (with NOPASSWD sudo on the board) or log in as root")
+        raise UserError(
+            f"{board.target.name}: {user} is not root and connection.sudo is false: "
+            "set connection.sudo: true (with NOPASSWD sudo on the board) or log in as root"
+        )
 
 
 def _messages_since_mark(board: Session, action: str) -> tuple[int, str, list[str]]:
     """Run `action` as root between a mark written to the kernel log and a read of it, in one round
     trip; only the kernel messages after the mark belong to the action."""
     mark = f"crossboard-mark-{uuid.uuid4().hex}"
-    script = f"echo {mark} > /dev/kmsg; {action}; echo \"{mark} exit=$?\"; dmesg"
+    script = f'echo {mark} > /dev/kmsg; {action}; echo "{mark} exit=$?"; dmesg'
     result = board.run(script, privileged=True)
     head, _, log = result.stdout.partition(f"{mark} exit=")
     code_text, _, log = log.partition("\n")
     lines = log.splitlines()
     after = next((i for i in range(len(lines) - 1, -1, -1) if mark in lines[i]), -1)
     code = int(code_text) if code_text.isdigit() else result.code or 1
-    return code, (result.stderr or head).strip(), lines[after + 1:]
+    return code, (result.stderr or head).strip(), lines[after + 1 :]
 
 
 def _missing(expected: list[str], lines: list[str]) -> list[str]:
@@ -80,8 +83,9 @@ LOADED_BY_US = "/run/crossboard/loaded"
 NOT_OURS = 90  # the exit code of a load refused because a module of that name is loaded and not ours
 
 
-def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool,
-                loaded: frozenset[str]) -> ModuleReport:
+def load_module(
+    board: Session, remote_path: str, name: str, expect: ModuleExpect, keep_loaded: bool, loaded: frozenset[str]
+) -> ModuleReport:
     """Replace a copy crossboard loaded before, insmod, check the kernel's messages, rmmod unless kept.
     A module of that name that crossboard did not load (the board's own) is never unloaded."""
     report = ModuleReport(name)
@@ -92,18 +96,19 @@ def load_module(board: Session, remote_path: str, name: str, expect: ModuleExpec
         load = f"if [ -e {marker} ]; then rmmod {shlex.quote(name)} && {load}; else exit {NOT_OURS}; fi"
     code, output, report.load_messages = _messages_since_mark(board, load)
     if code == NOT_OURS:
-        report.refused = (f"a module named {name} is loaded and crossboard did not load it (it may be the "
-                          f"board's own): not replacing it; unload it yourself (rmmod {name}) if it should go")
+        report.refused = (
+            f"a module named {name} is loaded and crossboard did not load it (it may be the "
+            f"board's own): not replacing it; unload it yourself (rmmod {name}) if it should go"
+        )
         return report
     if code != 0:
-        report.error = (f"{'rmmod of the loaded copy or ' if name in loaded else ''}insmod failed: {output}")
+        report.error = f"{'rmmod of the loaded copy or ' if name in loaded else ''}insmod failed: {output}"
         return report
     report.loaded = True
     report.missing = _missing(expect.load, report.load_messages)
     if keep_loaded:
         return report
-    code, output, report.unload_messages = _messages_since_mark(
-        board, f"rmmod {shlex.quote(name)} && rm -f {marker}")
+    code, output, report.unload_messages = _messages_since_mark(board, f"rmmod {shlex.quote(name)} && rm -f {marker}")
     if code != 0:
         report.error = f"rmmod failed: {output}"
         return report
@@ -129,8 +134,9 @@ exit "$code"
 
 def run_app(board: Session, remote_path: str, name: str, app: App) -> AppReport:
     report = AppReport(name)
-    command = " ".join(shlex.quote(part) for part in
-                       ["sh", "-c", APP_GUARD, "app", "timeout", str(app.timeout), remote_path, *app.args])
+    command = " ".join(
+        shlex.quote(part) for part in ["sh", "-c", APP_GUARD, "app", "timeout", str(app.timeout), remote_path, *app.args]
+    )
     result = board.run(command, timeout=app.timeout + 30)
     report.exit_code, report.stdout, report.stderr = result.code, result.stdout, result.stderr
     if result.code == 124:

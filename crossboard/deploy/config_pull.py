@@ -1,5 +1,6 @@
 """`invoke config.pull`: build against the kernel a board runs. Reads its config and release and
 stores them as the board's base config and LOCALVERSION in the untracked local override file."""
+
 from __future__ import annotations
 
 import io
@@ -16,9 +17,11 @@ from ..pipeline import kconfig
 from ..remote.connection import connect
 
 SEPARATOR = "@@crossboard-config@@"
-PULL_COMMAND = (f'uname -r; echo {SEPARATOR}; release=$(uname -r); '
-                'if [ -r /proc/config.gz ]; then zcat /proc/config.gz; '
-                'elif [ -r "/boot/config-$release" ]; then cat "/boot/config-$release"; fi')
+PULL_COMMAND = (
+    f"uname -r; echo {SEPARATOR}; release=$(uname -r); "
+    "if [ -r /proc/config.gz ]; then zcat /proc/config.gz; "
+    'elif [ -r "/boot/config-$release" ]; then cat "/boot/config-$release"; fi'
+)
 ARM64_RUST_SINCE = (6, 9)
 
 
@@ -34,11 +37,15 @@ def rust_problem(release: str, config: dict[str, str]) -> str | None:
     """Why modules built against this running kernel could not be Rust modules, or None."""
     version, _ = split_release(release)
     if version[:2] < ARM64_RUST_SINCE:
-        return (f"the board runs {release}: arm64 Rust needs Linux >= 6.9, so this kernel cannot have "
-                "CONFIG_RUST (the 6.6-ti kernel of older BeaglePlay images is one)")
+        return (
+            f"the board runs {release}: arm64 Rust needs Linux >= 6.9, so this kernel cannot have "
+            "CONFIG_RUST (the 6.6-ti kernel of older BeaglePlay images is one)"
+        )
     if config.get("CONFIG_RUST", "n") != "y":
-        return (f"the board's kernel {release} was built without CONFIG_RUST: Rust modules built against "
-                "it would fail to load with 'Unknown symbol __rust_alloc'")
+        return (
+            f"the board's kernel {release} was built without CONFIG_RUST: Rust modules built against "
+            "it would fail to load with 'Unknown symbol __rust_alloc'"
+        )
     return None
 
 
@@ -51,8 +58,10 @@ def pull_config(board: LoadedBoard, trust_new_host: bool = False) -> tuple[Path,
     release, _, config_text = output.partition(f"{SEPARATOR}\n")
     release = release.strip()
     if not config_text.strip():
-        raise UserError(f"{spec.connection.host}: the running kernel {release} shows no config (it needs "
-                        "CONFIG_IKCONFIG_PROC for /proc/config.gz, or a /boot/config-<release>)")
+        raise UserError(
+            f"{spec.connection.host}: the running kernel {release} shows no config (it needs "
+            "CONFIG_IKCONFIG_PROC for /proc/config.gz, or a /boot/config-<release>)"
+        )
     problem = rust_problem(release, kconfig.parse(config_text))
     if problem:
         raise UserError(f"{problem}. Install a Rust-enabled kernel built by crossboard on the board instead")

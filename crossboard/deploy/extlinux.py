@@ -1,5 +1,6 @@
 """Reading and changing a board's extlinux.conf (U-Boot distro boot): our kernel becomes a new
 default label that copies the stock default's kernel command line; the stock labels stay."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ class Label:
     end: int  # index after its last line
 
     def lines(self, lines: list[str]) -> list[str]:
-        return lines[self.start:self.end]
+        return lines[self.start : self.end]
 
 
 def _keyword(line: str) -> tuple[str, str]:
@@ -73,7 +74,7 @@ def add_default_label(text: str, name: str, kernel: str, fdt: str | None) -> tup
         block.append(f"    append {append}")
     if name in labels:
         old = labels[name]
-        lines = lines[:old.start] + lines[old.end:]
+        lines = lines[: old.start] + lines[old.end :]
         _, _, labels = parse("\n".join(lines))
     first = min(label.start for label in labels.values())
     lines = lines[:first] + block + [""] + lines[first:]
@@ -86,7 +87,7 @@ def remove_label(text: str, name: str, default: str) -> str:
     if name in labels:
         label = labels[name]
         end = label.end + 1 if label.end < len(lines) and not lines[label.end].strip() else label.end
-        lines = lines[:label.start] + lines[end:]
+        lines = lines[: label.start] + lines[end:]
     result = _set_default("\n".join(lines) + "\n", default)
     check(result)
     return result

@@ -1,6 +1,7 @@
 """`invoke deploy --kernel` and `invoke rollback`: our kernel on the board's boot partition under its own
 names, a new default extlinux label beside the stock ones, and a record on the board of what was
 installed so that rollback can take it all away again."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ RELEASE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 def _checked_release(release: object, where: str) -> str:
     if not isinstance(release, str) or not RELEASE.match(release) or release in (".", ".."):
-        raise UserError(f"{where}: the kernel release {release!r} is not a plain name ([A-Za-z0-9._+-]); "
-                        "nothing was changed")
+        raise UserError(f"{where}: the kernel release {release!r} is not a plain name ([A-Za-z0-9._+-]); nothing was changed")
     return release
 
 
@@ -41,8 +41,9 @@ def _load_record(text: str, where: str) -> dict:
         record = json.loads(text)
     except ValueError:
         record = None
-    if not isinstance(record, dict) or not all(isinstance(record.get(key), str) for key in
-                                               ("release", "label", "previous_default", "previous_release")):
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(key), str) for key in ("release", "label", "previous_default", "previous_release")
+    ):
         raise UserError(f"{where}: not a record crossboard wrote (damaged or edited); nothing was changed")
     if record["label"] != f"crossboard-{_checked_release(record['release'], where)}":
         raise UserError(f"{where}: label {record['label']!r} is not crossboard's for {record['release']}; nothing was changed")
@@ -65,8 +66,14 @@ def _read(remote: Session, path: str) -> str | None:
 
 def _stage_files(remote: Session, stage: str, files: dict[str, Path | bytes]) -> None:
     """Send files (local paths, or contents) into the staging folder, checked and atomic as every transfer."""
-    push(remote, stage, [Upload.of_bytes(name, content) if isinstance(content, bytes)
-                         else Upload(content, name, sha256_of(content)) for name, content in files.items()])
+    push(
+        remote,
+        stage,
+        [
+            Upload.of_bytes(name, content) if isinstance(content, bytes) else Upload(content, name, sha256_of(content))
+            for name, content in files.items()
+        ],
+    )
 
 
 def _run_script(remote: Session, script: str, what: str) -> None:
@@ -92,55 +99,79 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
         earlier_text = _read(remote, f"{partition}/{RECORD}")
         earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
         if earlier and earlier["release"] != release:
-            raise UserError(f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
-                            f"run invoke rollback --board {board.name} first")
+            raise UserError(
+                f"{board.name}: crossboard's kernel {earlier['release']} is installed: "
+                f"run invoke rollback --board {board.name} first"
+            )
         if not earlier and remote.run(f"test -e /lib/modules/{shlex.quote(release)}").code == 0:
-            raise UserError(f"{board.name}: /lib/modules/{release} is already there and is not crossboard's: give "
-                            "the build its own kernel.localversion, or installing would overwrite that kernel's modules")
+            raise UserError(
+                f"{board.name}: /lib/modules/{release} is already there and is not crossboard's: give "
+                "the build its own kernel.localversion, or installing would overwrite that kernel's modules"
+            )
         current = _read(remote, conf)
         if current is None:
             raise UserError(f"{board.name}: cannot read {conf} on the board (deploy.boot)")
         try:
             new_conf, stock_default = extlinux.add_default_label(
-                current, label, f"/crossboard/{release}/{image_name}",
-                f"/crossboard/{release}/{PurePosixPath(dtbs[0]['path']).name}" if dtbs else None)
+                current,
+                label,
+                f"/crossboard/{release}/{image_name}",
+                f"/crossboard/{release}/{PurePosixPath(dtbs[0]['path']).name}" if dtbs else None,
+            )
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
         before = boot_id(remote)
-        record = {"release": release, "label": label, "state": "installing", "kernel_dir": dest, "modules_dir": modules_dir,
-                  "previous_default": earlier["previous_default"] if earlier else stock_default,
-                  "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
-                  "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {
+            "release": release,
+            "label": label,
+            "state": "installing",
+            "kernel_dir": dest,
+            "modules_dir": modules_dir,
+            "previous_default": earlier["previous_default"] if earlier else stock_default,
+            "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
+            "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
-        files = {image_name: out_dir / kind["kernel"]["path"], "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
-                 "extlinux.conf": new_conf.encode(), "installing.json": json.dumps(record, indent=2).encode(),
-                 "installed.json": json.dumps({**record, "state": "installed"}, indent=2).encode()}
+        files = {
+            image_name: out_dir / kind["kernel"]["path"],
+            "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
+            "extlinux.conf": new_conf.encode(),
+            "installing.json": json.dumps(record, indent=2).encode(),
+            "installed.json": json.dumps({**record, "state": "installed"}, indent=2).encode(),
+        }
         files.update({PurePosixPath(dtb["path"]).name: out_dir / dtb["path"] for dtb in dtbs})
         _stage_files(remote, stage, files)
         q = shlex.quote
-        copies = " ".join(q(f"{stage}/{name}") for name in files if name not in
-                          ("modules.tar.gz", "extlinux.conf", "installing.json", "installed.json"))
+        copies = " ".join(
+            q(f"{stage}/{name}")
+            for name in files
+            if name not in ("modules.tar.gz", "extlinux.conf", "installing.json", "installed.json")
+        )
         record_file = f"{partition}/{RECORD}"
         # The record first: whatever fails after it, rollback knows what to undo (and finishes it).
-        _run_script(remote, f"""
+        _run_script(
+            remote,
+            f"""
 mkdir -p {q(dest)}
-cp {q(stage + '/installing.json')} {q(record_file + '.new')}
+cp {q(stage + "/installing.json")} {q(record_file + ".new")}
 sync
-mv -f {q(record_file + '.new')} {q(record_file)}
+mv -f {q(record_file + ".new")} {q(record_file)}
 sync
 cp {copies} {q(dest)}/
-tar -xzf {q(stage + '/modules.tar.gz')} -C /
+tar -xzf {q(stage + "/modules.tar.gz")} -C /
 if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi
-cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
-cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
-grep -q {q('^label ' + label + '$')} {q(conf + '.crossboard-new')}
+cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}
+cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
+grep -q {q("^label " + label + "$")} {q(conf + ".crossboard-new")}
 sync
-mv -f {q(conf + '.crossboard-new')} {q(conf)}
+mv -f {q(conf + ".crossboard-new")} {q(conf)}
 sync
-cp {q(stage + '/installed.json')} {q(record_file + '.new')}
+cp {q(stage + "/installed.json")} {q(record_file + ".new")}
 sync
-mv -f {q(record_file + '.new')} {q(record_file)}
-sync""", "installing the kernel")
+mv -f {q(record_file + ".new")} {q(record_file)}
+sync""",
+            "installing the kernel",
+        )
     if reboot:
         reboot_into(board, release, before, trust_new_host=trust_new_host)
     return record
@@ -165,16 +196,20 @@ def rollback(board: LoadedBoard, trust_new_host: bool = False, reboot: bool = Fa
         stage = f"{board.spec.deploy.remote_dir}/rollback"
         _stage_files(remote, stage, {"extlinux.conf": restored.encode()})
         q = shlex.quote
-        _run_script(remote, f"""
-cp -p {q(conf)} {q(conf + '.crossboard-' + time.strftime('%Y%m%d%H%M%S'))}
-cp {q(stage + '/extlinux.conf')} {q(conf + '.crossboard-new')}
+        _run_script(
+            remote,
+            f"""
+cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}
+cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
 sync
-mv -f {q(conf + '.crossboard-new')} {q(conf)}
+mv -f {q(conf + ".crossboard-new")} {q(conf)}
 sync
 rm -rf {q(kernel_dir)} {q(modules_dir)}
-rm -f {q(partition + '/' + RECORD)}
-rmdir {q(partition + '/crossboard')} 2>/dev/null || true
-sync""", "rolling back")
+rm -f {q(partition + "/" + RECORD)}
+rmdir {q(partition + "/crossboard")} 2>/dev/null || true
+sync""",
+            "rolling back",
+        )
     if reboot:
         reboot_into(board, record["previous_release"], before, trust_new_host=trust_new_host)
     return record

@@ -1,4 +1,5 @@
 """What must hold before anything is loaded or run on a board; each refusal says what to do."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,12 +44,16 @@ def parse_facts(text: str) -> BoardFacts:
 def module_problem(module: str, module_release: str, facts: BoardFacts) -> str | None:
     """Why `module` must not be loaded on this board, or None."""
     if module_release != facts.release:
-        return (f"{module} was built for {module_release} but the board runs {facts.release} "
-                "(insmod would say 'Invalid module format'): deploy a matching kernel "
-                "(invoke deploy --kernel) or build against the board's kernel (invoke config.pull)")
+        return (
+            f"{module} was built for {module_release} but the board runs {facts.release} "
+            "(insmod would say 'Invalid module format'): deploy a matching kernel "
+            "(invoke deploy --kernel) or build against the board's kernel (invoke config.pull)"
+        )
     if facts.rust is False:
-        return (f"the board's kernel {facts.release} has no CONFIG_RUST (insmod would say "
-                "'Unknown symbol __rust_alloc'): deploy a kernel built with Rust")
+        return (
+            f"the board's kernel {facts.release} has no CONFIG_RUST (insmod would say "
+            "'Unknown symbol __rust_alloc'): deploy a kernel built with Rust"
+        )
     return None
 
 
@@ -57,6 +62,8 @@ def app_problem(app: str, needed_glibc: str, facts: BoardFacts) -> str | None:
         return None
     needed = version_in(needed_glibc)
     if needed is not None and needed > facts.glibc:
-        return (f"{app} needs GLIBC_{needed_glibc} but the board has glibc {dotted(facts.glibc)} "
-                "('GLIBC_x.y not found'): build it static (apps[].static: true) or for musl")
+        return (
+            f"{app} needs GLIBC_{needed_glibc} but the board has glibc {dotted(facts.glibc)} "
+            "('GLIBC_x.y not found'): build it static (apps[].static: true) or for musl"
+        )
     return None

@@ -1,4 +1,5 @@
 """Rebooting a board and seeing which kernel came back: `deploy --kernel --reboot`, `rollback --reboot`."""
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,19 @@ from ..remote.connection import Session, connect
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 # In the background and delayed, so the command returns before the connection drops; without a
 # terminal no SIGHUP reaches it (and BusyBox boards may have no nohup).
-REBOOT = ("command -v reboot >/dev/null || { echo 'no reboot command' >&2; exit 127; }; "
-          "sh -c 'sleep 1; reboot' </dev/null >/dev/null 2>&1 &")
+REBOOT = (
+    "command -v reboot >/dev/null || { echo 'no reboot command' >&2; exit 127; }; "
+    "sh -c 'sleep 1; reboot' </dev/null >/dev/null 2>&1 &"
+)
 
 
 def boot_id(remote: Session) -> str:
     return remote.run(BOOT_ID, timeout=15).stdout.strip()
 
 
-def reboot_into(board: LoadedBoard, expected_release: str, before: str, timeout: int | None = None,
-                trust_new_host: bool = False) -> str:
+def reboot_into(
+    board: LoadedBoard, expected_release: str, before: str, timeout: int | None = None, trust_new_host: bool = False
+) -> str:
     """Reboot the board, whose boot_id is `before`, wait for it to answer from a new boot and check it
     runs `expected_release`. Returns the release; StepFailed when it does not come back or comes
     back on another kernel."""
@@ -44,9 +48,13 @@ def reboot_into(board: LoadedBoard, expected_release: str, before: str, timeout:
             pass  # still down, or going down
         time.sleep(2)
     else:
-        raise StepFailed(f"{board.name}: did not come back within {timeout} s of rebooting into {expected_release}; "
-                         f"see {board.spec.deploy.console}")
+        raise StepFailed(
+            f"{board.name}: did not come back within {timeout} s of rebooting into {expected_release}; "
+            f"see {board.spec.deploy.console}"
+        )
     if release != expected_release:
-        raise StepFailed(f"{board.name}: came back on {release}, not {expected_release}: the bootloader did not "
-                         f"boot that kernel or fell back to another label; see {board.spec.deploy.console}")
+        raise StepFailed(
+            f"{board.name}: came back on {release}, not {expected_release}: the bootloader did not "
+            f"boot that kernel or fell back to another label; see {board.spec.deploy.console}"
+        )
     return release

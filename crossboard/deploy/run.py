@@ -1,4 +1,5 @@
 """`invoke deploy`: out/<board>/ put to work on one board or many in parallel."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,13 @@ class DeployOptions:
 
 
 def open_board(board: LoadedBoard, options: DeployOptions, cancellation: Cancellation | None = None) -> Session:
-    return connect(board.spec.connection, trust_new_host=options.trust_new_host, wait_seconds=options.wait_seconds,
-                   base_dir=board.project_root, cancellation=cancellation)
+    return connect(
+        board.spec.connection,
+        trust_new_host=options.trust_new_host,
+        wait_seconds=options.wait_seconds,
+        base_dir=board.project_root,
+        cancellation=cancellation,
+    )
 
 
 def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
@@ -56,41 +62,65 @@ def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
     return opening
 
 
-def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, opening: Future | None = None,
-                 cancellation: Cancellation | None = None) -> dict:
+def deploy_board(
+    board: LoadedBoard,
+    out_root: Path,
+    options: DeployOptions,
+    opening: Future | None = None,
+    cancellation: Cancellation | None = None,
+) -> dict:
     """Deploy to one board; the report says what happened, also when something failed. `opening`: its
     connection, opened early by open_board_early; `cancellation`: the user's interrupt, which closes it."""
     out_dir = out_root / board.name
     spec = board.spec
-    report: dict[str, Any] = {"board": board.name, "host": spec.connection.host, "ok": False, "error": "", "started":
-              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sent": [], "modules": [], "apps": []}
+    report: dict[str, Any] = {
+        "board": board.name,
+        "host": spec.connection.host,
+        "ok": False,
+        "error": "",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sent": [],
+        "modules": [],
+        "apps": [],
+    }
     try:
         manifest = finished_manifest(out_dir, board.name)
         wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
         built = sorted(Path(a["path"]).stem for a in wanted if a["kind"] == "module")
         if unknown := sorted(options.modules - set(built)):
-            raise UserError(f"--module: the build of {board.name} has no module {', '.join(unknown)} "
-                            f"(modules: {', '.join(built) or 'none'})")
+            raise UserError(
+                f"--module: the build of {board.name} has no module {', '.join(unknown)} (modules: {', '.join(built) or 'none'})"
+            )
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
-        with (opening.result() if opening else open_board(board, options, cancellation)) as remote:
+        with opening.result() if opening else open_board(board, options, cancellation) as remote:
             report["reached"] = True
             if cancellation:  # opened here or early, it is closed on an interrupt
                 cancellation.track(remote)
             # one round trip: the board's facts, then the hashes of the files already there
-            listing = remote.run(f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n"
-                                 + hashes_command(remote_dir, [upload.remote for upload in uploads])).stdout
+            listing = remote.run(
+                f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n" + hashes_command(remote_dir, [upload.remote for upload in uploads])
+            ).stdout
             facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
             facts = parse_facts(facts_text)
             report["board_release"] = facts.release
-            progress = Progress(f"[{board.name}] upload", unit="", pattern=None, render=size, every=5,
-                                mode=Progress.mode_for(options.echo, plain=not options.alone))
-            report["sent"] = [upload.remote for upload in push(remote, remote_dir, uploads, progress=progress,
-                                                               current=parse_hashes(hashes_text))]
+            progress = Progress(
+                f"[{board.name}] upload",
+                unit="",
+                pattern=None,
+                render=size,
+                every=5,
+                mode=Progress.mode_for(options.echo, plain=not options.alone),
+            )
+            report["sent"] = [
+                upload.remote
+                for upload in push(remote, remote_dir, uploads, progress=progress, current=parse_hashes(hashes_text))
+            ]
             if report["sent"]:  # asking otherwise would start the board's SFTP server for nothing
                 report["transfer"] = remote.transport_name
-            modules = [a for a in wanted if a["kind"] == "module"
-                       and (not options.modules or Path(a["path"]).stem in options.modules)]
+            modules = [
+                a for a in wanted if a["kind"] == "module" and (not options.modules or Path(a["path"]).stem in options.modules)
+            ]
             if modules:
                 check_privilege(remote, facts)
             for artifact in modules:
@@ -99,17 +129,27 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
                 if problem:
                     report["modules"].append({"name": name, "refused": problem, "ok": False})
                     continue
-                module_report = load_module(remote, f"{remote_dir}/{artifact['path']}", name,
-                                            spec.deploy.expect.get(name, ModuleExpect()),
-                                            options.keep_loaded or spec.deploy.keep_loaded, facts.loaded)
+                module_report = load_module(
+                    remote,
+                    f"{remote_dir}/{artifact['path']}",
+                    name,
+                    spec.deploy.expect.get(name, ModuleExpect()),
+                    options.keep_loaded or spec.deploy.keep_loaded,
+                    facts.loaded,
+                )
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
                 built_apps = {a.get("source"): Path(a["path"]).name for a in wanted if a["kind"] == "app"}
                 for app in spec.apps:
                     binary = built_apps.get(app.path)
                     if binary is None:
-                        report["apps"].append({"name": app.path, "ok": False, "refused": f"the build has no binary "
-                                               f"of {app.path}: run invoke build --board {board.name}"})
+                        report["apps"].append(
+                            {
+                                "name": app.path,
+                                "ok": False,
+                                "refused": f"the build has no binary of {app.path}: run invoke build --board {board.name}",
+                            }
+                        )
                         continue
                     problem = app_problem(binary, manifest.get("app_glibc", {}).get(binary, ""), facts)
                     if problem:
@@ -131,8 +171,10 @@ def deploy_board(board: LoadedBoard, out_root: Path, options: DeployOptions, ope
 
 def describe(report: dict) -> list[str]:
     """The terminal's view of one board's report."""
-    lines = [f"[{report['board']}] {report['host']}: {'ok' if report['ok'] else 'FAILED'}"
-             + (f" (board runs {report['board_release']})" if report.get("board_release") else "")]
+    lines = [
+        f"[{report['board']}] {report['host']}: {'ok' if report['ok'] else 'FAILED'}"
+        + (f" (board runs {report['board_release']})" if report.get("board_release") else "")
+    ]
     if report["error"]:
         lines.append(f"  error: {report['error']}")
     via = f" (by {report['transfer']})" if report.get("transfer") else ""
@@ -158,8 +200,9 @@ def describe(report: dict) -> list[str]:
     return lines
 
 
-def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOptions,
-                opened: dict[str, Future] | None = None) -> list[dict]:
+def deploy_many(
+    boards: list[LoadedBoard], out_root: Path, options: DeployOptions, opened: dict[str, Future] | None = None
+) -> list[dict]:
     """Each board in its own thread; one failing does not stop the others. Raises when any failed.
     `opened`: connections opened early, by board name."""
     opened = opened or {}
@@ -197,8 +240,10 @@ def deploy_many(boards: list[LoadedBoard], out_root: Path, options: DeployOption
             print(f"{'board':<16} {'result':<8} {'modules':>8} {'apps':>5}")
             for report in reports:
                 good = sum(m["ok"] for m in report["modules"]), sum(a["ok"] for a in report["apps"])
-                print(f"{report['board']:<16} {'ok' if report['ok'] else 'FAILED':<8} "
-                      f"{good[0]}/{len(report['modules']):>6} {good[1]}/{len(report['apps']):>3}")
+                print(
+                    f"{report['board']:<16} {'ok' if report['ok'] else 'FAILED':<8} "
+                    f"{good[0]}/{len(report['modules']):>6} {good[1]}/{len(report['apps']):>3}"
+                )
     failed = [report["board"] for report in reports if not report["ok"]]
     if failed:
         raise StepFailed(f"deploy failed on {len(failed)} of {len(reports)} boards: {', '.join(failed)}")

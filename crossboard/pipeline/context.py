@@ -1,4 +1,5 @@
 """Everything a build step needs: the board, the runtime, the folders, the manifest, the options."""
+
 from __future__ import annotations
 
 import os
@@ -97,15 +98,13 @@ class BuildContext:
         return self.build_dir / "kernel"
 
     def make(self, *targets: str, module_dir: str | None = None) -> list[str]:
-        argv = ["make", "-C", self.source_tree, f"O={self.kernel_dir}", "ARCH=arm64", "LLVM=1",
-                f"-j{self.options.jobs}"]
+        argv = ["make", "-C", self.source_tree, f"O={self.kernel_dir}", "ARCH=arm64", "LLVM=1", f"-j{self.options.jobs}"]
         if module_dir:
             argv.append(f"M={module_dir}")
         return argv + list(targets)
 
     def tee(self, step: str, progress: Progress | None = None) -> Tee:
-        return Tee(self.out_dir / "logs" / f"{step}.log", echo=self.options.echo and self.options.verbose,
-                   progress=progress)
+        return Tee(self.out_dir / "logs" / f"{step}.log", echo=self.options.echo and self.options.verbose, progress=progress)
 
     @contextmanager
     def counted_tee(self, step: str) -> Iterator[Tee]:
@@ -113,8 +112,11 @@ class BuildContext:
         the last run that started from nothing (a kernel with no vmlinux yet; the DTBs always)."""
         fresh = step != "kernel" or not (self.kernel_dir_on_host / "vmlinux").exists()
         memory = Remembered(self.kernel_dir_on_host / STAMPS / "progress.json")
-        progress = Progress(f"[{self.board.name}] {step}", expected=memory.get(step) if fresh else None,
-                            mode=Progress.mode_for(self.options.echo, self.options.plain or self.options.verbose))
+        progress = Progress(
+            f"[{self.board.name}] {step}",
+            expected=memory.get(step) if fresh else None,
+            mode=Progress.mode_for(self.options.echo, self.options.plain or self.options.verbose),
+        )
         with self.tee(step, progress) as tee:
             yield tee
             if fresh:

@@ -1,4 +1,5 @@
 """Reading Kconfig files, and saying why a requested symbol did not stick."""
+
 from __future__ import annotations
 
 import re
@@ -29,19 +30,17 @@ def read(path: Path) -> dict[str, str]:
 
 def unmet(requested: dict[str, str], final: dict[str, str]) -> dict[str, tuple[str, str]]:
     """Symbols whose final value differs from the request: symbol -> (requested, final)."""
-    return {
-        symbol: (wanted, final.get(symbol, "n"))
-        for symbol, wanted in requested.items()
-        if final.get(symbol, "n") != wanted
-    }
+    return {symbol: (wanted, final.get(symbol, "n")) for symbol, wanted in requested.items() if final.get(symbol, "n") != wanted}
 
 
 def why_no_rust(final: dict[str, str]) -> str:
     """The reason CONFIG_RUST is not set in a final .config, as precisely as the config tells."""
     blockers = [symbol for symbol in RUST_BLOCKERS if final.get(symbol, "n") == "y"]
     if blockers:
-        return f"{', '.join(blockers)} {'is' if len(blockers) == 1 else 'are'} set and Rust cannot coexist with it: " \
-               f"add '# {blockers[0]} is not set' to a fragment"
+        return (
+            f"{', '.join(blockers)} {'is' if len(blockers) == 1 else 'are'} set and Rust cannot coexist with it: "
+            f"add '# {blockers[0]} is not set' to a fragment"
+        )
     if final.get("CONFIG_HAVE_RUST", "n") != "y":
         return "HAVE_RUST is not set: this kernel has no Rust support for the architecture (arm64 needs Linux >= 6.9)"
     if final.get("CONFIG_RUST_IS_AVAILABLE", "n") != "y":
@@ -51,8 +50,10 @@ def why_no_rust(final: dict[str, str]) -> str:
 
 def describe_unmet(problems: dict[str, tuple[str, str]], final: dict[str, str]) -> str:
     """One line: the first unmet symbols, and for RUST the reason."""
-    parts = [f"{symbol}={wanted} requested but the final .config has {got}"
-             for symbol, (wanted, got) in sorted(problems.items(), key=lambda item: item[0] != "CONFIG_RUST")]
+    parts = [
+        f"{symbol}={wanted} requested but the final .config has {got}"
+        for symbol, (wanted, got) in sorted(problems.items(), key=lambda item: item[0] != "CONFIG_RUST")
+    ]
     text = "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
     if "CONFIG_RUST" in problems:
         text += f". Why RUST: {why_no_rust(final)}"

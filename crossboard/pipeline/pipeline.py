@@ -1,4 +1,5 @@
 """`invoke build`: the steps in order, inside one runtime, with the manifest kept current."""
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,9 @@ def preflight(board: LoadedBoard) -> None:
     """Input mistakes that would otherwise fail late, after minutes of compiling."""
     for index, module in enumerate(board.module_dirs()):
         if not (module / "Kbuild").is_file() and not (module / "Makefile").is_file():
-            raise UserError(f"{board.file.name}: modules[{index}]: {module} has no Kbuild file "
-                            f"(it needs a line `obj-m := {module.name}.o`)")
+            raise UserError(
+                f"{board.file.name}: modules[{index}]: {module} has no Kbuild file (it needs a line `obj-m := {module.name}.o`)"
+            )
 
 
 def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
@@ -64,8 +66,9 @@ def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
     return steps
 
 
-def make_runtime(kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool,
-                 verbose: bool = False, plain: bool = False) -> Runtime:
+def make_runtime(
+    kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool, verbose: bool = False, plain: bool = False
+) -> Runtime:
     """The runtime the steps run in; with `prepare`, the toolchain image is built if it changed."""
     if kind == "host":
         return HostRuntime(folders)
@@ -96,8 +99,9 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
             print(f"  {line}")
 
 
-def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str = "docker",
-          runtime: Runtime | None = None) -> Manifest:
+def build(
+    board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str = "docker", runtime: Runtime | None = None
+) -> Manifest:
     """`runtime`: one made by the caller (the tests' recording runtime), instead of one of `runtime_kind`."""
     runtime_kind = runtime.name if runtime else runtime_kind
     steps = selected_steps(options, runtime_kind)
@@ -106,19 +110,30 @@ def build(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime
     say = print if options.echo else (lambda line: None)
     with ExitStack() as locks:
         # always in this order, so two builds never wait for each other crosswise
-        for name, what in (("out", f"the output folder of {board.name}"), ("work", f"this clone's work folder of {board.name}"),
-                           ("build", f"the kernel build folder of {board.name}")):
+        for name, what in (
+            ("out", f"the output folder of {board.name}"),
+            ("work", f"this clone's work folder of {board.name}"),
+            ("build", f"the kernel build folder of {board.name}"),
+        ):
             locks.enter_context(holding(folders[name], what, say))
         return _build_locked(board, settings, options, runtime_kind, steps, folders, runtime)
 
 
-def _build_locked(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str, steps: list[Step],
-                  folders: dict[str, Path], runtime: Runtime | None) -> Manifest:
+def _build_locked(
+    board: LoadedBoard,
+    settings: Settings,
+    options: BuildOptions,
+    runtime_kind: str,
+    steps: list[Step],
+    folders: dict[str, Path],
+    runtime: Runtime | None,
+) -> Manifest:
     manifest = _start_manifest(board, folders["out"], runtime_kind, steps, options)
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
-        runtime = runtime or make_runtime(runtime_kind, settings, folders, options.echo, prepare=True,
-                                          verbose=options.verbose, plain=options.plain)
+        runtime = runtime or make_runtime(
+            runtime_kind, settings, folders, options.echo, prepare=True, verbose=options.verbose, plain=options.plain
+        )
         manifest.image = runtime.toolchain()
         with runtime:
             ctx = _context(board, settings, runtime, manifest, options)
@@ -126,14 +141,19 @@ def _build_locked(board: LoadedBoard, settings: Settings, options: BuildOptions,
                 _run_step(ctx, step)
         unfinished = [record.name for record in manifest.steps if record.status not in ("done", "skipped")]
         if unfinished:
-            raise StepFailed(f"step {', '.join(unfinished)} did not finish in an earlier build of {board.name}: "
-                             f"run invoke build --board {board.name} without --only")
+            raise StepFailed(
+                f"step {', '.join(unfinished)} did not finish in an earlier build of {board.name}: "
+                f"run invoke build --board {board.name} without --only"
+            )
     except BaseException as error:
         for record in manifest.steps:
             if record.status == "running":
                 record.status = "failed"
-        reason = str(error) if isinstance(error, CrossboardError) else (
-            "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
+        reason = (
+            str(error)
+            if isinstance(error, CrossboardError)
+            else ("interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
+        )
         manifest.finish("failed", reason or "interrupted")
         raise
     manifest.finish("done")
@@ -149,14 +169,21 @@ def _start_manifest(board: LoadedBoard, out_dir: Path, runtime_kind: str, steps,
     manifest.started, manifest.runtime, manifest.board_file_sha256 = fresh.started, runtime_kind, board.sha256
     previous = {record.name: record for record in manifest.steps}
     running = {step.name for step in steps}
-    manifest.steps = [StepRecord(name) if name in running else previous[name]
-                      for name in STEP_NAMES if name in running or name in previous]
+    manifest.steps = [
+        StepRecord(name) if name in running else previous[name] for name in STEP_NAMES if name in running or name in previous
+    ]
     return manifest
 
 
 def _context(board, settings, runtime, manifest, options) -> BuildContext:
-    return BuildContext(board=board, settings=settings, runtime=runtime, manifest=manifest, options=options,
-                        source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir))
+    return BuildContext(
+        board=board,
+        settings=settings,
+        runtime=runtime,
+        manifest=manifest,
+        options=options,
+        source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir),
+    )
 
 
 def _step_fields(manifest: Manifest) -> dict:

@@ -1,5 +1,6 @@
 """The kernel source: obtained once as the board says, unpacked into a cache keyed by what it is,
 and never modified afterwards (every build writes to O=)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,9 @@ def redacted(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}"
-                                                  + (f":{parts.port}" if parts.port else "")))
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
+    )
 
 
 def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
@@ -79,8 +81,7 @@ def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
     if source.debian is not None:
         return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
     if source.tarball is not None:
-        return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, "
-                f"unpack into {plan.tree_on_host}"]
+        return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
     if source.git is not None:
         return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
     return [f"use the kernel tree at {plan.tree_on_host}"]
@@ -126,13 +127,16 @@ def _unpack(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) 
 def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -> None:
     tarball = f"/usr/src/{package}.tar.xz"
     partial = f"{runtime.path('sources')}/.partial-{plan.key}"
-    script = (f'test -f {tarball} || {{ echo "{tarball}: not in the toolchain"; exit 3; }}; '
-              f"mkdir -p {partial} && tar -xf {tarball} -C {partial}")
+    script = (
+        f'test -f {tarball} || {{ echo "{tarball}: not in the toolchain"; exit 3; }}; '
+        f"mkdir -p {partial} && tar -xf {tarball} -C {partial}"
+    )
     with runtime.widened(writable=frozenset({"sources"})) as unpacker:  # the one step that writes the sources
         code = unpacker.run(["sh", "-c", script], tee)
     if code == 3:
-        raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: "
-                        "add it to containers/toolchain/packages.txt")
+        raise UserError(
+            f"kernel.source.debian: {package} is not in the toolchain image: add it to containers/toolchain/packages.txt"
+        )
     if code != 0:
         raise StepFailed(f"unpacking {tarball} failed with exit code {code} (log: {tee.log_path})")
 
@@ -146,8 +150,10 @@ def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> N
             shutil.copyfileobj(response, out, 1 << 20)
         actual = sha256_of(download)
         if actual != expected:
-            raise UserError(f"kernel.source.tarball.sha256: {redacted(tarball.url)} has sha256 {actual}, "
-                            f"the board file says {expected}; nothing was unpacked")
+            raise UserError(
+                f"kernel.source.tarball.sha256: {redacted(tarball.url)} has sha256 {actual}, "
+                f"the board file says {expected}; nothing was unpacked"
+            )
         partial.mkdir()
         with tarfile.open(download) as archive:
             archive.extractall(partial, filter="data")
@@ -162,9 +168,11 @@ def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> N
 def _clone(git: Git, partial: Path, tee: Tee) -> None:
     if shutil.which("git") is None:
         raise InfrastructureError("kernel.source.git needs git on the host: apt-get install git")
-    process = subprocess.run(["git", "clone", "--depth", "1", "--branch", git.ref, git.url,
-                              str(partial)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.run(
+        ["git", "clone", "--depth", "1", "--branch", git.ref, git.url, str(partial)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     tee.write(process.stdout)
     if process.returncode != 0:
-        raise InfrastructureError(f"kernel.source.git: cloning {git.url} at {git.ref} failed "
-                                  f"(log: {tee.log_path})")
+        raise InfrastructureError(f"kernel.source.git: cloning {git.url} at {git.ref} failed (log: {tee.log_path})")

@@ -4,6 +4,7 @@ A stamp holds the hash of the work's inputs, its note and what it wrote into the
 step gives the manifest the same values again. A stamp is removed before its work runs and written
 after it succeeded, so an interrupted or failed run never looks current.
 """
+
 from __future__ import annotations
 
 import hashlib

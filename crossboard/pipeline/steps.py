@@ -2,6 +2,7 @@
 same command builders, so `--dry-run` shows exactly what a build does. Each also says what it reads
 (`inputs`): a step whose inputs are as when it last succeeded, and whose products are still there,
 is not run again (see stamps.py)."""
+
 from __future__ import annotations
 
 import gzip
@@ -48,6 +49,7 @@ class Step:
 
 # -- source --------------------------------------------------------------------------------------
 
+
 def _source_plan(ctx: BuildContext) -> list[str]:
     return source.describe(ctx.board.spec.kernel.source, ctx.source_plan)
 
@@ -60,9 +62,11 @@ def _source_run(ctx: BuildContext) -> str:
 
 # -- toolchain check -----------------------------------------------------------------------------
 
+
 def _toolcheck_plan(ctx: BuildContext) -> list[str]:
-    return [f"sh {ctx.source_tree}/scripts/min-tool-version.sh {tool}; {' '.join(argv)}"
-            for tool, argv in CHECKED_TOOLS.items()] + [ctx.show(ctx.make("rustavailable"))]
+    return [
+        f"sh {ctx.source_tree}/scripts/min-tool-version.sh {tool}; {' '.join(argv)}" for tool, argv in CHECKED_TOOLS.items()
+    ] + [ctx.show(ctx.make("rustavailable"))]
 
 
 def _toolcheck_inputs(ctx: BuildContext) -> str | None:
@@ -89,10 +93,10 @@ def _toolcheck_run(ctx: BuildContext) -> str:
 
 # -- configure -----------------------------------------------------------------------------------
 
+
 def _generated_fragment(ctx: BuildContext) -> str:
     """The board's own settings as Kconfig lines, merged after its fragments."""
-    return (f'CONFIG_LOCALVERSION="{ctx.board.spec.kernel.localversion}"\n'
-            "# CONFIG_LOCALVERSION_AUTO is not set\n")
+    return f'CONFIG_LOCALVERSION="{ctx.board.spec.kernel.localversion}"\n# CONFIG_LOCALVERSION_AUTO is not set\n'
 
 
 def _fragment_files(ctx: BuildContext) -> list[tuple[str, str]]:
@@ -109,9 +113,12 @@ def _configure_inputs(ctx: BuildContext) -> str | None:
     the base config and every fragment."""
     base_file = ctx.board.base_config_file()
     return ctx.toolchain_identity and stamps.digest(
-        ctx.toolchain_identity, ctx.tree_identity or str(ctx.source_plan.tree_on_host),
-        ctx.board.spec.kernel.config.base, base_file.read_bytes() if base_file else b"",
-        *[part for name, content in _fragment_files(ctx) for part in (name, content)])
+        ctx.toolchain_identity,
+        ctx.tree_identity or str(ctx.source_plan.tree_on_host),
+        ctx.board.spec.kernel.config.base,
+        base_file.read_bytes() if base_file else b"",
+        *[part for name, content in _fragment_files(ctx) for part in (name, content)],
+    )
 
 
 def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
@@ -121,15 +128,18 @@ def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
     # A full config file (e.g. pulled from a board) is merge_config's starting point; a make target makes one.
     from_file = ctx.board.base_config_file() is not None
     start = f"{ctx.kernel_dir}/{BASE_CONFIG}" if from_file else f"{ctx.kernel_dir}/.config"
-    merge = ("merge_config.sh", ["sh", f"{ctx.source_tree}/scripts/kconfig/merge_config.sh", "-m", "-O",
-                                 ctx.kernel_dir, start, *fragments])
+    merge = (
+        "merge_config.sh",
+        ["sh", f"{ctx.source_tree}/scripts/kconfig/merge_config.sh", "-m", "-O", ctx.kernel_dir, start, *fragments],
+    )
     olddefconfig = ("make olddefconfig", ctx.make("olddefconfig"))  # always with LLVM=1: else Kconfig hides RUST
     return [merge, olddefconfig] if from_file else [(f"make {base}", ctx.make(base)), merge, olddefconfig]
 
 
 def _configure_plan(ctx: BuildContext) -> list[str]:
     return [ctx.show(argv) for _, argv in _configure_commands(ctx)] + [
-        "check that every symbol the fragments request has that value in .config"]
+        "check that every symbol the fragments request has that value in .config"
+    ]
 
 
 def _configure_run(ctx: BuildContext) -> str:
@@ -162,6 +172,7 @@ def _verify_config(ctx: BuildContext, config: Path) -> None:
 
 
 # -- device trees and kernel ---------------------------------------------------------------------
+
 
 def _kernel_tree_inputs(ctx: BuildContext, *more: str) -> str | None:
     """What every make in the kernel tree reads: the tree, the toolchain and the final .config.
@@ -200,8 +211,7 @@ def _install_modules_argv(ctx: BuildContext) -> list[str]:
 
 def _kernel_plan(ctx: BuildContext) -> list[str]:
     env = " ".join(f"{k}='{v}'" for k, v in REPRODUCIBLE_ENV.items())
-    return [f"{env} {ctx.show(ctx.make(ctx.board.spec.kernel.image, 'modules'))}",
-            ctx.show(_install_modules_argv(ctx))]
+    return [f"{env} {ctx.show(ctx.make(ctx.board.spec.kernel.image, 'modules'))}", ctx.show(_install_modules_argv(ctx))]
 
 
 def _kernel_inputs(ctx: BuildContext) -> str | None:
@@ -210,15 +220,19 @@ def _kernel_inputs(ctx: BuildContext) -> str | None:
 
 def _kernel_still_there(ctx: BuildContext, record: dict) -> bool:
     release = record["manifest"].get("kernel_release", "")
-    return bool(release) and all(path.exists() for path in (
-        ctx.kernel_dir_on_host / "arch/arm64/boot" / ctx.board.spec.kernel.image,
-        ctx.kernel_dir_on_host / "Module.symvers", ctx.build_dir / "staging/lib/modules" / release))
+    return bool(release) and all(
+        path.exists()
+        for path in (
+            ctx.kernel_dir_on_host / "arch/arm64/boot" / ctx.board.spec.kernel.image,
+            ctx.kernel_dir_on_host / "Module.symvers",
+            ctx.build_dir / "staging/lib/modules" / release,
+        )
+    )
 
 
 def _kernel_run(ctx: BuildContext) -> str:
     with ctx.counted_tee("kernel") as tee:
-        ctx.runtime.check(ctx.make(ctx.board.spec.kernel.image, "modules"), tee, what="the kernel build",
-                          env=REPRODUCIBLE_ENV)
+        ctx.runtime.check(ctx.make(ctx.board.spec.kernel.image, "modules"), tee, what="the kernel build", env=REPRODUCIBLE_ENV)
         shutil.rmtree(ctx.build_dir / "staging", ignore_errors=True)
         ctx.runtime.check(_install_modules_argv(ctx), tee, what="modules_install", env=REPRODUCIBLE_ENV)
     ctx.manifest.kernel_release = (ctx.kernel_dir_on_host / "include/config/kernel.release").read_text().strip()
@@ -226,6 +240,7 @@ def _kernel_run(ctx: BuildContext) -> str:
 
 
 # -- out-of-tree modules -------------------------------------------------------------------------
+
 
 def module_work_dir(ctx: BuildContext, module: Path) -> tuple[Path, str]:
     """Where a module is built: a copy in the project's work folder (Kbuild writes objects beside the
@@ -240,12 +255,13 @@ def module_inputs(ctx: BuildContext, module: Path) -> str | None:
 
 
 def check_modules_buildable(ctx: BuildContext) -> None:
-    missing = [name for name in ("Module.symvers", "rust/libkernel.rmeta")
-               if not (ctx.kernel_dir_on_host / name).is_file()]
+    missing = [name for name in ("Module.symvers", "rust/libkernel.rmeta") if not (ctx.kernel_dir_on_host / name).is_file()]
     if missing:
-        raise StepFailed(f"the kernel tree in {ctx.kernel_dir_on_host} is not fully built (no {', '.join(missing)}): "
-                         "out-of-tree modules need a complete kernel build first; run `invoke build` "
-                         "without --only, or with --only kernel")
+        raise StepFailed(
+            f"the kernel tree in {ctx.kernel_dir_on_host} is not fully built (no {', '.join(missing)}): "
+            "out-of-tree modules need a complete kernel build first; run `invoke build` "
+            "without --only, or with --only kernel"
+        )
 
 
 def _sync_sources(source_dir: Path, work_dir: Path) -> None:
@@ -285,11 +301,16 @@ def _modules_run(ctx: BuildContext) -> str:
             ctx.runtime.check(ctx.make("modules", module_dir=inside), tee, what=f"building module {module.name}")
             stamps.remember(stamp, inputs)
             built += [ko.name for ko in on_host.glob("*.ko")]
-    return ", ".join(filter(None, [f"built {', '.join(sorted(built))}" if built else "",
-                                   f"unchanged: {', '.join(unchanged)}" if unchanged else ""]))
+    return ", ".join(
+        filter(
+            None,
+            [f"built {', '.join(sorted(built))}" if built else "", f"unchanged: {', '.join(unchanged)}" if unchanged else ""],
+        )
+    )
 
 
 # -- userspace apps ------------------------------------------------------------------------------
+
 
 def app_name(app_dir: Path) -> str:
     return tomllib.loads((app_dir / "Cargo.toml").read_text())["package"]["name"]
@@ -311,9 +332,14 @@ def app_builder(wanted: str, runtime_name: str) -> str:
     missing = [tool for tool in ("cross", "rustup") if shutil.which(tool) is None]
     cross_usable = runtime_name == "docker" and not missing
     if wanted == "cross" and not cross_usable:
-        raise UserError("--app-builder cross: " + (f"{' and '.join(missing)} not installed (scripts/install-deps "
-                                                    "installs cross where cargo and rustup are)"
-                                                    if missing else "cross needs --runtime docker"))
+        raise UserError(
+            "--app-builder cross: "
+            + (
+                f"{' and '.join(missing)} not installed (scripts/install-deps installs cross where cargo and rustup are)"
+                if missing
+                else "cross needs --runtime docker"
+            )
+        )
     if wanted == "auto":
         return "cross" if cross_usable else "cargo"
     return wanted
@@ -327,7 +353,7 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
     parts = [ctx.toolchain_identity, app_builder(ctx.options.app_builder, ctx.runtime.name), ctx.board.spec.targets.rust]
     for app, app_dir in zip(ctx.board.spec.apps, ctx.board.app_dirs(), strict=True):
         manifest = tomllib.loads((app_dir / "Cargo.toml").read_text())
-        above = app_dir.parents[:len(app_dir.relative_to(ctx.board.project_root).parts)]
+        above = app_dir.parents[: len(app_dir.relative_to(ctx.board.project_root).parts)]
         if _has_path_dependency(manifest) or any((parent / "Cargo.toml").is_file() for parent in above):
             return None
         parts += [str(app_dir.relative_to(ctx.board.project_root)), str(app.static), stamps.folder_digest(app_dir)]
@@ -336,9 +362,12 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
 
 def _has_path_dependency(manifest: dict) -> bool:
     tables = [manifest] + list(manifest.get("target", {}).values())
-    return any(isinstance(spec, dict) and "path" in spec for table in tables
-               for kind in ("dependencies", "dev-dependencies", "build-dependencies")
-               for spec in table.get(kind, {}).values())
+    return any(
+        isinstance(spec, dict) and "path" in spec
+        for table in tables
+        for kind in ("dependencies", "dev-dependencies", "build-dependencies")
+        for spec in table.get(kind, {}).values()
+    )
 
 
 def app_binary(ctx: BuildContext, app_dir: Path) -> tuple[Path, str]:
@@ -360,14 +389,27 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
     if builder == "cross":
         # cross maps --target-dir into its container, not --manifest-path: it runs in the app's folder
         env[f"CROSS_TARGET_{target.upper().replace('-', '_')}_IMAGE"] = ctx.manifest.image["ref"]
-        env.update({"CROSS_CUSTOM_TOOLCHAIN": "1", "CROSSBOARD_REAL_RUSTUP": shutil.which("rustup") or "rustup",
-                    "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}"})
+        env.update(
+            {
+                "CROSS_CUSTOM_TOOLCHAIN": "1",
+                "CROSSBOARD_REAL_RUSTUP": shutil.which("rustup") or "rustup",
+                "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}",
+            }
+        )
         argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps")]
         return HostRuntime(ctx.runtime.folders), argv, env, str(ctx.board.app_dirs()[index])
     project_dir = ctx.board.app_dirs()[index].relative_to(ctx.board.project_root)
-    argv = ["cargo", "build", "--release", "--target", target,
-            "--manifest-path", f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
-            "--target-dir", f"{ctx.runtime.path('work')}/apps"]
+    argv = [
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        target,
+        "--manifest-path",
+        f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
+        "--target-dir",
+        f"{ctx.runtime.path('work')}/apps",
+    ]
     env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/cargo-home"
     return ctx.runtime, argv, env, None
 
@@ -402,20 +444,26 @@ def _apps_run(ctx: BuildContext) -> str:
                 raise StepFailed(
                     f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "
                     f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
-                    "(+crt-static) or build it for musl")
+                    "(+crt-static) or build it for musl"
+                )
             built.append(name)
-    how = (f"cross on the host with the image {ctx.manifest.image.get('ref')}" if builder == "cross"
-           else f"cargo in the {ctx.runtime.name} runtime")
-    ctx.manifest.app_builder = f"{how}, linker aarch64-linux-gnu-gcc" + (
-        f", {', '.join(sorted(compilers))}" if compilers else "")
+    how = (
+        f"cross on the host with the image {ctx.manifest.image.get('ref')}"
+        if builder == "cross"
+        else f"cargo in the {ctx.runtime.name} runtime"
+    )
+    ctx.manifest.app_builder = f"{how}, linker aarch64-linux-gnu-gcc" + (f", {', '.join(sorted(compilers))}" if compilers else "")
     return f"{', '.join(built)} (with {builder})"
 
 
 # -- collect -------------------------------------------------------------------------------------
 
+
 def _collect_plan(ctx: BuildContext) -> list[str]:
-    return [f"copy Image, DTBs, modules and apps into {ctx.out_dir}; pack the modules tree; "
-            f"record sizes, sha256 and vermagic in {ctx.manifest.path}"]
+    return [
+        f"copy Image, DTBs, modules and apps into {ctx.out_dir}; pack the modules tree; "
+        f"record sizes, sha256 and vermagic in {ctx.manifest.path}"
+    ]
 
 
 def _publish(source_file: Path, target: Path) -> Path:
@@ -458,8 +506,9 @@ def _collect_inputs(ctx: BuildContext) -> str | None:
 def _artifacts_still_there(ctx: BuildContext, record: dict) -> bool:
     """Every file collect published is in out/ as it was: a deleted or edited one is copied again."""
     artifacts = record["manifest"].get("artifacts", [])
-    return bool(artifacts) and all((ctx.out_dir / a["path"]).is_file() and sha256_of(ctx.out_dir / a["path"]) == a["sha256"]
-                                   for a in artifacts)
+    return bool(artifacts) and all(
+        (ctx.out_dir / a["path"]).is_file() and sha256_of(ctx.out_dir / a["path"]) == a["sha256"] for a in artifacts
+    )
 
 
 def _collect_run(ctx: BuildContext) -> str:

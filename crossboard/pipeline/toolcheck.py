@@ -1,4 +1,5 @@
 """The kernel's own minimum tool versions (scripts/min-tool-version.sh) against the image's tools."""
+
 from __future__ import annotations
 
 import re
@@ -51,11 +52,14 @@ class ToolVerdict:
         if self.found is None:
             return f"{self.tool} not found in the toolchain; the kernel needs >= {dotted(self.minimum)}"
         if self.too_old:
-            return (f"{self.tool} {dotted(self.found)} is older than the kernel's minimum {dotted(self.minimum)} "
-                    f"(scripts/min-tool-version.sh): pin a newer {self.tool} in containers/toolchain/packages.txt")
+            return (
+                f"{self.tool} {dotted(self.found)} is older than the kernel's minimum {dotted(self.minimum)} "
+                f"(scripts/min-tool-version.sh): pin a newer {self.tool} in containers/toolchain/packages.txt"
+            )
         if self.newer:
-            return (f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}"
-                    + ("; kernels >= 6.11 accept that, older ones may not" if self.worth_a_warning else ""))
+            return f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}" + (
+                "; kernels >= 6.11 accept that, older ones may not" if self.worth_a_warning else ""
+            )
         return f"{self.tool} {dotted(self.found)} meets the kernel's minimum {dotted(self.minimum)}"
 
 

@@ -1,5 +1,6 @@
 """An SSH connection to a board with paramiko: ~/.ssh/config, agent and keys, strict host keys,
 a bounded wait while the board boots, and commands with every value quoted."""
+
 from __future__ import annotations
 
 import base64
@@ -56,6 +57,7 @@ class Target:
 def read_ssh_config(path: Path, depth: int = 0) -> str:
     """The file's text with every `Include` replaced by the files it names (paramiko keeps the line
     but does not follow it); relative patterns are relative to ~/.ssh, as ssh does."""
+
     def included(match: re.Match) -> str:
         if depth >= 16:
             raise UserError(f"{path}: Include nests more than 16 deep")
@@ -76,16 +78,18 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
     """The board file's values win over ~/.ssh/config's, which win over the defaults. A relative
     key path is relative to the project (`base_dir`)."""
     ssh_config = ssh_config or USER_SSH_CONFIG
-    config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(connection.host) \
-        if ssh_config.is_file() else {}
+    config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
     hostname = config.get("hostname", connection.host)
     if connection.key and not (base_dir / Path(connection.key).expanduser()).is_file():
         raise UserError(f"{connection.host}: connection.key: no such file {base_dir / Path(connection.key).expanduser()}")
     # ssh passes over IdentityFile entries that do not exist; so does crossboard
-    keys = [connection.key] if connection.key else [key for key in config.get("identityfile", [])
-                                                     if Path(key).expanduser().is_file()]
+    keys = (
+        [connection.key]
+        if connection.key
+        else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
+    )
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
@@ -93,9 +97,15 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         command += ["-J", ",".join(jumps[:-1])] if len(jumps) > 1 else []
         proxy = shlex.join(command + [jumps[-1]])
     known = tuple(Path(file).expanduser() for file in config.get("userknownhostsfile", "").split())
-    return Target(name=connection.host, hostname=hostname, port=port, user=user,
-                  key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys),
-                  proxy_command=None if (proxy or "none").lower() == "none" else proxy, known_hosts_files=known)
+    return Target(
+        name=connection.host,
+        hostname=hostname,
+        port=port,
+        user=user,
+        key_files=tuple(str(base_dir / Path(k).expanduser()) for k in keys),
+        proxy_command=None if (proxy or "none").lower() == "none" else proxy,
+        known_hosts_files=known,
+    )
 
 
 def load_known_hosts(keys: paramiko.HostKeys, file: Path) -> set[bytes]:
@@ -172,10 +182,15 @@ class _RecordNewKey(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         fingerprint = f"{key.get_name()} SHA256:{_fingerprint(key)}"
         if not self.trust_new:
-            raise UserError(f"{hostname}: unknown host key {fingerprint}; if that is the board, rerun with "
-                            "--trust-new-host (or set connection.host_key_policy: trust-new)")
-        print(f"crossboard: {hostname}: trusting the new host key {fingerprint}, recorded in {self.known_hosts}",
-              file=sys.stderr, flush=True)
+            raise UserError(
+                f"{hostname}: unknown host key {fingerprint}; if that is the board, rerun with "
+                "--trust-new-host (or set connection.host_key_policy: trust-new)"
+            )
+        print(
+            f"crossboard: {hostname}: trusting the new host key {fingerprint}, recorded in {self.known_hosts}",
+            file=sys.stderr,
+            flush=True,
+        )
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with open(self.known_hosts, "a") as handle:
             handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -218,8 +233,7 @@ class Session:
         """How files go to this board: `sftp` or `exec stream`."""
         return "sftp" if self.sftp() else "exec stream"
 
-    def run(self, command: str, *, privileged: bool = False, stdin: bytes | None = None,
-            timeout: float = 120) -> Result:
+    def run(self, command: str, *, privileged: bool = False, stdin: bytes | None = None, timeout: float = 120) -> Result:
         """Run a shell command line on the board; callers quote every value with shlex.quote.
         privileged: as root, through sudo -n when connection.sudo is set; UserError when sudo wants a
         password (found on the way, so no round trip of its own)."""
@@ -229,18 +243,21 @@ class Session:
         try:
             code, stdout, stderr = self._exchange(command, stdin, timeout)
         except (OSError, EOFError, paramiko.SSHException) as error:
-            raise InfrastructureError(f"{self.target.name}: the connection was lost ({error or type(error).__name__})"
-                                      ) from None
+            raise InfrastructureError(f"{self.target.name}: the connection was lost ({error or type(error).__name__})") from None
         output = stdout.decode(errors="replace")
         if through_sudo:
             before, marker, output = output.partition(f"{ROOT_SHELL_STARTED}\n")
             if code == 127 and not marker:
-                raise UserError(f"{self.target.name}: sudo is not installed on the board: install it, or log in as "
-                                "root (connection.user: root, connection.sudo: false)")
+                raise UserError(
+                    f"{self.target.name}: sudo is not installed on the board: install it, or log in as "
+                    "root (connection.user: root, connection.sudo: false)"
+                )
             if before or not marker:
                 user = self.target.user
-                raise UserError(f"{self.target.name}: {user} cannot run sudo without a password: on the board add "
-                                f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard")
+                raise UserError(
+                    f"{self.target.name}: {user} cannot run sudo without a password: on the board add "
+                    f"'{user} ALL=(ALL) NOPASSWD: ALL' to /etc/sudoers.d/crossboard"
+                )
         return Result(code, output, stderr.decode(errors="replace"))
 
     def _exchange(self, command: str, stdin: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
@@ -267,8 +284,10 @@ class Session:
                 if not self.client.get_transport().is_active():
                     raise EOFError("the board stopped answering")
                 if time.monotonic() >= deadline:
-                    raise InfrastructureError(f"{self.target.name}: no answer within {timeout:.0f} s to: "
-                                              f"{command if len(command) < 80 else command[:77] + '...'}")
+                    raise InfrastructureError(
+                        f"{self.target.name}: no answer within {timeout:.0f} s to: "
+                        f"{command if len(command) < 80 else command[:77] + '...'}"
+                    )
                 select.select([channel], [], [], 0.5)
             return channel.recv_exit_status(), bytes(stdout), bytes(stderr)
 
@@ -282,9 +301,15 @@ class Session:
         self.close()
 
 
-def connect(connection: Connection, *, trust_new_host: bool = False, wait_seconds: float = 0,
-            known_hosts: Path | None = None, base_dir: Path = PROJECT_ROOT,
-            cancellation: Cancellation | None = None) -> Session:
+def connect(
+    connection: Connection,
+    *,
+    trust_new_host: bool = False,
+    wait_seconds: float = 0,
+    known_hosts: Path | None = None,
+    base_dir: Path = PROJECT_ROOT,
+    cancellation: Cancellation | None = None,
+) -> Session:
     """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board); a
     `cancellation`'s cancel ends the wait at once."""
     known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
@@ -309,32 +334,46 @@ def connect(connection: Connection, *, trust_new_host: bool = False, wait_second
                 # every round trip waited about 40 ms, even on loopback.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 notice_a_silent_board(sock)
-            client.connect(target.hostname, port=target.port, username=target.user, sock=sock,
-                           key_filename=list(target.key_files) or None, timeout=connection.connect_timeout,
-                           banner_timeout=connection.connect_timeout, auth_timeout=connection.connect_timeout)
+            client.connect(
+                target.hostname,
+                port=target.port,
+                username=target.user,
+                sock=sock,
+                key_filename=list(target.key_files) or None,
+                timeout=connection.connect_timeout,
+                banner_timeout=connection.connect_timeout,
+                auth_timeout=connection.connect_timeout,
+            )
             server_key = client.get_transport().get_remote_server_key()
             if server_key.asbytes() in revoked:
                 client.close()
-                raise UserError(f"{target.known_hosts_name}: its host key {server_key.get_name()} "
-                                f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting")
+                raise UserError(
+                    f"{target.known_hosts_name}: its host key {server_key.get_name()} "
+                    f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting"
+                )
             client.get_transport().set_keepalive(10)
             return Session(target, client, connection.sudo)
         except paramiko.BadHostKeyException as error:
             raise UserError(
                 f"{target.known_hosts_name}: the host key CHANGED (now {error.key.get_name()} "
                 f"SHA256:{_fingerprint(error.key)}); if the board was re-flashed, forget the old key with "
-                f"ssh-keygen -R '{target.known_hosts_name}' -f {known_hosts} (and ~/.ssh/known_hosts)") from None
+                f"ssh-keygen -R '{target.known_hosts_name}' -f {known_hosts} (and ~/.ssh/known_hosts)"
+            ) from None
         except paramiko.AuthenticationException as error:
-            raise UserError(f"{target.name}: login as {target.user} refused ({error}); set connection.key "
-                            "or load the key into your SSH agent") from None
+            raise UserError(
+                f"{target.name}: login as {target.user} refused ({error}); set connection.key or load the key into your SSH agent"
+            ) from None
         except (TimeoutError, OSError, paramiko.SSHException) as error:
             if sock is not None:
                 sock.close()
             if "No authentication methods available" in str(error):  # no key and no agent: waiting will not help
-                raise UserError(f"{target.name}: no key to log in as {target.user} with: set connection.key "
-                                "or load the key into your SSH agent") from None
+                raise UserError(
+                    f"{target.name}: no key to log in as {target.user} with: set connection.key "
+                    "or load the key into your SSH agent"
+                ) from None
             if time.monotonic() >= deadline:
-                raise InfrastructureError(f"{target.name}: cannot connect to {target.hostname}:{target.port} "
-                                          f"({error or type(error).__name__})") from None
+                raise InfrastructureError(
+                    f"{target.name}: cannot connect to {target.hostname}:{target.port} ({error or type(error).__name__})"
+                ) from None
             if stopped.wait(1):
                 raise Cancelled("interrupted") from None

@@ -3,6 +3,7 @@ only then renamed into place. The archive goes by SFTP (pipelined) where the ser
 a stream over the exec channel of the board-side script (BusyBox boards, dropbear without SFTP). Either
 way that script owns the staging folder: a cut connection hangs up on it, and it removes the folder,
 so the old files stay as they were. It needs only sh, tar, sha256sum and mktemp."""
+
 from __future__ import annotations
 
 import hashlib
@@ -87,8 +88,13 @@ def parse_hashes(text: str) -> dict[str, str]:
     return hashes
 
 
-def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progress | None = None,
-         current: dict[str, str] | None = None) -> list[Upload]:
+def push(
+    board: Session,
+    remote_dir: str,
+    uploads: list[Upload],
+    progress: Progress | None = None,
+    current: dict[str, str] | None = None,
+) -> list[Upload]:
     """Send the uploads whose hash on the board differs; return those sent. `current`: the hashes on the
     board, when the caller read them already (with hashes_command, in a round trip it makes anyway).
     `progress` shows bytes sent, when there are enough of them to wait for."""
@@ -108,8 +114,14 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progr
     else:
         progress = None
     sftp = board.sftp()
-    script = _RECEIVE.format(dir=shlex.quote(remote_dir), prefix=STAGING_PREFIX, hashes=HASH_LIST, names=NAME_LIST,
-                             via="sftp" if sftp else "stream", archive=ARCHIVE)
+    script = _RECEIVE.format(
+        dir=shlex.quote(remote_dir),
+        prefix=STAGING_PREFIX,
+        hashes=HASH_LIST,
+        names=NAME_LIST,
+        via="sftp" if sftp else "stream",
+        archive=ARCHIVE,
+    )
     try:
         channel = board.client.get_transport().open_session(window_size=WINDOW_BYTES)
         channel.exec_command(f"sh -c {shlex.quote(script)}")
@@ -126,8 +138,9 @@ def push(board: Session, remote_dir: str, uploads: list[Upload], progress: Progr
         stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
         code = channel.recv_exit_status()
     except (OSError, EOFError, paramiko.SSHException) as error:
-        raise InfrastructureError(f"{board.target.name}: connection lost while sending files ({error}); "
-                                  "the files on the board are unchanged") from None
+        raise InfrastructureError(
+            f"{board.target.name}: connection lost while sending files ({error}); the files on the board are unchanged"
+        ) from None
     if progress is not None:
         progress.finish()
     if code != 0:

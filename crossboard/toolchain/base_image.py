@@ -3,6 +3,7 @@
 Labs behind firewalls reach a Debian mirror but no container registry; debootstrap of trixie into
 a folder, packed and imported through the Docker API, gives the same base as `debian:trixie`.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,17 +53,16 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
     if debootstrap is None:
         raise InfrastructureError("debootstrap is not installed: apt-get install debootstrap (see README)")
     if os.geteuid() != 0:
-        raise InfrastructureError(
-            f"making the base image {ref} with debootstrap needs root: run `sudo invoke toolchain` once"
-        )
+        raise InfrastructureError(f"making the base image {ref} with debootstrap needs root: run `sudo invoke toolchain` once")
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.cache_dir) as scratch:
         root = Path(scratch) / "root"
         tarball = Path(scratch) / "root.tar"
         tee.line(f"making {ref}: debootstrap {SUITE} from {settings.debian_mirror} (log: {tee.log_path})")
         memory = Remembered(settings.cache_dir / "progress.json")
-        tee.progress = Progress("debootstrap", unit="package steps", expected=memory.get("debootstrap"),
-                                pattern=DEBOOTSTRAP_UNIT, mode=progress_mode)
+        tee.progress = Progress(
+            "debootstrap", unit="package steps", expected=memory.get("debootstrap"), pattern=DEBOOTSTRAP_UNIT, mode=progress_mode
+        )
         try:
             _run(tee, [debootstrap, "--variant=minbase", SUITE, str(root), settings.debian_mirror])
             memory.put("debootstrap", tee.progress.done)
@@ -71,8 +71,9 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
             tee.progress = None
             _unmount_below(root)
         # /proc and /sys are mount points inside the image, never content.
-        _run(tee, ["tar", "-C", str(root), "--numeric-owner", "--exclude=./proc/*", "--exclude=./sys/*",
-                   "-cf", str(tarball), "."])
+        _run(
+            tee, ["tar", "-C", str(root), "--numeric-owner", "--exclude=./proc/*", "--exclude=./sys/*", "-cf", str(tarball), "."]
+        )
         repository, tag = ref.rsplit(":", 1)
         tee.line(f"importing {tarball.stat().st_size // 2**20} MiB as {ref}")
         client.api.import_image(src=str(tarball), repository=repository, tag=tag, changes=['CMD ["/bin/bash"]'])

@@ -1,4 +1,5 @@
 """The Docker engine, reached through the docker SDK."""
+
 from __future__ import annotations
 
 import docker
@@ -13,7 +14,6 @@ def docker_client() -> docker.DockerClient:
         client.ping()
     except DockerException as error:
         raise InfrastructureError(
-            f"cannot reach the Docker engine ({error}): start it (systemctl start docker) "
-            "or point DOCKER_HOST at it"
+            f"cannot reach the Docker engine ({error}): start it (systemctl start docker) or point DOCKER_HOST at it"
         ) from None
     return client

@@ -1,4 +1,5 @@
 """The pinned toolchain image: tagged by the hash of its build context, built only when that changes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,9 @@ def find_image(client: docker.DockerClient, ref: str):
         return None
 
 
-def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee, progress_mode: str = "off",
-                     context_dir: Path = CONTEXT_DIR) -> ToolchainImage:
+def ensure_toolchain(
+    client: docker.DockerClient, settings: Settings, tee: Tee, progress_mode: str = "off", context_dir: Path = CONTEXT_DIR
+) -> ToolchainImage:
     ref = image_ref(settings, context_dir)
     image = find_image(client, ref)
     if image is not None:
@@ -76,8 +78,16 @@ def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee, 
     tee.line(f"building {ref} from {context_dir} (log: {tee.log_path})")
     progress = Progress("toolchain image", unit="Dockerfile steps", pattern=None, mode=progress_mode)
     try:
-        for chunk in client.api.build(path=str(context_dir), tag=ref, buildargs={"BASE_IMAGE": settings.base_image},
-                                      labels=labels, network_mode="host", rm=True, forcerm=True, decode=True):
+        for chunk in client.api.build(
+            path=str(context_dir),
+            tag=ref,
+            buildargs={"BASE_IMAGE": settings.base_image},
+            labels=labels,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
             if "stream" in chunk:
                 tee.write(chunk["stream"].encode())
                 if step := DOCKERFILE_STEP.match(chunk["stream"]):
@@ -93,8 +103,9 @@ def ensure_toolchain(client: docker.DockerClient, settings: Settings, tee: Tee, 
     return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True)
 
 
-def prepare_toolchain(settings: Settings, echo: bool = True, verbose: bool = False,
-                      plain: bool = False) -> tuple[docker.DockerClient, ToolchainImage]:
+def prepare_toolchain(
+    settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False
+) -> tuple[docker.DockerClient, ToolchainImage]:
     """The engine and the current toolchain image, built first when its context changed. `echo`: say
     anything at all; `verbose`: the tools' own output too; `plain`: progress as a line a minute."""
     client = docker_client()

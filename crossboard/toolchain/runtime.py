@@ -4,6 +4,7 @@ Steps ask the runtime where a folder is (`runtime.path("build")`) and run argv l
 know which runtime they have. The docker runtime mounts each folder at a fixed absolute path, so
 Rust's path-dependent crate hashes match between a kernel build and a later module build.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,7 @@ class Runtime(ABC):
         few commands that need more than a build does (use it in a `with`). The host has it all."""
         return self
 
-    def check(self, argv: list[str], tee: Tee, what: str, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> None:
+    def check(self, argv: list[str], tee: Tee, what: str, env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         code = self.run(argv, tee, env=env, cwd=cwd)
         if code != 0:
             where = f" (log: {tee.log_path})" if tee.log_path else ""
@@ -86,8 +86,9 @@ class HostRuntime(Runtime):
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         try:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
-                                       env={**os.environ, **(env or {})})
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+            )
         except FileNotFoundError:
             tee.write(f"{argv[0]}: command not found\n".encode())
             return 127
@@ -108,8 +109,16 @@ class DockerRuntime(Runtime):
 
     name = "docker"
 
-    def __init__(self, client: docker.DockerClient, image: str, folders: dict[str, Path], label: str = "build",
-                 user: str | None = None, writable: frozenset[str] = WRITABLE, network: bool = False):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        folders: dict[str, Path],
+        label: str = "build",
+        user: str | None = None,
+        writable: frozenset[str] = WRITABLE,
+        network: bool = False,
+    ):
         super().__init__(folders)
         self.client = client
         self.image = image
@@ -121,8 +130,9 @@ class DockerRuntime(Runtime):
         self.container_name: str | None = None  # chosen before it is asked for, so stop() finds it in any case
 
     def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> DockerRuntime:
-        return DockerRuntime(self.client, self.image, self.folders, self.label, self.user, self.writable | writable,
-                             self.network or network)
+        return DockerRuntime(
+            self.client, self.image, self.folders, self.label, self.user, self.writable | writable, self.network or network
+        )
 
     def path(self, folder: str) -> str:
         if folder not in self.folders:
@@ -141,18 +151,27 @@ class DockerRuntime(Runtime):
         remove_orphans(self.client)
         for host_path in self.folders.values():
             host_path.mkdir(parents=True, exist_ok=True)
-        volumes = {str(host): {"bind": self.path(name), "mode": "rw" if name in self.writable else "ro"}
-                   for name, host in self.folders.items()}
+        volumes = {
+            str(host): {"bind": self.path(name), "mode": "rw" if name in self.writable else "ro"}
+            for name, host in self.folders.items()
+        }
         try:
             # What build code can reach is only what the build writes: no capabilities, no network.
             # Named before it is asked for, then created and started: stop() removes it after an interrupt
             # at any point, even one that lands before the engine's answer.
             self.container_name = f"crossboard-{self.label}-{uuid.uuid4().hex[:12]}"
             self.container = self.client.containers.create(
-                self.image, ["sleep", "infinity"], name=self.container_name, init=True, user=self.user, volumes=volumes,
+                self.image,
+                ["sleep", "infinity"],
+                name=self.container_name,
+                init=True,
+                user=self.user,
+                volumes=volumes,
                 labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()},
-                network_mode="host" if self.network else "none", cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], working_dir=CONTAINER_ROOT,
+                network_mode="host" if self.network else "none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                working_dir=CONTAINER_ROOT,
             )
             self.container.start()
         except APIError as error:
@@ -178,8 +197,7 @@ class DockerRuntime(Runtime):
                 tee.write(chunk)
             return api.exec_inspect(exec_id)["ExitCode"]
         except DockerException as error:
-            raise InfrastructureError(f"the Docker engine failed running {argv[0]} in the toolchain container: "
-                                      f"{error}") from None
+            raise InfrastructureError(f"the Docker engine failed running {argv[0]} in the toolchain container: {error}") from None
 
 
 def _owner(pid: int | None = None) -> str:

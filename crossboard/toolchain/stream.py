@@ -1,4 +1,5 @@
 """Output of a running step, sent to its log file, to the terminal when asked, and to its progress."""
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,14 @@ class Tee:
     """Copies bytes to a log file and, with `echo`, to the terminal; counts them into `progress`; keeps the
     tail for error messages."""
 
-    def __init__(self, log_path: Path | None = None, echo: bool = True, tail_bytes: int = 4096,
-                 progress: Progress | None = None, announce: bool | None = None):
+    def __init__(
+        self,
+        log_path: Path | None = None,
+        echo: bool = True,
+        tail_bytes: int = 4096,
+        progress: Progress | None = None,
+        announce: bool | None = None,
+    ):
         self.log_path = log_path
         self.echo = echo
         self.announce = echo if announce is None else announce  # line()s on the terminal
@@ -31,7 +38,7 @@ class Tee:
         if self._log:
             self._log.write(chunk)
             self._log.flush()
-        self.tail = (self.tail + chunk)[-self.tail_bytes:]
+        self.tail = (self.tail + chunk)[-self.tail_bytes :]
         if self.progress:
             self.progress.feed(chunk)
 

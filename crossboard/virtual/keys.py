@@ -1,5 +1,6 @@
 """SSH keys for the virtual board, made on the host when its root is built: the guest's host key
 (in dropbear's own format, so no arm64 tool has to run here) and the key deploy logs in with."""
+
 from __future__ import annotations
 
 import base64
@@ -33,16 +34,21 @@ def dropbear_private(key: Ed25519PrivateKey) -> bytes:
 
 def ensure_keys(folder: Path) -> dict[str, Path]:
     """The guest host key (dropbear format + public line) and the client key (OpenSSH format + .pub)."""
-    paths = {"host": folder / "host_key.dropbear", "host_pub": folder / "host_key.pub",
-             "client": folder / "id_ed25519", "client_pub": folder / "id_ed25519.pub"}
+    paths = {
+        "host": folder / "host_key.dropbear",
+        "host_pub": folder / "host_key.pub",
+        "client": folder / "id_ed25519",
+        "client_pub": folder / "id_ed25519.pub",
+    }
     if not paths["host"].is_file() or not paths["host_pub"].is_file():
         host = Ed25519PrivateKey.generate()
         write_atomically(paths["host"], dropbear_private(host), mode=0o600)
         write_atomically(paths["host_pub"], (public_line(host) + "\n").encode())
     if not paths["client"].is_file() or not paths["client_pub"].is_file():
         client = Ed25519PrivateKey.generate()
-        private = client.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption())
+        private = client.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
         write_atomically(paths["client"], private, mode=0o600)
         write_atomically(paths["client_pub"], (public_line(client) + " crossboard-virtual-board\n").encode())
     return paths

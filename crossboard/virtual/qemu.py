@@ -1,5 +1,6 @@
 """The virtual board: QEMU arm64 booting our kernel and a small root with an SSH server, reachable
 on a port of 127.0.0.1 only, with a host key known before it first boots."""
+
 from __future__ import annotations
 
 import hashlib
@@ -113,32 +114,56 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     stock_out = vboard.settings.out_dir / stock.name
     artifacts = {a["kind"]: a for a in finished_manifest(stock_out, stock.name)["artifacts"]}
     keys = ensure_keys(vboard.keys_dir)
-    runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo,
-                           prepare=True)
+    runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo, prepare=True)
     u_boot = vboard.virtual.boot == "u-boot"
     scripts = [MAKE_ROOT, MAKE_DISK, STOCK_EXTLINUX] if u_boot else [MAKE_ROOT]
-    inputs = hashlib.sha256("\0".join(
-        [artifacts["modules-tree"]["sha256"], artifacts["kernel"]["sha256"], keys["host_pub"].read_text(),
-         keys["client_pub"].read_text(), runtime.toolchain()["id"]]
-        + [script.read_text() for script in scripts]).encode()).hexdigest()
+    inputs = hashlib.sha256(
+        "\0".join(
+            [
+                artifacts["modules-tree"]["sha256"],
+                artifacts["kernel"]["sha256"],
+                keys["host_pub"].read_text(),
+                keys["client_pub"].read_text(),
+                runtime.toolchain()["id"],
+            ]
+            + [script.read_text() for script in scripts]
+        ).encode()
+    ).hexdigest()
     product = vboard.disk_image if u_boot else vboard.root_image
     stamp = vboard.work_dir / "inputs"
     if not (product.is_file() and stamp.is_file() and stamp.read_text() == inputs):
         stamp.unlink(missing_ok=True)
         if vboard.disk.is_file():  # an overlay on the old disk image would be garbage
             vboard.disk.unlink()
-            print(f"{vboard.board.name}: its disk is made again ({stock.name}'s build or the root changed): "
-                  "what was changed on the board is gone")
+            print(
+                f"{vboard.board.name}: its disk is made again ({stock.name}'s build or the root changed): "
+                "what was changed on the board is gone"
+            )
         _make(vboard, runtime, stock_out, artifacts, keys, echo)
         stamp.write_text(inputs)
     if not u_boot:
-        return ["-kernel", str(vboard.out_dir / vboard.board.spec.kernel.image), "-initrd", str(product),
-                "-append", "console=ttyAMA0 rdinit=/init panic=1", "-no-reboot"]
+        return [
+            "-kernel",
+            str(vboard.out_dir / vboard.board.spec.kernel.image),
+            "-initrd",
+            str(product),
+            "-append",
+            "console=ttyAMA0 rdinit=/init panic=1",
+            "-no-reboot",
+        ]
     if not vboard.disk.is_file():
-        _run_host(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(product), str(vboard.disk)],
-                  "qemu-img cannot make the board's disk")
-    return ["-bios", str(vboard.work_dir / "u-boot.bin"),
-            "-drive", f"if=none,id=disk,format=qcow2,file={vboard.disk}", "-device", "virtio-blk-pci,drive=disk"]
+        _run_host(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(product), str(vboard.disk)],
+            "qemu-img cannot make the board's disk",
+        )
+    return [
+        "-bios",
+        str(vboard.work_dir / "u-boot.bin"),
+        "-drive",
+        f"if=none,id=disk,format=qcow2,file={vboard.disk}",
+        "-device",
+        "virtio-blk-pci,drive=disk",
+    ]
 
 
 def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys: dict, echo: bool) -> None:
@@ -156,13 +181,35 @@ def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys:
     u_boot = vboard.virtual.boot == "u-boot"
     with runtime, Tee(vboard.out_dir / "logs" / "virtual-root.log", echo=echo) as tee:
         root = f"{inside}/{'root.tar' if u_boot else vboard.root_image.name}"
-        runtime.check(["sh", project_file(MAKE_ROOT), GUEST_DEBS, f"{inside}/modules.tar.gz", f"{inside}/host_key",
-                       f"{inside}/authorized_keys", vboard.board.name, "disk" if u_boot else "initramfs", root],
-                      tee, what="making the virtual board's root")
+        runtime.check(
+            [
+                "sh",
+                project_file(MAKE_ROOT),
+                GUEST_DEBS,
+                f"{inside}/modules.tar.gz",
+                f"{inside}/host_key",
+                f"{inside}/authorized_keys",
+                vboard.board.name,
+                "disk" if u_boot else "initramfs",
+                root,
+            ],
+            tee,
+            what="making the virtual board's root",
+        )
         if u_boot:
             shutil.copyfile(stock_out / artifacts["kernel"]["path"], work / "stock-Image")
-            runtime.check(["sh", project_file(MAKE_DISK), root, f"{inside}/stock-Image", project_file(STOCK_EXTLINUX),
-                           f"{inside}/{vboard.disk_image.name}"], tee, what="making the virtual board's disk")
+            runtime.check(
+                [
+                    "sh",
+                    project_file(MAKE_DISK),
+                    root,
+                    f"{inside}/stock-Image",
+                    project_file(STOCK_EXTLINUX),
+                    f"{inside}/{vboard.disk_image.name}",
+                ],
+                tee,
+                what="making the virtual board's disk",
+            )
             runtime.check(["cp", U_BOOT, f"{inside}/u-boot.bin"], tee, what="copying U-Boot out of the image")
             for leftover in ("root.tar", "stock-Image"):
                 (work / leftover).unlink()
@@ -207,14 +254,32 @@ def _port_free(port: int) -> bool:
 def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
     virtual = vboard.virtual
     return [
-        "qemu-system-aarch64", "-M", virtual.machine, "-cpu", virtual.cpu, "-smp", str(virtual.cpus),
-        "-m", str(virtual.memory_mb), "-display", "none", "-daemonize", *media,
-        "-serial", f"file:{vboard.console_log}", "-pidfile", str(vboard.pidfile),
-        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{vboard.port}-:22",
+        "qemu-system-aarch64",
+        "-M",
+        virtual.machine,
+        "-cpu",
+        virtual.cpu,
+        "-smp",
+        str(virtual.cpus),
+        "-m",
+        str(virtual.memory_mb),
+        "-display",
+        "none",
+        "-daemonize",
+        *media,
+        "-serial",
+        f"file:{vboard.console_log}",
+        "-pidfile",
+        str(vboard.pidfile),
+        "-netdev",
+        f"user,id=n0,hostfwd=tcp:127.0.0.1:{vboard.port}-:22",
         # no option ROM: it is only for network boot, and ipxe-qemu may not be installed
-        "-device", "virtio-net-pci,netdev=n0,romfile=",
-        "-fsdev", f"local,id=out,path={vboard.out_dir},security_model=none,readonly=on",
-        "-device", "virtio-9p-pci,fsdev=out,mount_tag=out",
+        "-device",
+        "virtio-net-pci,netdev=n0,romfile=",
+        "-fsdev",
+        f"local,id=out,path={vboard.out_dir},security_model=none,readonly=on",
+        "-device",
+        "virtio-9p-pci,fsdev=out,mount_tag=out",
     ]
 
 
@@ -229,8 +294,10 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
     if shutil.which("qemu-system-aarch64") is None:
         raise InfrastructureError("qemu-system-aarch64 is not installed: apt-get install qemu-system-arm")
     if not _port_free(vboard.port):
-        raise UserError(f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; "
-                        f"set another port in boards/{vboard.board.name}.local.yaml")
+        raise UserError(
+            f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; "
+            f"set another port in boards/{vboard.board.name}.local.yaml"
+        )
     if fresh:
         vboard.disk.unlink(missing_ok=True)
     media = boot_media(vboard, echo)
@@ -248,8 +315,9 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
             return pid
         time.sleep(0.5)
     down(vboard)
-    raise InfrastructureError(f"no SSH banner from the virtual board within {vboard.virtual.boot_timeout} s: "
-                              f"{_console_tail(vboard)}")
+    raise InfrastructureError(
+        f"no SSH banner from the virtual board within {vboard.virtual.boot_timeout} s: {_console_tail(vboard)}"
+    )
 
 
 def _console_tail(vboard: VirtualBoard) -> str:

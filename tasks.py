@@ -12,7 +12,7 @@ from crossboard.settings import Settings
 @reports_errors
 def boards(c):
     """List the boards (boards/*.yaml) with a one-line description each."""
-    listed = commands.list_boards()
+    listed = commands.list_boards(settings_of(c))
     width = max((len(name) for name, _ in listed), default=0)
     for name, description in listed:
         print(f"{name:<{width}}  {description}")
@@ -118,13 +118,12 @@ def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wa
     from crossboard.deploy.run import DeployOptions
 
     options = DeployOptions(
-        trust_new_host=trust_new_host,
         keep_loaded=keep_loaded,
         wait_seconds=seconds_option(wait, "--wait", default=30),
         modules=frozenset(filter(None, module.split(","))),
     )
     settings = settings_of(c)
-    commands.deploy(board or settings.board, settings, options, kernel, reboot)
+    commands.deploy(board or settings.board, settings, options, trust_new_host, kernel, reboot)
 
 
 @task(
@@ -198,7 +197,8 @@ def config_pull(c, board=None, trust_new_host=False):
 @reports_errors
 def rollback(c, board=None, trust_new_host=False, reboot=False):
     """Undo invoke deploy --kernel: the previous default label again, crossboard's kernel and modules removed."""
-    commands.rollback(board or settings_of(c).board, trust_new_host, reboot)
+    settings = settings_of(c)
+    commands.rollback(board or settings.board, settings, trust_new_host, reboot)
 
 
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)

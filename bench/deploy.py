@@ -24,7 +24,7 @@ from sshd import SUDO_USER, SshServer, free_port, make_key, prepare_lab  # noqa:
 from crossboard.board.schema import Connection  # noqa: E402
 from crossboard.deploy.run import DeployOptions, deploy_many  # noqa: E402
 from crossboard.progress import Progress  # noqa: E402
-from crossboard.remote import connection as remote_connection  # noqa: E402
+from crossboard.remote.access import Access  # noqa: E402
 from crossboard.remote.connection import connect  # noqa: E402
 from crossboard.remote.transfer import Upload, push  # noqa: E402
 
@@ -41,7 +41,7 @@ def machine_busy_seconds() -> float:
 def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="crossboard-bench-"))
     remote_root = f"/tmp/crossboard-bench-{uuid.uuid4().hex}"
-    remote_connection.PROJECT_KNOWN_HOSTS = folder / "known_hosts"
+    access = Access(folder / "known_hosts", trust_new_host=True)
     key = prepare_lab(folder)
     servers = [SshServer(free_port(), make_key(folder / "host_key")).start(folder) for _ in range(8)]
     servers.append(SshServer(free_port(), make_key(folder / "host_key"), sftp=False).start(folder))
@@ -52,7 +52,7 @@ def main() -> None:
 
         def upload_seconds(server) -> tuple[str, float]:
             connection = Connection(host="127.0.0.1", port=server.port, user=SUDO_USER, key=str(key), sudo=True)
-            with connect(connection, trust_new_host=True) as board:
+            with connect(connection, known_hosts=access.known_hosts, trust_new_host=True) as board:
 
                 def ours():
                     push(board, f"{remote_root}/upload-{uuid.uuid4().hex}", [Upload(artifact, "artifact.bin", digest)])
@@ -61,7 +61,7 @@ def main() -> None:
 
         uploads = [upload_seconds(servers[0]), upload_seconds(servers[-1])]
         connection = Connection(host="127.0.0.1", port=servers[0].port, user=SUDO_USER, key=str(key), sudo=True)
-        with connect(connection, trust_new_host=True) as board:
+        with connect(connection, known_hosts=access.known_hosts, trust_new_host=True) as board:
             sent = Progress("redeploy", mode="off", pattern=None)
             push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)])
             push(board, f"{remote_root}/again", [Upload(artifact, "artifact.bin", digest)], progress=sent)
@@ -108,11 +108,11 @@ def main() -> None:
             )
             for i, server in enumerate(servers[:8])
         ]
-        options = DeployOptions(echo=False, trust_new_host=True)
+        options = DeployOptions(echo=False)
 
         def fresh(selected):
             shutil.rmtree(remote_root, ignore_errors=True)  # the servers are this machine: every byte goes again
-            deploy_many(selected, folder / "out", options)
+            deploy_many(selected, folder / "out", options, access)
 
         one = median_seconds(lambda: fresh(boards[:1]), ROUNDS)
         busy, ours = machine_busy_seconds(), time.process_time()

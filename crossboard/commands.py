@@ -9,19 +9,19 @@ from .settings import Settings
 from .toolchain.image import prepare_toolchain
 
 
-def list_boards() -> list[tuple[str, str]]:
+def list_boards(settings: Settings) -> list[tuple[str, str]]:
     """(name, description) of every board, then of every group with its boards; a file with a mistake
     is listed with it, and the others as usual."""
 
     def describe(name: str, load, say) -> tuple[str, str]:
         try:
-            return name, say(load(name))
+            return name, say(load(name, settings.boards_dir))
         except UserError as error:
             return name, f"INVALID: {error}"
 
-    return [describe(name, load_board, lambda board: board.spec.description) for name in board_names()] + [
+    return [describe(name, load_board, lambda board: board.spec.description) for name in board_names(settings.boards_dir)] + [
         describe(name, load_group, lambda group: f"group: {group.description} ({', '.join(group.boards)})")
-        for name in group_names()
+        for name in group_names(settings.boards_dir)
     ]
 
 
@@ -38,7 +38,7 @@ def build(board_name: str, settings: Settings, options, runtime: str = "docker",
     from .pipeline.pipeline import build as run_build
     from .pipeline.pipeline import print_plan
 
-    board = load_board(board_name, overrides=source_override(kernel_source) if kernel_source else None)
+    board = load_board(board_name, settings.boards_dir, source_override(kernel_source) if kernel_source else None)
     if options.dry_run:
         print_plan(board, settings, options, runtime)
         return None
@@ -48,30 +48,33 @@ def build(board_name: str, settings: Settings, options, runtime: str = "docker",
 def doctor(settings: Settings, board_name: str | None = None) -> None:
     from .doctor import doctor as run_doctor
 
-    run_doctor(settings, load_board(board_name) if board_name else None)
+    run_doctor(settings, load_board(board_name, settings.boards_dir) if board_name else None)
 
 
-def deploy(boards: str, settings: Settings, options, kernel: bool = False, reboot: bool = False) -> list[dict]:
+def deploy(
+    boards: str, settings: Settings, options, trust_new_host: bool = False, kernel: bool = False, reboot: bool = False
+) -> list[dict]:
     from .deploy.run import deploy_many
 
     if reboot and not kernel:
         raise UserError("--reboot goes with --kernel: it boots the kernel just installed")
-    names = expand_board_names(boards)
+    names = expand_board_names(boards, settings.boards_dir)
     if kernel:
-        return [install_kernel(name, settings, options.trust_new_host, reboot) for name in names]
+        return [install_kernel(name, settings, trust_new_host, reboot) for name in names]
     for name in names:  # a board never built is bad input: refused before any board is touched
         finished_manifest(settings.out_dir / name, name)
-    return deploy_many([load_board(name) for name in names], settings.out_dir, options)
+    boards_to_deploy = [load_board(name, settings.boards_dir) for name in names]
+    return deploy_many(boards_to_deploy, settings.out_dir, options, settings.access(trust_new_host))
 
 
 def virtual_board(board_name: str, settings: Settings):
     from .virtual.qemu import VirtualBoard
 
-    return VirtualBoard(load_board(board_name), settings)
+    return VirtualBoard(load_board(board_name, settings.boards_dir), settings)
 
 
 def dev(board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
-    return reload_module(load_board(board_name), module, settings, trust_new_host, echo)
+    return reload_module(load_board(board_name, settings.boards_dir), module, settings, trust_new_host, echo)
 
 
 def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
@@ -84,11 +87,12 @@ def reload_module(board, module: str, settings: Settings, trust_new_host: bool =
     names = [folder.name for folder in board.module_dirs()]
     if module not in names:
         raise UserError(f"--module: {board.file.name} lists no module {module!r} (modules: {', '.join(names) or 'none'})")
-    options = DeployOptions(trust_new_host=trust_new_host, keep_loaded=True, modules=frozenset({module}), echo=echo)
-    opening = open_board_early(board, options)  # the board answers while the module compiles
+    options = DeployOptions(keep_loaded=True, modules=frozenset({module}), echo=echo)
+    access = settings.access(trust_new_host)
+    opening = open_board_early(board, options, access)  # the board answers while the module compiles
     try:
         run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=echo))
-        return deploy_many([board], settings.out_dir, options, opened={board.name: opening})[0]
+        return deploy_many([board], settings.out_dir, options, access, opened={board.name: opening})[0]
     finally:
         # when the build failed the deploy never took the connection, which may still be on its way
         opening.add_done_callback(lambda opened: opened.exception() is None and opened.result().close())
@@ -98,8 +102,8 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
     from .deploy.config_pull import pull_config, split_release
     from .pipeline.source import plan_source, tree_version
 
-    board = load_board(board_name)
-    config_file, release = pull_config(board, trust_new_host)
+    board = load_board(board_name, settings.boards_dir)
+    config_file, release = pull_config(board, settings.access(trust_new_host))
     lines = [
         f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
         f"and boards/{board_name}.local.yaml now builds on it"
@@ -117,7 +121,8 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
 def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import install_kernel as install
 
-    record = install(load_board(board_name), settings.out_dir, trust_new_host, reboot)
+    board = load_board(board_name, settings.boards_dir)
+    record = install(board, settings.out_dir, settings.access(trust_new_host), reboot)
     print(
         f"{board_name}: installed {record['release']} as extlinux label {record['label']} (now the default; "
         f"previous default {record['previous_default']!r}); "
@@ -127,10 +132,10 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
     return record
 
 
-def rollback(board_name: str, trust_new_host: bool = False, reboot: bool = False) -> dict:
+def rollback(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import rollback as undo
 
-    record = undo(load_board(board_name), trust_new_host, reboot)
+    record = undo(load_board(board_name, settings.boards_dir), settings.access(trust_new_host), reboot)
     print(
         f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
         + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")

@@ -1,4 +1,4 @@
-"""Where crossboard keeps things, and the knobs a lab sets through the environment."""
+"""Where crossboard keeps things, and the knobs a lab sets: options, the environment, invoke.yaml."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from . import PROJECT_ROOT
 from .artifacts.files import write_atomically
+from .remote.access import Access
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_BASE_IMAGE = "crossboard/base:trixie"
@@ -24,6 +25,9 @@ class Settings:
     base_image: str
     debian_mirror: str
     board: str = DEFAULT_BOARD
+    boards_dir: Path = PROJECT_ROOT / "boards"
+    # host keys crossboard was told to trust (--trust-new-host, qemu.up), besides ~/.ssh/known_hosts
+    known_hosts: Path = PROJECT_ROOT / ".crossboard" / "known_hosts"
 
     @classmethod
     def from_environment(
@@ -38,16 +42,27 @@ class Settings:
             value = os.environ.get(f"CROSSBOARD_{key.upper()}") or given.get(key)
             return str(value) if value else (remembered or {}).get(key)
 
+        def folder(key: str, default: Path) -> Path:
+            """A path setting; a relative one is relative to the project, wherever invoke runs."""
+            value = chosen(key)
+            return PROJECT_ROOT / Path(value).expanduser() if value else default
+
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        cache_dir = Path(chosen("cache") or xdg_cache / "crossboard")
+        cache_dir = folder("cache", xdg_cache / "crossboard")
         remembered = _remembered(cache_dir)
         return cls(
             cache_dir=cache_dir,
-            out_dir=Path(chosen("out") or PROJECT_ROOT / "out"),
+            out_dir=folder("out", PROJECT_ROOT / "out"),
             base_image=base_image or chosen("base_image", remembered) or DEFAULT_BASE_IMAGE,
             debian_mirror=debian_mirror or chosen("debian_mirror", remembered) or DEFAULT_MIRROR,
             board=chosen("board") or DEFAULT_BOARD,
+            boards_dir=folder("boards", cls.boards_dir),
+            known_hosts=folder("known_hosts", cls.known_hosts),
         )
+
+    def access(self, trust_new_host: bool = False) -> Access:
+        """How commands reach boards under these settings."""
+        return Access(self.known_hosts, trust_new_host)
 
     def remember_toolchain_choice(self) -> None:
         """Keep the base image and mirror `invoke toolchain` was given for every later command."""

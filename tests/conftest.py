@@ -1,5 +1,7 @@
 """Shared fixtures: the real toolchain image (built once, cached by its context hash) and settings."""
 
+import dataclasses
+
 import pytest
 
 from crossboard import commands
@@ -11,8 +13,10 @@ from crossboard.toolchain.engine import docker_client
 
 
 @pytest.fixture(scope="session")
-def settings():
-    return Settings.from_environment()
+def settings(tmp_path_factory):
+    """The settings a user has, but for host keys: the tests' own, never the project's known_hosts."""
+    known_hosts = tmp_path_factory.mktemp("ssh") / "known_hosts"
+    return dataclasses.replace(Settings.from_environment(), known_hosts=known_hosts)
 
 
 @pytest.fixture(scope="session")

@@ -11,17 +11,18 @@ from fakes import fake_built_board
 
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
+from crossboard.remote.access import Access
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def lab(tmp_path, ssh_lab, monkeypatch):
-    monkeypatch.setattr("crossboard.remote.connection.PROJECT_KNOWN_HOSTS", tmp_path / "known_hosts")
+def lab(tmp_path, ssh_lab):
     remote_root = Path(f"/tmp/crossboard-test-{uuid.uuid4().hex}")
 
     class Lab:
         out = tmp_path / "out"
+        access = Access(tmp_path / "known_hosts")
 
         def board(self, name, port, user="cbdeploy", module_release=None, **more):
             return fake_built_board(
@@ -36,7 +37,7 @@ def test_a_module_for_another_release_is_refused_before_insmod(lab, ssh_lab):
     server = ssh_lab.server()
     board = lab.board("b1", server.port, module_release="6.12.107-crossboard")
     with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards: b1"):
-        deploy_many([board], lab.out, DeployOptions(echo=False))
+        deploy_many([board], lab.out, DeployOptions(echo=False), lab.access)
     report = json.loads((lab.out / "b1/deploy.json").read_text())
     module = report["modules"][0]
     assert "built for 6.12.107-crossboard but the board runs" in module["refused"]
@@ -50,8 +51,8 @@ def test_a_module_for_another_release_is_refused_before_insmod(lab, ssh_lab):
 def test_redeploy_of_unchanged_files_sends_nothing(lab, ssh_lab):
     server = ssh_lab.server()
     board = lab.board("b2", server.port)
-    first = deploy_many([board], lab.out, DeployOptions(echo=False))[0]
-    again = deploy_many([board], lab.out, DeployOptions(echo=False))[0]
+    first = deploy_many([board], lab.out, DeployOptions(echo=False), lab.access)[0]
+    again = deploy_many([board], lab.out, DeployOptions(echo=False), lab.access)[0]
     assert first["sent"] == ["apps/hello"] and again["sent"] == []
     assert again["ok"]
 
@@ -61,7 +62,7 @@ def test_parallel_deploy_goes_on_when_one_board_is_down(lab, ssh_lab, capsys):
 
     boards = [lab.board("up1", ssh_lab.server().port), lab.board("down", free_port()), lab.board("up2", ssh_lab.server().port)]
     with pytest.raises(StepFailed, match="deploy failed on 1 of 3 boards: down"):
-        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
+        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1), lab.access)
     reports = {name: json.loads((lab.out / name / "deploy.json").read_text()) for name in ("up1", "down", "up2")}
     assert reports["up1"]["ok"] and reports["up2"]["ok"]
     assert reports["down"]["error"].startswith("127.0.0.1: cannot connect to 127.0.0.1:")
@@ -73,7 +74,7 @@ def test_an_unreachable_board_is_said_to_be_unreached_not_up_to_date(lab, capsys
     from sshd import free_port
 
     with pytest.raises(StepFailed):
-        deploy_many([lab.board("gone", free_port())], lab.out, DeployOptions(wait_seconds=0))
+        deploy_many([lab.board("gone", free_port())], lab.out, DeployOptions(wait_seconds=0), lab.access)
     shown = capsys.readouterr().out
     assert "sent: nothing (the board was not reached)" in shown and "all up to date" not in shown
 
@@ -95,7 +96,7 @@ def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_a_summary(la
         lab.board("steady", ssh_lab.server().port),
     ]
     with pytest.raises(StepFailed, match="deploy failed on 1 of 2 boards: dropper"):
-        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1))
+        deploy_many(boards, lab.out, DeployOptions(wait_seconds=1), lab.access)
     report = json.loads((lab.out / "dropper/deploy.json").read_text())
     assert report["error"].startswith("127.0.0.1: the connection was lost")
     assert json.loads((lab.out / "steady/deploy.json").read_text())["ok"]
@@ -107,7 +108,7 @@ def test_a_module_the_build_does_not_have_is_refused_before_connecting(lab):
 
     board = lab.board("typo", free_port(), module_release="6.12.107-crossboard")
     with pytest.raises(StepFailed):
-        deploy_many([board], lab.out, DeployOptions(echo=False, modules=frozenset({"rust_minimall"}), wait_seconds=0))
+        deploy_many([board], lab.out, DeployOptions(echo=False, modules=frozenset({"rust_minimall"}), wait_seconds=0), lab.access)
     report = json.loads((lab.out / "typo/deploy.json").read_text())
     assert report["error"] == "--module: the build of typo has no module rust_minimall (modules: rust_minimal)"
 
@@ -118,7 +119,7 @@ def test_config_pull_refuses_a_kernel_without_rust(lab, ssh_lab):
 
     board = lab.board("b4", ssh_lab.server().port)  # this host's kernel: CONFIG_RUST is not set
     with pytest.raises(UserError, match="would fail to load with 'Unknown symbol __rust_alloc'"):
-        pull_config(board)
+        pull_config(board, lab.access)
     assert not (board.boards_dir / "b4.local.yaml").exists()
     assert not (board.boards_dir / "b4.pulled.config").exists()
 
@@ -127,9 +128,8 @@ RELEASE = "6.12.107-crossboard-test"
 
 
 @pytest.fixture
-def boot_board(tmp_path, ssh_lab, monkeypatch):
+def boot_board(tmp_path, ssh_lab):
     """A board whose boot partition is a folder holding a stock BeaglePlay extlinux.conf."""
-    monkeypatch.setattr("crossboard.remote.connection.PROJECT_KNOWN_HOSTS", tmp_path / "known_hosts")
     root = Path(f"/tmp/crossboard-test-{uuid.uuid4().hex}")
     (root / "boot/extlinux").mkdir(parents=True)
     root.chmod(0o1777)  # the login user makes its remote folder here; the boot folder stays root's
@@ -146,7 +146,7 @@ def boot_board(tmp_path, ssh_lab, monkeypatch):
         boot_partition=str(root / "boot"),
         kernel_release=RELEASE,
     )
-    yield board, root / "boot", stock, tmp_path / "out"
+    yield board, root / "boot", stock, tmp_path / "out", Access(tmp_path / "known_hosts")
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(f"/lib/modules/{RELEASE}", ignore_errors=True)
 
@@ -155,8 +155,8 @@ def test_kernel_install_adds_a_default_label_and_rollback_restores_the_stock_one
     from crossboard.deploy import extlinux
     from crossboard.deploy.kernel_install import install_kernel, rollback
 
-    board, boot, stock, out = boot_board
-    record = install_kernel(board, out)
+    board, boot, stock, out, access = boot_board
+    record = install_kernel(board, out, access)
     conf = (boot / "extlinux/extlinux.conf").read_text()
     lines, default, labels = extlinux.parse(conf)
     assert default == f"crossboard-{RELEASE}" and "Linux microSD" in labels and "BeaglePlay Recovery" in labels
@@ -166,20 +166,20 @@ def test_kernel_install_adds_a_default_label_and_rollback_restores_the_stock_one
     assert [p.read_text() for p in (boot / "extlinux").glob("extlinux.conf.crossboard-*")] == [stock]  # backup
     assert not (boot / "Image.gz").exists()  # the stock files are never touched
     assert record["previous_default"] == "Linux microSD"
-    assert install_kernel(board, out)["previous_default"] == "Linux microSD"  # again: same release, same record
+    assert install_kernel(board, out, access)["previous_default"] == "Linux microSD"  # again: same release, same record
 
-    rollback(board)
+    rollback(board, access)
     assert (boot / "extlinux/extlinux.conf").read_text() == stock
     assert not (boot / "crossboard" / RELEASE).exists() and not Path(f"/lib/modules/{RELEASE}").exists()
     assert not (boot / "crossboard/installed.json").exists()
     with pytest.raises(UserError, match="no crossboard kernel is installed"):
-        rollback(board)
+        rollback(board, access)
 
 
 def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
     from crossboard.deploy.kernel_install import install_kernel
 
-    board, boot, stock, out = boot_board
+    board, boot, stock, out, access = boot_board
     broken = stock.replace("default Linux microSD", "default Linux eMMC")
     (boot / "extlinux/extlinux.conf").write_text(broken)
     with pytest.raises(
@@ -187,7 +187,7 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
         match=r"extlinux.conf is not usable \(`default Linux eMMC` names no label "
         r".*nothing was changed",
     ):
-        install_kernel(board, out)
+        install_kernel(board, out, access)
     assert (boot / "extlinux/extlinux.conf").read_text() == broken
     assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
     assert not Path(f"/lib/modules/{RELEASE}").exists()
@@ -196,14 +196,14 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(boot_board):
 def test_rollback_removes_only_what_crossboard_installs_whatever_the_record_says(boot_board, tmp_path):
     from crossboard.deploy.kernel_install import install_kernel, rollback
 
-    board, boot, stock, out = boot_board
-    install_kernel(board, out)
+    board, boot, stock, out, access = boot_board
+    install_kernel(board, out, access)
     canary = tmp_path / "precious"
     canary.mkdir()
     record_file = boot / "crossboard/installed.json"
     record = json.loads(record_file.read_text())
     record_file.write_text(json.dumps({**record, "kernel_dir": str(canary), "modules_dir": str(canary)}))
-    rollback(board)
+    rollback(board, access)
     assert canary.is_dir()
     assert (boot / "extlinux/extlinux.conf").read_text() == stock and not Path(f"/lib/modules/{RELEASE}").exists()
 
@@ -225,37 +225,37 @@ def test_rollback_removes_only_what_crossboard_installs_whatever_the_record_says
 def test_a_damaged_or_hostile_record_is_refused_before_anything_changes(boot_board, record, problem):
     from crossboard.deploy.kernel_install import rollback
 
-    board, boot, stock, out = boot_board
+    board, boot, stock, out, access = boot_board
     (boot / "crossboard").mkdir()
     (boot / "crossboard/installed.json").write_text(record)
     with pytest.raises(UserError, match=problem):
-        rollback(board)
+        rollback(board, access)
     assert (boot / "extlinux/extlinux.conf").read_text() == stock
 
 
 def test_a_release_that_is_not_a_plain_name_is_never_installed(boot_board):
     from crossboard.deploy.kernel_install import install_kernel
 
-    board, boot, stock, out = boot_board
+    board, boot, stock, out, access = boot_board
     manifest_file = out / "play/manifest.json"
     manifest = json.loads(manifest_file.read_text())
     manifest_file.write_text(json.dumps({**manifest, "kernel_release": "x/../../../etc"}))
     with pytest.raises(UserError, match=r"the kernel release 'x/../../../etc' is not a plain name"):
-        install_kernel(board, out)
+        install_kernel(board, out, access)
     assert sorted(p.name for p in boot.rglob("*")) == ["extlinux", "extlinux.conf"]
 
 
 def test_an_install_that_fails_half_way_is_recorded_first_and_rollback_finishes_it(boot_board):
     from crossboard.deploy.kernel_install import install_kernel, rollback
 
-    board, boot, stock, out = boot_board
+    board, boot, stock, out, access = boot_board
     (boot / "extlinux/extlinux.conf.crossboard-new").mkdir()  # the new file cannot be written: a failure mid-way
     with pytest.raises(StepFailed, match="installing the kernel failed"):
-        install_kernel(board, out)
+        install_kernel(board, out, access)
     assert json.loads((boot / "crossboard/installed.json").read_text())["state"] == "installing"
     assert (boot / "extlinux/extlinux.conf").read_text() == stock
     shutil.rmtree(boot / "extlinux/extlinux.conf.crossboard-new")
-    rollback(board)
+    rollback(board, access)
     assert (boot / "extlinux/extlinux.conf").read_text() == stock
     assert not (boot / "crossboard").exists() and not Path(f"/lib/modules/{RELEASE}").exists()
 

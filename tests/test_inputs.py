@@ -247,3 +247,24 @@ def test_config_pull_edits_the_local_override_keeping_comments_and_words(tmp_pat
     local.write_text("kernel: [\n")
     with pytest.raises(UserError, match=r"beagleplay.local.yaml: not valid YAML, so it was left as it is"):
         pointed_local_override(local, "x.config", "")
+
+
+def test_a_lab_keeps_its_board_files_and_host_keys_where_invoke_yaml_says(tmp_path, monkeypatch):
+    from crossboard.settings import Settings
+
+    for name in ("CROSSBOARD_BOARDS", "CROSSBOARD_KNOWN_HOSTS"):
+        monkeypatch.delenv(name, raising=False)
+    chosen = Settings.from_environment(config={"boards": "lab/boards", "known_hosts": str(tmp_path / "keys")})
+    assert chosen.boards_dir == PROJECT_ROOT / "lab/boards" and chosen.known_hosts == tmp_path / "keys"
+    assert chosen.access(trust_new_host=True).known_hosts == tmp_path / "keys"
+    assert Settings.from_environment().known_hosts == PROJECT_ROOT / ".crossboard/known_hosts"
+    boards = copy_project(tmp_path)
+    for file in boards.glob("*.yaml"):
+        file.unlink()
+    (boards / "play-7.yaml").write_text((PROJECT_ROOT / "boards/qemu-arm64.yaml").read_text())
+    (tmp_path / "invoke.yaml").write_text(f"crossboard:\n  boards: {boards}\n")
+    env = {**os.environ, "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml")}
+    listed = subprocess.run(
+        [sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60
+    )
+    assert listed.returncode == 0 and listed.stdout.split("  ")[0] == "play-7" and len(listed.stdout.splitlines()) == 1, listed

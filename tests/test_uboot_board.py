@@ -15,8 +15,6 @@ from crossboard.deploy.kernel_install import install_kernel, rollback
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
 from crossboard.pipeline.pipeline import build
-from crossboard.remote import connection as remote_connection
-from crossboard.remote.connection import connect
 from crossboard.virtual import qemu
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
@@ -31,12 +29,10 @@ def uboot_build(qemu_build, settings):
 
 
 @pytest.fixture(scope="module")
-def uboot_board(uboot_build, settings, tmp_path_factory):
+def uboot_board(uboot_build, settings):
     """qemu-arm64-uboot booted from a fresh disk on a free port; stopped even when a test fails."""
     from sshd import free_port
 
-    known_hosts = tmp_path_factory.mktemp("uboot") / "known_hosts"
-    saved, remote_connection.PROJECT_KNOWN_HOSTS = remote_connection.PROJECT_KNOWN_HOSTS, known_hosts
     board = load_board("qemu-arm64-uboot", overrides={"connection": {"port": free_port()}})
     vboard = qemu.VirtualBoard(board, settings)
     try:
@@ -44,13 +40,12 @@ def uboot_board(uboot_build, settings, tmp_path_factory):
         yield vboard
     finally:
         qemu.down(vboard)
-        remote_connection.PROJECT_KNOWN_HOSTS = saved
     assert vboard.pid() is None
 
 
 def _on_board(vboard, command: str, privileged: bool = False):
     board = vboard.board
-    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+    with vboard.settings.access().open(board) as remote:
         return remote.run(command, privileged=privileged)
 
 
@@ -69,7 +64,7 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, 
     assert _on_board(uboot_board, f"printf %s {shlex.quote(broken)} > {CONF}", privileged=True).code == 0
     try:
         with pytest.raises(UserError, match="names no label"):
-            install_kernel(uboot_board.board, uboot_board.settings.out_dir)
+            install_kernel(uboot_board.board, uboot_board.settings.out_dir, uboot_board.settings.access())
         assert _on_board(uboot_board, f"cat {CONF}").stdout == broken
         listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
         assert "crossboard" not in listing and uboot_build.kernel_release not in listing
@@ -80,16 +75,16 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, 
 def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, qemu_build):
     board, out = uboot_board.board, uboot_board.settings.out_dir
     stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
-    record = install_kernel(board, out, reboot=True)
+    record = install_kernel(board, out, uboot_board.settings.access(), reboot=True)
     assert record["previous_release"] == qemu_build.kernel_release
     assert _on_board(uboot_board, "uname -r").stdout.strip() == uboot_build.kernel_release
     assert "Retrieving file: /crossboard/" in uboot_board.console_log.read_text(errors="replace")
     # the point of it all: modules built for our kernel load on the board
-    report = deploy_many([board], out, DeployOptions(echo=False))[0]
+    report = deploy_many([board], out, DeployOptions(echo=False), uboot_board.settings.access())[0]
     assert report["ok"], report
     assert {module["name"] for module in report["modules"]} == {"rust_minimal", "hello_rust"}
 
-    rollback(board, reboot=True)
+    rollback(board, uboot_board.settings.access(), reboot=True)
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
     assert _on_board(uboot_board, f"cat {CONF}").stdout == stock_conf
     listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
@@ -119,7 +114,7 @@ def test_a_kernel_u_boot_refuses_brings_the_stock_one_back_and_that_is_reported(
     """No arm64 Image magic: U-Boot's booti refuses it and boots the next label, the stock kernel."""
     board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: bytes(len(data)))
     with pytest.raises(StepFailed, match=rf"came back on {qemu_build.kernel_release}, not {uboot_build.kernel_release}"):
-        install_kernel(board, tmp_path / "out", reboot=True)
+        install_kernel(board, tmp_path / "out", uboot_board.settings.access(), reboot=True)
     assert "Bad Linux ARM64 Image magic" in uboot_board.console_log.read_text(errors="replace")
 
 
@@ -127,4 +122,4 @@ def test_a_kernel_that_does_not_come_back_is_reported(uboot_board, uboot_build, 
     """Half an Image: U-Boot starts it, it crashes before it prints anything, and the board boot-loops."""
     board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", lambda data: data[: len(data) // 2])
     with pytest.raises(StepFailed, match=r"did not come back within 45 s of rebooting into .*; see QEMU's serial log"):
-        install_kernel(board, tmp_path / "out", reboot=True)
+        install_kernel(board, tmp_path / "out", uboot_board.settings.access(), reboot=True)

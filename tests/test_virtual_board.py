@@ -13,20 +13,16 @@ from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
 from crossboard.errors import StepFailed
 from crossboard.pipeline.pipeline import build, build_folders
-from crossboard.remote import connection as remote_connection
-from crossboard.remote.connection import connect
 from crossboard.virtual import qemu
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
 
 
 @pytest.fixture(scope="module")
-def virtual_board(qemu_build, settings, tmp_path_factory):
+def virtual_board(qemu_build, settings):
     """qemu-arm64 booted on a free port, with its own known_hosts; stopped even when a test fails."""
     from sshd import free_port
 
-    known_hosts = tmp_path_factory.mktemp("virtual") / "known_hosts"
-    saved, remote_connection.PROJECT_KNOWN_HOSTS = remote_connection.PROJECT_KNOWN_HOSTS, known_hosts
     board = load_board("qemu-arm64", overrides={"connection": {"port": free_port()}})
     vboard = qemu.VirtualBoard(board, settings)
     try:
@@ -34,14 +30,13 @@ def virtual_board(qemu_build, settings, tmp_path_factory):
         yield vboard
     finally:
         qemu.down(vboard)
-        remote_connection.PROJECT_KNOWN_HOSTS = saved
     assert vboard.pid() is None
 
 
 def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
     board = virtual_board.board
     # strict host keys: the key was recorded when the root was made, nothing is trusted on first use
-    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+    with virtual_board.settings.access().open(board) as remote:
         assert remote.run("id -un").stdout.strip() == "debian"
         assert remote.run("uname -r").stdout.strip() == qemu_build.kernel_release
         assert remote.run("sudo -n id -u").stdout.strip() == "0"
@@ -53,7 +48,9 @@ def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
 
 
 def test_build_deploy_insmod_loop(virtual_board):
-    report = deploy_many([virtual_board.board], virtual_board.settings.out_dir, DeployOptions(echo=False))[0]
+    report = deploy_many(
+        [virtual_board.board], virtual_board.settings.out_dir, DeployOptions(echo=False), virtual_board.settings.access()
+    )[0]
     assert report["ok"], report
     modules = {module["name"]: module for module in report["modules"]}
     assert set(modules) == {"rust_minimal", "rust_print", "hello_rust"}
@@ -80,7 +77,7 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
         assert reloaded["loaded"] and not reloaded["unloaded"]
         assert any("Goodbye from an out-of-tree Rust module (exit)" in line for line in reloaded["load_messages"])
         assert "Hello from an out-of-tree Rust module (init)" in reloaded["load_messages"][-1]
-        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        with virtual_board.settings.access().open(board) as remote:
             assert remote.run("test -d /sys/module/hello_rust").code == 0
             remote.run("rm /run/crossboard/loaded/hello_rust", privileged=True)  # as if the board had loaded it
         with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards"):
@@ -88,10 +85,10 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
         theirs = json.loads((virtual_board.out_dir / "deploy.json").read_text())["modules"][0]
         assert theirs["refused"].startswith("a module named hello_rust is loaded and crossboard did not load it")
         assert not theirs["load_messages"] or not any("Goodbye" in line for line in theirs["load_messages"])
-        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        with virtual_board.settings.access().open(board) as remote:
             assert remote.run("test -d /sys/module/hello_rust").code == 0  # still loaded: not ours to unload
     finally:
-        with connect(board.spec.connection, base_dir=board.project_root) as remote:
+        with virtual_board.settings.access().open(board) as remote:
             remote.run("rmmod hello_rust", privileged=True)
 
 
@@ -108,12 +105,12 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
     manifest.add_artifact(module, "module")
     manifest.finish("done")
     board = virtual_board.board
-    report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False))
+    report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False), virtual_board.settings.access())
     assert not report["ok"]
     assert report["modules"][0]["refused"].startswith(
         "rust_minimal was built for 6.12.107-somebody but the board runs 6.12.107-crossboard"
     )
-    with connect(board.spec.connection, base_dir=board.project_root) as remote:
+    with virtual_board.settings.access().open(board) as remote:
         assert remote.run("test -d /sys/module/rust_minimal").code != 0
         assert remote.run("uname -r").code == 0
 
@@ -122,7 +119,7 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     boards = copy_project(tmp_path)
     connection = {"port": virtual_board.board.spec.connection.port, "key": str(virtual_board.keys_dir / "id_ed25519")}
     board = load_board("qemu-arm64", boards, overrides={"connection": connection})
-    config_file, release = pull_config(board)
+    config_file, release = pull_config(board, settings.access())
     assert release == qemu_build.kernel_release
     assert "CONFIG_RUST=y" in config_file.read_text().splitlines()
     pulled = load_board("qemu-arm64", boards)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from ..errors import UserError
 from . import strict_yaml
 from .schema import BOARD_NAME, BoardSpec, Group
 
-# A lab may keep its board files elsewhere; relative paths in them are then relative to that folder's parent.
-BOARDS_DIR = Path(os.environ.get("CROSSBOARD_BOARDS", PROJECT_ROOT / "boards"))
+# The project's own boards; a lab may keep its board files elsewhere (Settings.boards_dir), and relative
+# paths in them are then relative to that folder's parent.
+PROJECT_BOARDS = PROJECT_ROOT / "boards"
 GROUP_SUFFIX = ".group.yaml"
 # Choices of one among several keys: an override replaces them whole instead of adding a second key.
 ONE_OF_KEYS = frozenset({("kernel", "source")})
@@ -49,15 +49,15 @@ class LoadedBoard:
         return [(self.project_root / app.path).resolve() for app in self.spec.apps]
 
 
-def board_names(boards_dir: Path = BOARDS_DIR) -> list[str]:
+def board_names(boards_dir: Path = PROJECT_BOARDS) -> list[str]:
     return sorted(p.stem for p in boards_dir.glob("*.yaml") if BOARD_NAME.match(p.stem))
 
 
-def group_names(boards_dir: Path = BOARDS_DIR) -> list[str]:
+def group_names(boards_dir: Path = PROJECT_BOARDS) -> list[str]:
     return sorted(p.name.removesuffix(GROUP_SUFFIX) for p in boards_dir.glob(f"*{GROUP_SUFFIX}"))
 
 
-def load_group(name: str, boards_dir: Path = BOARDS_DIR) -> Group:
+def load_group(name: str, boards_dir: Path = PROJECT_BOARDS) -> Group:
     """boards/<name>.group.yaml, every board it lists checked to have a board file."""
     file = boards_dir / f"{name}{GROUP_SUFFIX}"
     located = strict_yaml.load(file, _display(file, boards_dir.parent))
@@ -72,7 +72,7 @@ def load_group(name: str, boards_dir: Path = BOARDS_DIR) -> Group:
     return group
 
 
-def expand_board_names(text: str, boards_dir: Path = BOARDS_DIR) -> list[str]:
+def expand_board_names(text: str, boards_dir: Path = PROJECT_BOARDS) -> list[str]:
     """`--board a,b,lab`: the names in order, each group replaced by its boards, each board once."""
     names: list[str] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -83,7 +83,7 @@ def expand_board_names(text: str, boards_dir: Path = BOARDS_DIR) -> list[str]:
     return names
 
 
-def load_board(name: str, boards_dir: Path = BOARDS_DIR, overrides: dict | None = None) -> LoadedBoard:
+def load_board(name: str, boards_dir: Path = PROJECT_BOARDS, overrides: dict | None = None) -> LoadedBoard:
     """Load boards/<name>.yaml, then boards/<name>.local.yaml (untracked) and `overrides` over it."""
     project_root = boards_dir.parent
     file = boards_dir / f"{name}.yaml"

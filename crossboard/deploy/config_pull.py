@@ -14,7 +14,7 @@ from ..artifacts.files import write_atomically
 from ..board.load import LoadedBoard
 from ..errors import UserError
 from ..pipeline import kconfig
-from ..remote.connection import connect
+from ..remote.access import Access
 
 SEPARATOR = "@@crossboard-config@@"
 PULL_COMMAND = (
@@ -49,11 +49,11 @@ def rust_problem(release: str, config: dict[str, str]) -> str | None:
     return None
 
 
-def pull_config(board: LoadedBoard, trust_new_host: bool = False) -> tuple[Path, str]:
+def pull_config(board: LoadedBoard, access: Access) -> tuple[Path, str]:
     """Store the running kernel's config as boards/<name>.pulled.config and point the local override
     at it with the release's LOCALVERSION; returns the config file and the release."""
     spec = board.spec
-    with connect(spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+    with access.open(board) as remote:
         output = remote.run(PULL_COMMAND).stdout
     release, _, config_text = output.partition(f"{SEPARATOR}\n")
     release = release.strip()

@@ -14,7 +14,8 @@ from ..artifacts.files import sha256_of
 from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
-from ..remote.connection import Session, connect
+from ..remote.access import Access
+from ..remote.connection import Session
 from ..remote.transfer import Upload, push
 from . import extlinux
 from .reboot import boot_id, reboot_into
@@ -82,7 +83,7 @@ def _run_script(remote: Session, script: str, what: str) -> None:
         raise StepFailed(f"{remote.target.name}: {what} failed (exit {result.code}): {' '.join(result.stderr.split())}")
 
 
-def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = False, reboot: bool = False) -> dict:
+def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: bool = False) -> dict:
     """Install the built kernel, DTBs and modules; the new label becomes the default. With `reboot`,
     boot it and check the board runs it."""
     partition, conf = _boot(board)
@@ -95,7 +96,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, trust_new_host: bool = Fa
     dtbs = [a for a in manifest["artifacts"] if a["kind"] == "dtb"]
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
     image_name = PurePosixPath(kind["kernel"]["path"]).name
-    with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+    with access.open(board) as remote:
         earlier_text = _read(remote, f"{partition}/{RECORD}")
         earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
         if earlier and earlier["release"] != release:
@@ -173,15 +174,15 @@ sync""",
             "installing the kernel",
         )
     if reboot:
-        reboot_into(board, release, before, trust_new_host=trust_new_host)
+        reboot_into(board, access, release, before)
     return record
 
 
-def rollback(board: LoadedBoard, trust_new_host: bool = False, reboot: bool = False) -> dict:
+def rollback(board: LoadedBoard, access: Access, reboot: bool = False) -> dict:
     """Restore the default label from before, and remove what crossboard installed. With `reboot`,
     boot the board again and check it runs the kernel it ran before the install."""
     partition, conf = _boot(board)
-    with connect(board.spec.connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+    with access.open(board) as remote:
         text = _read(remote, f"{partition}/{RECORD}")
         if not text:
             raise UserError(f"{board.name}: no crossboard kernel is installed ({partition}/{RECORD} is missing)")
@@ -211,5 +212,5 @@ sync""",
             "rolling back",
         )
     if reboot:
-        reboot_into(board, record["previous_release"], before, trust_new_host=trust_new_host)
+        reboot_into(board, access, record["previous_release"], before)
     return record

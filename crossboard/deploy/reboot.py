@@ -8,7 +8,8 @@ import paramiko
 
 from ..board.load import LoadedBoard
 from ..errors import InfrastructureError, StepFailed
-from ..remote.connection import Session, connect
+from ..remote.access import Access
+from ..remote.connection import Session
 
 # A new boot has a new boot_id: the only sure sign that the board went down and came up again (a
 # board still shutting down, or QEMU's port forward with no guest behind it, also accepts connections).
@@ -25,22 +26,19 @@ def boot_id(remote: Session) -> str:
     return remote.run(BOOT_ID, timeout=15).stdout.strip()
 
 
-def reboot_into(
-    board: LoadedBoard, expected_release: str, before: str, timeout: int | None = None, trust_new_host: bool = False
-) -> str:
+def reboot_into(board: LoadedBoard, access: Access, expected_release: str, before: str, timeout: int | None = None) -> str:
     """Reboot the board, whose boot_id is `before`, wait for it to answer from a new boot and check it
     runs `expected_release`. Returns the release; StepFailed when it does not come back or comes
     back on another kernel."""
     timeout = timeout or board.spec.deploy.reboot_timeout
-    connection = board.spec.connection
-    with connect(connection, trust_new_host=trust_new_host, base_dir=board.project_root) as remote:
+    with access.open(board) as remote:
         started = remote.run(REBOOT, privileged=True, timeout=15)
         if started.code != 0:
             raise StepFailed(f"{board.name}: reboot failed (exit {started.code}): {' '.join(started.stderr.split())}")
     deadline = time.monotonic() + timeout
     while (remaining := deadline - time.monotonic()) > 0:
         try:
-            with connect(connection, wait_seconds=remaining, base_dir=board.project_root) as remote:
+            with access.open(board, wait_seconds=remaining) as remote:
                 if boot_id(remote) not in ("", before):
                     release = remote.run("uname -r", timeout=15).stdout.strip()
                     break

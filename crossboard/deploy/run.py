@@ -17,7 +17,8 @@ from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
 from ..progress import Progress, size
-from ..remote.connection import Cancellation, Session, connect
+from ..remote.access import Access
+from ..remote.connection import Cancellation
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from .actions import as_dict, check_privilege, load_module, run_app
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
@@ -29,7 +30,6 @@ HASHES_FOLLOW = "crossboard-hashes-follow"
 
 @dataclass(frozen=True)
 class DeployOptions:
-    trust_new_host: bool = False
     wait_seconds: float = 30
     keep_loaded: bool = False
     modules: frozenset[str] = frozenset()  # empty: every module the build made
@@ -37,24 +37,14 @@ class DeployOptions:
     alone: bool = True  # one board: progress may be a bar; several share the terminal, so plain lines
 
 
-def open_board(board: LoadedBoard, options: DeployOptions, cancellation: Cancellation | None = None) -> Session:
-    return connect(
-        board.spec.connection,
-        trust_new_host=options.trust_new_host,
-        wait_seconds=options.wait_seconds,
-        base_dir=board.project_root,
-        cancellation=cancellation,
-    )
-
-
-def open_board_early(board: LoadedBoard, options: DeployOptions) -> Future:
+def open_board_early(board: LoadedBoard, options: DeployOptions, access: Access) -> Future:
     """Connect while something else runs (the inner loop's compile), for deploy_many(opened=...). A
     daemon thread: a failed build exits at once, not after waiting for a board that is down."""
     opening: Future = Future()
 
     def open_now() -> None:
         try:
-            opening.set_result(open_board(board, options))
+            opening.set_result(access.open(board, options.wait_seconds))
         except BaseException as error:  # the deploy that takes the connection reports it
             opening.set_exception(error)
 
@@ -66,6 +56,7 @@ def deploy_board(
     board: LoadedBoard,
     out_root: Path,
     options: DeployOptions,
+    access: Access,
     opening: Future | None = None,
     cancellation: Cancellation | None = None,
 ) -> dict:
@@ -93,7 +84,7 @@ def deploy_board(
             )
         uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
         remote_dir = spec.deploy.remote_dir
-        with opening.result() if opening else open_board(board, options, cancellation) as remote:
+        with opening.result() if opening else access.open(board, options.wait_seconds, cancellation) as remote:
             report["reached"] = True
             if cancellation:  # opened here or early, it is closed on an interrupt
                 cancellation.track(remote)
@@ -201,7 +192,11 @@ def describe(report: dict) -> list[str]:
 
 
 def deploy_many(
-    boards: list[LoadedBoard], out_root: Path, options: DeployOptions, opened: dict[str, Future] | None = None
+    boards: list[LoadedBoard],
+    out_root: Path,
+    options: DeployOptions,
+    access: Access,
+    opened: dict[str, Future] | None = None,
 ) -> list[dict]:
     """Each board in its own thread; one failing does not stop the others. Raises when any failed.
     `opened`: connections opened early, by board name."""
@@ -214,7 +209,7 @@ def deploy_many(
 
     def work(index: int, board: LoadedBoard) -> None:
         try:
-            results[index] = deploy_board(board, out_root, options, opened.get(board.name), cancellation)
+            results[index] = deploy_board(board, out_root, options, access, opened.get(board.name), cancellation)
         finally:
             finished[index].set()
 

@@ -31,7 +31,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 WINDOW_BYTES = 8 << 20  # for file transfers: paramiko's default 2 MiB window halves loopback throughput
 # Printed first by a privileged command: without it, sudo itself refused (it asks for a password).
 ROOT_SHELL_STARTED = "crossboard-root-shell"
-PROJECT_KNOWN_HOSTS = Path(os.environ.get("CROSSBOARD_KNOWN_HOSTS", PROJECT_ROOT / ".crossboard" / "known_hosts"))
 USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts").expanduser()
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 INCLUDE = re.compile(r"^\s*include\s+(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
@@ -264,7 +263,7 @@ class Session:
         """Exit code, stdout and stderr, both streams read as they come: a command that fills one
         while the other is read would otherwise wait forever."""
         deadline = time.monotonic() + timeout
-        channel = self.client.get_transport().open_session(timeout=timeout)
+        channel = self.channel(timeout=timeout)
         with channel:
             channel.exec_command(command)
             if stdin is not None:
@@ -291,6 +290,10 @@ class Session:
                 select.select([channel], [], [], 0.5)
             return channel.recv_exit_status(), bytes(stdout), bytes(stderr)
 
+    def channel(self, **options) -> paramiko.Channel:
+        """A new channel for one command on this session's connection."""
+        return self.client.get_transport().open_session(**options)
+
     def close(self) -> None:
         self.client.close()
 
@@ -304,15 +307,14 @@ class Session:
 def connect(
     connection: Connection,
     *,
+    known_hosts: Path,
     trust_new_host: bool = False,
     wait_seconds: float = 0,
-    known_hosts: Path | None = None,
     base_dir: Path = PROJECT_ROOT,
     cancellation: Cancellation | None = None,
 ) -> Session:
     """Connect, retrying refused or silent connections for up to `wait_seconds` (a booting board); a
     `cancellation`'s cancel ends the wait at once."""
-    known_hosts = known_hosts or PROJECT_KNOWN_HOSTS
     target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
     revoked: set[bytes] = set()

@@ -123,7 +123,7 @@ def push(
         archive=ARCHIVE,
     )
     try:
-        channel = board.client.get_transport().open_session(window_size=WINDOW_BYTES)
+        channel = board.channel(window_size=WINDOW_BYTES)
         channel.exec_command(f"sh -c {shlex.quote(script)}")
         if sftp:
             stage = channel.makefile("rb").readline().decode(errors="replace").strip()

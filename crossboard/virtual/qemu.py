@@ -18,7 +18,6 @@ from ..artifacts.manifest import finished_manifest
 from ..board.load import LoadedBoard, load_board
 from ..board.schema import Virtual
 from ..errors import InfrastructureError, UserError
-from ..remote import connection as remote_connection
 from ..settings import Settings
 from ..toolchain.stream import Tee
 from .keys import ensure_keys
@@ -225,7 +224,7 @@ def _run_host(command: list[str], what: str) -> None:
 
 def _remember_host_key(vboard: VirtualBoard) -> None:
     """The guest's key under [127.0.0.1]:PORT in the project's known_hosts, replacing an older one."""
-    known_hosts = remote_connection.PROJECT_KNOWN_HOSTS
+    known_hosts = vboard.settings.known_hosts
     name = f"[127.0.0.1]:{vboard.port}"
     lines = known_hosts.read_text().splitlines() if known_hosts.is_file() else []
     kept = [line for line in lines if not line.startswith(name + " ")]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .artifacts.manifest import finished_manifest
+from .artifacts.manifest import finished_build
 from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
 from .errors import UserError
 from .settings import Settings
@@ -62,7 +62,7 @@ def deploy(
     if kernel:
         return [install_kernel(name, settings, trust_new_host, reboot) for name in names]
     for name in names:  # a board never built is bad input: refused before any board is touched
-        finished_manifest(settings.out_dir / name, name)
+        finished_build(settings.out_dir / name, name)
     boards_to_deploy = [load_board(name, settings.boards_dir) for name in names]
     return deploy_many(boards_to_deploy, settings.out_dir, options, settings.access(trust_new_host))
 

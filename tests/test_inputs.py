@@ -12,7 +12,7 @@ import pytest
 from fakes import copy_project
 
 from crossboard import PROJECT_ROOT
-from crossboard.artifacts.manifest import finished_manifest
+from crossboard.artifacts.manifest import Artifact, finished_build
 from crossboard.board import strict_yaml
 from crossboard.board.schema import Connection
 from crossboard.errors import UserError
@@ -65,15 +65,22 @@ GOOD = {
             r"artifact '../../etc/passwd': not a path inside the output folder",
         ),
         (json.dumps({**GOOD, "status": "running"}), r"the last build of b did not finish \(running\)"),
+        (
+            json.dumps({**GOOD, "steps": [{"name": "kernel", "status": "failed"}, {"name": "collect", "status": "done"}]}),
+            r"the last build of b did not finish \(step kernel not done\)",
+        ),
+        (json.dumps({**GOOD, "artifacts": [{**GOOD["artifacts"][0], "size": "1"}]}), r"size, source, vermagic or release"),
     ],
 )
 def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, message):
     if text is not None:
         (tmp_path / "manifest.json").write_text(text)
     with pytest.raises(UserError, match=message):
-        finished_manifest(tmp_path, "b")
+        finished_build(tmp_path, "b")
     (tmp_path / "manifest.json").write_text(json.dumps(GOOD))
-    assert finished_manifest(tmp_path, "b") == GOOD
+    read = finished_build(tmp_path, "b")
+    assert read.kernel_release == "6.12.0-x" and read.one("app") == Artifact("apps/hello", "app", 1, "a" * 64)
+    assert read.one("app").file_name == "hello" and read.local(read.one("app")) == tmp_path / "apps/hello"
 
 
 @pytest.mark.parametrize("wait", ["abc", "-5", "nan"])

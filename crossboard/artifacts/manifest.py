@@ -21,6 +21,31 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 STEP_FIELDS = ("tools", "config_sha256", "kernel_release", "app_builder", "app_glibc", "artifacts")
 
 
+@dataclass(frozen=True)
+class Artifact:
+    """One file of a build, as the manifest records it: what deploy, kernel installs and the virtual
+    boards know of it without looking anywhere else."""
+
+    path: str  # relative to the output folder
+    kind: str  # kernel, dtb, config, module, app, modules-tree
+    size: int
+    sha256: str
+    source: str | None = None  # an app's path in the board file
+    vermagic: str | None = None  # modules
+    release: str | None = None  # modules: the kernel release of their vermagic
+
+    @property
+    def file_name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    @property
+    def module_name(self) -> str:
+        return PurePosixPath(self.path).stem
+
+    def record(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
 @dataclass
 class StepRecord:
     name: str
@@ -59,17 +84,16 @@ class Manifest:
     def add_artifact(self, path: Path, kind: str, source: str | None = None) -> None:
         """Record a file under out_dir with its size and sha256 (and vermagic for modules); `source`:
         what in the board file it was built from (an app's path), so that deploy needs nothing else."""
-        entry: dict[str, str | int] = {
-            "path": str(path.relative_to(self.out_dir)),
-            "kind": kind,
-            "size": path.stat().st_size,
-            "sha256": sha256_of(path),
-        }
-        if source is not None:
-            entry["source"] = source
-        if path.suffix == ".ko":
-            vermagic = vermagic_of(path)
-            entry["vermagic"], entry["release"] = vermagic, release_of_vermagic(vermagic)
+        vermagic = vermagic_of(path) if path.suffix == ".ko" else None
+        entry = Artifact(
+            path=str(path.relative_to(self.out_dir)),
+            kind=kind,
+            size=path.stat().st_size,
+            sha256=sha256_of(path),
+            source=source,
+            vermagic=vermagic,
+            release=release_of_vermagic(vermagic) if vermagic is not None else None,
+        ).record()
         self.artifacts = [a for a in self.artifacts if a["path"] != entry["path"]] + [entry]
 
     def finish(self, status: str, error: str = "") -> None:
@@ -101,9 +125,31 @@ def load_manifest(out_dir: Path) -> dict:
     return json.loads((out_dir / MANIFEST_NAME).read_text())
 
 
-def finished_manifest(out_dir: Path, board: str) -> dict:
-    """The manifest of a finished build of `board`, checked as the contract it is for deploy, kernel
-    installs and the virtual boards: one line naming the file when it is missing, unfinished or damaged."""
+@dataclass(frozen=True)
+class FinishedBuild:
+    """A finished build of a board, read from its manifest: the one contract between the build and
+    deploy, kernel installs and the virtual boards."""
+
+    board: str
+    out_dir: Path
+    kernel_release: str
+    artifacts: tuple[Artifact, ...]
+    app_glibc: dict[str, str]  # app binary -> the highest GLIBC_x.y it needs ("" for none)
+
+    def of_kind(self, kind: str) -> list[Artifact]:
+        return [artifact for artifact in self.artifacts if artifact.kind == kind]
+
+    def one(self, kind: str) -> Artifact | None:
+        return next(iter(self.of_kind(kind)), None)
+
+    def local(self, artifact: Artifact) -> Path:
+        return self.out_dir / artifact.path
+
+
+def finished_build(out_dir: Path, board: str) -> FinishedBuild:
+    """The finished build of `board` in out_dir, checked as the contract it is: one line naming the
+    file when it is missing, unfinished or damaged. Finished means every step done or skipped, whatever
+    the status field says."""
     file = out_dir / MANIFEST_NAME
     rebuild = f"run invoke build --board {board}"
     try:
@@ -115,9 +161,19 @@ def finished_manifest(out_dir: Path, board: str) -> dict:
     problem = _manifest_problem(manifest)
     if problem:
         raise UserError(f"{file}: not a manifest crossboard wrote ({problem}): {rebuild}")
-    if manifest["status"] != "done":
-        raise UserError(f"{file}: the last build of {board} did not finish ({manifest['status']}): {rebuild}")
-    return manifest
+    unfinished = [step["name"] for step in manifest.get("steps", []) if step.get("status") not in ("done", "skipped")]
+    if manifest["status"] != "done" or unfinished:
+        state = manifest["status"] if manifest["status"] != "done" else f"step {', '.join(unfinished)} not done"
+        raise UserError(f"{file}: the last build of {board} did not finish ({state}): {rebuild}")
+    fields = Artifact.__dataclass_fields__
+    glibc = manifest.get("app_glibc")
+    return FinishedBuild(
+        board=board,
+        out_dir=out_dir,
+        kernel_release=manifest["kernel_release"],
+        artifacts=tuple(Artifact(**{k: v for k, v in a.items() if k in fields}) for a in manifest["artifacts"]),
+        app_glibc={str(k): str(v) for k, v in glibc.items()} if isinstance(glibc, dict) else {},
+    )
 
 
 def _manifest_problem(manifest: object) -> str | None:
@@ -126,10 +182,17 @@ def _manifest_problem(manifest: object) -> str | None:
     for key, kind in (("status", str), ("kernel_release", str), ("artifacts", list)):
         if not isinstance(manifest.get(key), kind):
             return f"{key} missing or not a {kind.__name__}"
+    steps = manifest.get("steps", [])
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        return "steps is not a list of objects"
     for artifact in manifest["artifacts"]:
         if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("path", "kind", "sha256")):
             return "an artifact without path, kind or sha256"
         path = PurePosixPath(artifact["path"])
         if path.is_absolute() or ".." in path.parts or not SHA256.match(artifact["sha256"]):
             return f"artifact {artifact['path']!r}: not a path inside the output folder with a sha256"
+        if not isinstance(artifact.get("size"), int) or not all(
+            isinstance(artifact.get(k), str | None) for k in ("source", "vermagic", "release")
+        ):
+            return f"artifact {artifact['path']!r}: size, source, vermagic or release missing or of the wrong type"
     return None

@@ -8,10 +8,10 @@ import json
 import re
 import shlex
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..artifacts.files import sha256_of
-from ..artifacts.manifest import finished_manifest
+from ..artifacts.manifest import finished_build
 from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
 from ..remote.access import Access
@@ -88,14 +88,13 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
     boot it and check the board runs it."""
     partition, conf = _boot(board)
     out_dir = out_root / board.name
-    manifest = finished_manifest(out_dir, board.name)
-    release = _checked_release(manifest["kernel_release"], str(out_dir / "manifest.json"))
-    kind = {artifact["kind"]: artifact for artifact in manifest["artifacts"]}
-    if "kernel" not in kind or "modules-tree" not in kind:
+    built = finished_build(out_dir, board.name)
+    release = _checked_release(built.kernel_release, str(out_dir / "manifest.json"))
+    kernel, modules_tree, dtbs = built.one("kernel"), built.one("modules-tree"), built.of_kind("dtb")
+    if kernel is None or modules_tree is None:
         raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
-    dtbs = [a for a in manifest["artifacts"] if a["kind"] == "dtb"]
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
-    image_name = PurePosixPath(kind["kernel"]["path"]).name
+    image_name = kernel.file_name
     with access.open(board) as remote:
         earlier_text = _read(remote, f"{partition}/{RECORD}")
         earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
@@ -117,7 +116,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
                 current,
                 label,
                 f"/crossboard/{release}/{image_name}",
-                f"/crossboard/{release}/{PurePosixPath(dtbs[0]['path']).name}" if dtbs else None,
+                f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
             )
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
@@ -133,14 +132,14 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
-        files = {
-            image_name: out_dir / kind["kernel"]["path"],
-            "modules.tar.gz": out_dir / kind["modules-tree"]["path"],
+        files: dict[str, Path | bytes] = {
+            image_name: built.local(kernel),
+            "modules.tar.gz": built.local(modules_tree),
             "extlinux.conf": new_conf.encode(),
             "installing.json": json.dumps(record, indent=2).encode(),
             "installed.json": json.dumps({**record, "state": "installed"}, indent=2).encode(),
         }
-        files.update({PurePosixPath(dtb["path"]).name: out_dir / dtb["path"] for dtb in dtbs})
+        files.update({dtb.file_name: built.local(dtb) for dtb in dtbs})
         _stage_files(remote, stage, files)
         q = shlex.quote
         copies = " ".join(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts.files import write_atomically
-from ..artifacts.manifest import finished_manifest
+from ..artifacts.manifest import finished_build
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
@@ -75,14 +75,14 @@ def deploy_board(
         "apps": [],
     }
     try:
-        manifest = finished_manifest(out_dir, board.name)
-        wanted = [a for a in manifest["artifacts"] if a["kind"] in ("module", "app")]
-        built = sorted(Path(a["path"]).stem for a in wanted if a["kind"] == "module")
+        built_now = finished_build(out_dir, board.name)
+        wanted = built_now.of_kind("module") + built_now.of_kind("app")
+        built = sorted(a.module_name for a in built_now.of_kind("module"))
         if unknown := sorted(options.modules - set(built)):
             raise UserError(
                 f"--module: the build of {board.name} has no module {', '.join(unknown)} (modules: {', '.join(built) or 'none'})"
             )
-        uploads = [Upload(out_dir / a["path"], a["path"], a["sha256"]) for a in wanted]
+        uploads = [Upload(built_now.local(a), a.path, a.sha256) for a in wanted]
         remote_dir = spec.deploy.remote_dir
         with opening.result() if opening else access.open(board, options.wait_seconds, cancellation) as remote:
             report["reached"] = True
@@ -109,20 +109,18 @@ def deploy_board(
             ]
             if report["sent"]:  # asking otherwise would start the board's SFTP server for nothing
                 report["transfer"] = remote.transport_name
-            modules = [
-                a for a in wanted if a["kind"] == "module" and (not options.modules or Path(a["path"]).stem in options.modules)
-            ]
+            modules = [a for a in built_now.of_kind("module") if not options.modules or a.module_name in options.modules]
             if modules:
                 check_privilege(remote, facts)
             for artifact in modules:
-                name = Path(artifact["path"]).stem
-                problem = module_problem(name, artifact["release"], facts)
+                name = artifact.module_name
+                problem = module_problem(name, artifact.release or "", facts)
                 if problem:
                     report["modules"].append({"name": name, "refused": problem, "ok": False})
                     continue
                 module_report = load_module(
                     remote,
-                    f"{remote_dir}/{artifact['path']}",
+                    f"{remote_dir}/{artifact.path}",
                     name,
                     spec.deploy.expect.get(name, ModuleExpect()),
                     options.keep_loaded or spec.deploy.keep_loaded,
@@ -130,7 +128,7 @@ def deploy_board(
                 )
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
-                built_apps = {a.get("source"): Path(a["path"]).name for a in wanted if a["kind"] == "app"}
+                built_apps = {a.source: a.file_name for a in built_now.of_kind("app")}
                 for app in spec.apps:
                     binary = built_apps.get(app.path)
                     if binary is None:
@@ -142,7 +140,7 @@ def deploy_board(
                             }
                         )
                         continue
-                    problem = app_problem(binary, manifest.get("app_glibc", {}).get(binary, ""), facts)
+                    problem = app_problem(binary, built_now.app_glibc.get(binary, ""), facts)
                     if problem:
                         report["apps"].append({"name": binary, "refused": problem, "ok": False})
                         continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts.files import write_atomically
-from ..artifacts.manifest import finished_manifest
+from ..artifacts.manifest import finished_build
 from ..board.load import LoadedBoard, load_board
 from ..board.schema import Virtual
 from ..errors import InfrastructureError, UserError
@@ -110,8 +110,12 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     from ..pipeline.pipeline import build_folders, make_runtime
 
     stock = kernel_board(vboard)
-    stock_out = vboard.settings.out_dir / stock.name
-    artifacts = {a["kind"]: a for a in finished_manifest(stock_out, stock.name)["artifacts"]}
+    stock_build = finished_build(vboard.settings.out_dir / stock.name, stock.name)
+    kernel, modules_tree = stock_build.one("kernel"), stock_build.one("modules-tree")
+    if kernel is None or modules_tree is None:
+        raise UserError(
+            f"{stock_build.out_dir}: the build has no kernel image or modules tree: run invoke build --board {stock.name}"
+        )
     keys = ensure_keys(vboard.keys_dir)
     runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo, prepare=True)
     u_boot = vboard.virtual.boot == "u-boot"
@@ -119,8 +123,8 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     inputs = hashlib.sha256(
         "\0".join(
             [
-                artifacts["modules-tree"]["sha256"],
-                artifacts["kernel"]["sha256"],
+                modules_tree.sha256,
+                kernel.sha256,
                 keys["host_pub"].read_text(),
                 keys["client_pub"].read_text(),
                 runtime.toolchain()["id"],
@@ -138,7 +142,7 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
                 f"{vboard.board.name}: its disk is made again ({stock.name}'s build or the root changed): "
                 "what was changed on the board is gone"
             )
-        _make(vboard, runtime, stock_out, artifacts, keys, echo)
+        _make(vboard, runtime, stock_build.local(kernel), stock_build.local(modules_tree), keys, echo)
         stamp.write_text(inputs)
     if not u_boot:
         return [
@@ -165,14 +169,14 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     ]
 
 
-def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys: dict, echo: bool) -> None:
+def _make(vboard: VirtualBoard, runtime, kernel: Path, modules_tree: Path, keys: dict, echo: bool) -> None:
     """Run make-root (and for U-Boot make-disk) in the toolchain image, on copies of their inputs
     in the build folder, the one folder of the board's that the container sees whole."""
     work, inside = vboard.work_dir, f"{runtime.path('work')}/virtual"
     work.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(keys["host"], work / "host_key")
     shutil.copyfile(keys["client_pub"], work / "authorized_keys")
-    shutil.copyfile(stock_out / artifacts["modules-tree"]["path"], work / "modules.tar.gz")
+    shutil.copyfile(modules_tree, work / "modules.tar.gz")
 
     def project_file(path: Path) -> str:
         return f"{runtime.path('project')}/{path.relative_to(vboard.board.project_root)}"
@@ -196,7 +200,7 @@ def _make(vboard: VirtualBoard, runtime, stock_out: Path, artifacts: dict, keys:
             what="making the virtual board's root",
         )
         if u_boot:
-            shutil.copyfile(stock_out / artifacts["kernel"]["path"], work / "stock-Image")
+            shutil.copyfile(kernel, work / "stock-Image")
             runtime.check(
                 [
                     "sh",

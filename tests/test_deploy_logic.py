@@ -1,0 +1,205 @@
+"""Deploy and kernel-install decisions against fake boards (tests/fake_ssh.py): what is loaded, refused,
+reloaded or reported, in seconds and without sshd or root. The same flows run against real OpenSSH
+servers in test_deploy.py and on the virtual boards."""
+
+import json
+
+import pytest
+from fake_ssh import FakeAccess, FakeBoard
+from fakes import fake_built_board
+
+from crossboard.deploy.run import DeployOptions, deploy_many
+from crossboard.errors import StepFailed, UserError
+
+pytestmark = pytest.mark.fast
+RELEASE = "6.12.107-crossboard"
+REMOTE = "/home/debian/crossboard"
+QUIET = DeployOptions(echo=False, wait_seconds=0)
+
+
+@pytest.fixture
+def built(tmp_path):
+    key = tmp_path / "key"
+    key.write_text("not used: the fake board takes no key\n")
+
+    def make(name="play", **more):
+        return fake_built_board(tmp_path / "project", tmp_path / "out", name, 22, "debian", key, REMOTE, RELEASE, **more)
+
+    make.out = tmp_path / "out"
+    return make
+
+
+def deploy(built, boards: dict, options=QUIET):
+    loaded = [built(name) for name in boards]
+    return deploy_many(loaded, built.out, options, FakeAccess(built.out / "known_hosts", boards=boards))
+
+
+def test_modules_are_loaded_checked_and_unloaded_and_the_app_runs(built):
+    board = FakeBoard()
+    report = deploy(built, {"play": board})[0]
+    assert report["ok"], report
+    assert sorted(report["sent"]) == ["apps/hello", "modules/rust_minimal.ko"]
+    module = report["modules"][0]
+    assert module["loaded"] and module["unloaded"] and module["load_messages"][-1].endswith("rust_minimal: init")
+    assert report["apps"][0]["stdout"] == "Hello, lab! from aarch64\n"
+    assert board.loaded == set() and board.files[f"{REMOTE}/apps/hello"].startswith(b"#!/bin/sh")
+    again = deploy(built, {"play": board})[0]
+    assert again["ok"] and again["sent"] == []  # the hashes on the board match: nothing goes twice
+
+
+@pytest.mark.parametrize(
+    "board, refusal",
+    [
+        (FakeBoard(release="6.12.107-other"), "built for 6.12.107-crossboard but the board runs 6.12.107-other"),
+        (FakeBoard(rust=False), "has no CONFIG_RUST"),
+    ],
+)
+def test_a_module_the_running_kernel_cannot_take_is_refused_before_insmod(built, board, refusal):
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards: play"):
+        deploy(built, {"play": board})
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert refusal in report["modules"][0]["refused"]
+    assert not any("insmod" in command for command in board.commands)
+
+
+def test_a_module_the_board_loaded_itself_is_never_unloaded_and_ours_is_reloaded(built):
+    theirs = FakeBoard(loaded={"rust_minimal"})
+    with pytest.raises(StepFailed):
+        deploy(built, {"play": theirs})
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert report["modules"][0]["refused"].startswith("a module named rust_minimal is loaded and crossboard did not")
+    assert theirs.loaded == {"rust_minimal"} and not any(c.startswith("rmmod") for c in theirs.commands)
+    ours = FakeBoard(loaded={"rust_minimal"}, ours={"rust_minimal"})
+    report = deploy(built, {"play": ours}, DeployOptions(echo=False, keep_loaded=True))[0]
+    assert report["ok"] and report["modules"][0]["load_messages"][:2] == [
+        "[ 1.0] rust_minimal: exit",
+        "[ 1.0] rust_minimal: init",
+    ]
+
+
+@pytest.mark.parametrize(
+    "sudo, message",
+    [
+        ("missing", "sudo is not installed on the board: install it, or log in as root"),
+        ("password", "debian cannot run sudo without a password"),
+    ],
+)
+def test_sudo_that_is_missing_or_wants_a_password_is_said_as_such(built, sudo, message):
+    with pytest.raises(StepFailed):
+        deploy(built, {"play": FakeBoard(sudo=sudo)})
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert message in report["error"] and report["modules"] == []
+
+
+def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_go_on(built, capsys):
+    dropping, fine = FakeBoard(drop_after=1), FakeBoard()
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 2 boards: drops"):
+        deploy(built, {"drops": dropping, "fine": fine}, DeployOptions(wait_seconds=0))
+    dropped = json.loads((built.out / "drops/deploy.json").read_text())
+    assert dropped["error"].startswith("127.0.0.1: the connection was lost") and dropped["reached"]
+    assert json.loads((built.out / "fine/deploy.json").read_text())["ok"]
+    summary = capsys.readouterr().out
+    assert "drops            FAILED" in summary and "fine             ok" in summary
+
+
+def test_an_app_needing_a_newer_glibc_than_the_board_has_is_refused(built):
+    play = built("play")
+    manifest_file = built.out / "play/manifest.json"
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), "app_glibc": {"hello": "2.99"}}))
+    board = FakeBoard(glibc="2.36")
+    with pytest.raises(StepFailed):
+        deploy_many([play], built.out, QUIET, FakeAccess(built.out / "k", boards={"play": board}))
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert "needs GLIBC_2.99 but the board has glibc 2.36" in report["apps"][0]["refused"]
+    assert report["modules"][0]["ok"] and not any(" timeout " in command for command in board.commands)
+
+
+def test_a_board_never_built_is_reported_without_touching_it(built):
+    board = FakeBoard()
+    play = built("play")
+    (built.out / "play/manifest.json").unlink()
+    with pytest.raises(StepFailed):
+        deploy_many([play], built.out, QUIET, FakeAccess(built.out / "k", boards={"play": board}))
+    assert "no build for play" in json.loads((built.out / "play/deploy.json").read_text())["error"]
+    assert board.commands == []
+
+
+KERNEL = "6.12.107-crossboard-play"
+CONF = "/boot/firmware/extlinux/extlinux.conf"
+RECORD = "/boot/firmware/crossboard/installed.json"
+
+
+@pytest.fixture
+def boot(built):
+    """A built kernel and a fake board whose boot partition holds the stock BeaglePlay extlinux.conf."""
+    from pathlib import Path
+
+    play = built("play", boot_partition="/boot/firmware", kernel_release=KERNEL)
+    stock = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_bytes()
+    board = FakeBoard(release="6.12.43-ti-arm64-r54", files={CONF: stock})
+    return play, board, FakeAccess(built.out / "k", boards={"play": board})
+
+
+def _script(board: FakeBoard, what: str) -> list[str]:
+    return next(command for command in board.commands if command.startswith("set -e") and what in command).splitlines()
+
+
+def test_a_kernel_install_records_itself_before_it_changes_the_boot_menu(boot, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = boot
+    record = install_kernel(play, built.out, access)
+    assert record["previous_default"] == "Linux microSD" and record["previous_release"] == "6.12.43-ti-arm64-r54"
+    script = _script(board, "tar -xzf")
+    stage = f"{REMOTE}/kernel-{KERNEL}"
+    first_record = script.index(f"mv -f {RECORD}.new {RECORD}")
+    menu = script.index(f"mv -f {CONF}.crossboard-new {CONF}")
+    assert script[first_record - 1] == "sync" and script[first_record + 1] == "sync" and first_record < menu
+    assert json.loads(board.files[f"{stage}/installing.json"])["state"] == "installing"
+    assert json.loads(board.files[f"{stage}/installed.json"])["state"] == "installed"
+    assert script.index(f"cp {stage}/installed.json {RECORD}.new") > menu  # "installed" only at the end
+    new_menu = board.files[f"{stage}/extlinux.conf"].decode()
+    assert f"default crossboard-{KERNEL}" in new_menu and "label Linux microSD" in new_menu
+
+
+def test_a_kernel_install_never_overwrites_modules_it_did_not_install(boot, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = boot
+    board.files[f"/lib/modules/{KERNEL}/modules.dep"] = b""
+    with pytest.raises(UserError, match=rf"/lib/modules/{KERNEL} is already there and is not crossboard's"):
+        install_kernel(play, built.out, access)
+    assert not any(command.startswith("set -e") for command in board.commands)
+
+
+def test_rollback_removes_the_release_s_own_paths_whatever_the_record_names(boot, built):
+    from crossboard.deploy.kernel_install import rollback
+
+    play, board, access = boot
+    record = {
+        "release": KERNEL,
+        "label": f"crossboard-{KERNEL}",
+        "previous_default": "Linux microSD",
+        "previous_release": "6.12.43-ti-arm64-r54",
+        "kernel_dir": "/etc",
+        "modules_dir": "/home",
+    }
+    board.files[RECORD] = json.dumps(record).encode()
+    board.files[CONF] = board.files[CONF].replace(b"default Linux microSD", f"default crossboard-{KERNEL}".encode()) + (
+        f"\nlabel crossboard-{KERNEL}\n    kernel /crossboard/{KERNEL}/Image\n".encode()
+    )
+    rollback(play, access)
+    removal = next(line for line in _script(board, "rm -rf") if line.startswith("rm -rf"))
+    assert removal == f"rm -rf /boot/firmware/crossboard/{KERNEL} /lib/modules/{KERNEL}"
+    restored = board.files[f"{REMOTE}/rollback/extlinux.conf"].decode()
+    assert "default Linux microSD" in restored and f"crossboard-{KERNEL}" not in restored
+
+
+def test_an_install_beside_another_crossboard_kernel_is_refused(boot, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = boot
+    other = {"release": "6.12.1-x", "label": "crossboard-6.12.1-x", "previous_default": "Linux microSD", "previous_release": "y"}
+    board.files[RECORD] = json.dumps(other).encode()
+    with pytest.raises(UserError, match="crossboard's kernel 6.12.1-x is installed: run invoke rollback --board play first"):
+        install_kernel(play, built.out, access)

@@ -205,9 +205,10 @@ def test_a_killed_build_leaves_a_readable_manifest_and_its_container_is_reaped(d
     assert orphans[0].name in remove_orphans(docker)
 
 
-def test_sigterm_unwinds_like_ctrl_c(docker, qemu_build, tmp_path):
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM (CI cancels)", "SIGHUP (terminal closed)"])
+def test_a_signal_that_ends_a_build_unwinds_like_ctrl_c(docker, qemu_build, tmp_path, sent):
     process, manifest = _build_until_kernel_step(tmp_path)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert stderr.decode().strip().splitlines()[-1] == "crossboard: error: interrupted"

@@ -10,6 +10,7 @@ import io
 import posixpath
 import re
 import shlex
+import struct
 import tarfile
 from dataclasses import dataclass, field
 
@@ -22,6 +23,15 @@ MARKED = re.compile(r'^echo (crossboard-mark-\w+) > /dev/kmsg; (.*); echo "\1 ex
 RELOAD = re.compile(r"^if \[ -e (\S+) \]; then rmmod (\S+) && (.*); else exit (\d+); fi$", re.DOTALL)
 
 
+def kernel_notes(build_id: str) -> bytes:
+    """/sys/kernel/notes as a kernel shows it: a Linux note, then the GNU build ID note (none for "")."""
+    linux = struct.pack("<III", 6, 4, 0x100) + b"Linux\0\0\0" + b"\x01\0\0\0"
+    if not build_id:
+        return linux
+    desc = bytes.fromhex(build_id)
+    return linux + struct.pack("<III", 4, len(desc), 3) + b"GNU\0" + desc
+
+
 @dataclass
 class FakeBoard:
     """What the board is and has. `sudo`: nopasswd, password (sudo asks for one) or missing.
@@ -31,6 +41,7 @@ class FakeBoard:
     rust: bool | None = True
     glibc: str = "2.41"
     user: str = "debian"
+    build_id: str = ""  # the running kernel's, shown in its notes; "" shows no notes
     sudo: str = "nopasswd"
     drop_after: int | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # absolute path on the board -> content
@@ -84,7 +95,8 @@ class FakeBoard:
         rust = "unknown" if self.rust is None else ("1" if self.rust else "0")
         return (
             f"release={self.release}\nrust={rust}\nglibc={self.glibc}\nuser={self.user}\n"
-            f"loaded={' '.join(sorted(self.loaded))}\ncrossboard-hashes-follow\n"
+            f"loaded={' '.join(sorted(self.loaded))}\nnotes={kernel_notes(self.build_id).hex()}\n"
+            "crossboard-hashes-follow\n"
         )
 
     def _hashes(self, command: str) -> str:

@@ -203,3 +203,43 @@ def test_an_install_beside_another_crossboard_kernel_is_refused(boot, built):
     board.files[RECORD] = json.dumps(other).encode()
     with pytest.raises(UserError, match="crossboard's kernel 6.12.1-x is installed: run invoke rollback --board play first"):
         install_kernel(play, built.out, access)
+
+
+OURS, THEIRS = "ab" * 20, "cd" * 20
+
+
+def _with_kernel_builds(built, **builds):
+    play = built("play")
+    manifest_file = built.out / "play/manifest.json"
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), **builds}))
+    return play
+
+
+@pytest.mark.parametrize(
+    "builds, board_build, refused",
+    [
+        ({"kernel_build_id": OURS}, OURS, False),
+        ({"kernel_build_id": OURS}, THEIRS, True),
+        ({"kernel_build_id": OURS, "pulled_build_id": THEIRS}, THEIRS, False),  # built on the board's own config
+        ({"kernel_build_id": OURS}, "", False),  # the board shows no build ID: the release check alone
+    ],
+    ids=["the same build", "another build of the release", "pulled from that build", "no notes"],
+)
+def test_a_module_is_loaded_only_on_the_kernel_build_it_was_built_for(built, builds, board_build, refused):
+    play = _with_kernel_builds(built, **builds)
+    board = FakeBoard(build_id=board_build)
+    access = FakeAccess(built.out / "k", boards={"play": board})
+    if refused:
+        with pytest.raises(StepFailed):
+            deploy_many([play], built.out, QUIET, access)
+    else:
+        deploy_many([play], built.out, QUIET, access)
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert report["board_kernel_build"] == board_build
+    refusal = report["modules"][0].get("refused", "")
+    assert bool(refusal) == refused
+    if refused:
+        assert refusal.startswith(
+            f"rust_minimal was built for kernel build {OURS[:12]} of {RELEASE} but the board runs build {THEIRS[:12]}"
+        )
+        assert not any("insmod" in command for command in board.commands)

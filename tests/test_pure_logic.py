@@ -155,3 +155,28 @@ def test_progress_says_done_of_expected_elapsed_and_left_and_counts_kbuild_lines
     first = Progress("[b] upload", unit="", pattern=None, render=size, mode="off")
     first.set(3 << 20)
     assert first.describe() == "[b] upload: 3.0 MiB, 0 s (no estimate yet: first run)"
+
+
+def test_the_build_id_is_read_from_kernel_notes_and_from_an_elf_file():
+    import re
+    import subprocess
+    import sys
+
+    from fake_ssh import kernel_notes
+
+    from crossboard.artifacts.files import build_id_in_hex_notes, build_id_in_notes, build_id_of_elf
+
+    assert (
+        build_id_in_notes(kernel_notes("0123456789abcdef0123456789abcdef01234567")) == "0123456789abcdef0123456789abcdef01234567"
+    )
+    assert build_id_in_notes(kernel_notes("")) == "" and build_id_in_notes(b"\x01\x02") == ""
+    assert build_id_in_hex_notes(kernel_notes("beef" * 5).hex() + "\n") == "beef" * 5
+    assert build_id_in_hex_notes("od: /sys/kernel/notes: Permission denied") == ""
+    # a real ELF file with a build ID: the one `file` reports for this machine's python
+    binary = Path(sys.executable).resolve()
+    reported = re.search(
+        r"BuildID\[\w+\]=([0-9a-f]+)",
+        subprocess.run(["file", "-L", str(binary)], capture_output=True, text=True, check=True).stdout,
+    )
+    assert reported and build_id_of_elf(binary) == reported[1]
+    assert build_id_of_elf(Path(__file__)) == ""  # not ELF

@@ -7,11 +7,12 @@ import pytest
 from conftest import QUIET
 from fakes import copy_project
 
-from crossboard.artifacts.manifest import Manifest
+from crossboard.artifacts.manifest import Manifest, finished_build
 from crossboard.board.load import load_board
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
 from crossboard.errors import StepFailed
+from crossboard.pipeline import kconfig
 from crossboard.pipeline.pipeline import build, build_folders
 from crossboard.virtual import qemu
 
@@ -61,6 +62,9 @@ def test_build_deploy_insmod_loop(virtual_board):
     assert report["apps"][0]["stdout"].strip() == "Hello, crossboard! from aarch64"
     saved = json.loads((virtual_board.out_dir / "deploy.json").read_text())
     assert saved["ok"] and saved["board_release"] == report["board_release"]
+    # the exact-kernel check ran for real: the board shows the very build the manifest records
+    built = finished_build(virtual_board.out_dir, "qemu-arm64")
+    assert len(built.kernel_build_id) == 40 and saved["board_kernel_build"] == built.kernel_build_id
 
 
 def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
@@ -122,6 +126,8 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     config_file, release = pull_config(board, settings.access())
     assert release == qemu_build.kernel_release
     assert "CONFIG_RUST=y" in config_file.read_text().splitlines()
+    # which running build it came from, so that modules built on it may load there
+    assert kconfig.pulled_build_id(config_file) == qemu_build.kernel_build_id != ""
     pulled = load_board("qemu-arm64", boards)
     assert pulled.spec.kernel.config.base == "file:qemu-arm64.pulled.config"
     assert pulled.spec.kernel.localversion == "-crossboard"

@@ -1,10 +1,13 @@
-"""Facts about built files: hashes, a module's vermagic, the glibc a binary needs; atomic writes."""
+"""Facts about built files: hashes, a module's vermagic, a kernel's build ID, the glibc a binary needs;
+atomic writes."""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
+import struct
 import tempfile
 from pathlib import Path
 
@@ -25,6 +28,49 @@ def vermagic_of(module: Path) -> str:
 
 def release_of_vermagic(vermagic: str) -> str:
     return vermagic.split(" ", 1)[0]
+
+
+NT_GNU_BUILD_ID = 3
+SHT_NOTE = 7
+
+
+def build_id_in_notes(notes: bytes) -> str:
+    """The GNU build ID in a run of ELF notes (a note section, or a running kernel's /sys/kernel/notes),
+    as hex; "" when there is none."""
+    offset = 0
+    while offset + 12 <= len(notes):
+        name_size, desc_size, kind = struct.unpack_from("<III", notes, offset)
+        desc_at = offset + 12 + (name_size + 3) // 4 * 4
+        if kind == NT_GNU_BUILD_ID and notes[offset + 12 : offset + 12 + name_size] == b"GNU\0":
+            return notes[desc_at : desc_at + desc_size].hex()
+        offset = desc_at + (desc_size + 3) // 4 * 4
+    return ""
+
+
+# Prints a running kernel's ELF notes as hex: od and tr are on every board, BusyBox ones too.
+NOTES_AS_HEX = "od -An -v -tx1 /sys/kernel/notes 2>/dev/null | tr -d ' \\n'"
+
+
+def build_id_in_hex_notes(text: str) -> str:
+    """The build ID in NOTES_AS_HEX's output; "" when the board printed none or something else."""
+    try:
+        return build_id_in_notes(bytes.fromhex(text.strip()))
+    except ValueError:
+        return ""
+
+
+def build_id_of_elf(path: Path) -> str:
+    """The GNU build ID of a 64-bit little-endian ELF file (vmlinux), from its note sections; "" for none."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as elf:
+        if elf[:6] != b"\x7fELF\x02\x01":
+            return ""
+        (table,), (entry_size, count) = struct.unpack_from("<Q", elf, 0x28), struct.unpack_from("<HH", elf, 0x3A)
+        for index in range(count):
+            header = table + index * entry_size
+            (kind,), (offset, size) = struct.unpack_from("<I", elf, header + 4), struct.unpack_from("<QQ", elf, header + 0x18)
+            if kind == SHT_NOTE and (found := build_id_in_notes(elf[offset : offset + size])):
+                return found
+    return ""
 
 
 def highest_glibc(readelf_versions: str) -> tuple[int, ...] | None:

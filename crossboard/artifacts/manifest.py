@@ -13,12 +13,21 @@ from ..errors import UserError
 from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
-# Raised when what the manifest records changes (2: apps say which board-file app they were built from),
-# so that a build collects again instead of keeping an artifact list of the old form.
-MANIFEST_FORMAT = 2
+# Raised when what the manifest records changes (2: apps say which board-file app they were built from;
+# 3: the kernel's build ID), so that a build collects again instead of keeping a manifest of the old form.
+MANIFEST_FORMAT = 3
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What build steps write into the manifest (a skipped step gives the same values again).
-STEP_FIELDS = ("tools", "config_sha256", "kernel_release", "app_builder", "app_glibc", "artifacts")
+STEP_FIELDS = (
+    "tools",
+    "config_sha256",
+    "kernel_release",
+    "kernel_build_id",
+    "pulled_build_id",
+    "app_builder",
+    "app_glibc",
+    "artifacts",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class Manifest:
     board_file_sha256: str = ""
     config_sha256: str = ""
     kernel_release: str = ""
+    # vmlinux's GNU build ID: what a board shows in /sys/kernel/notes when it runs this very kernel build
+    kernel_build_id: str = ""
+    # the build ID of the board's kernel whose config this build started from (invoke config.pull)
+    pulled_build_id: str = ""
     app_builder: str = ""
     app_glibc: dict = field(default_factory=dict)  # app name -> highest GLIBC_x.y it needs ("" for none)
     steps: list[StepRecord] = field(default_factory=list)
@@ -135,6 +148,13 @@ class FinishedBuild:
     kernel_release: str
     artifacts: tuple[Artifact, ...]
     app_glibc: dict[str, str]  # app binary -> the highest GLIBC_x.y it needs ("" for none)
+    kernel_build_id: str = ""
+    pulled_build_id: str = ""
+
+    @property
+    def kernel_builds(self) -> tuple[str, ...]:
+        """The kernel builds this build's modules are for: its own, and the board's it was pulled from."""
+        return tuple(build_id for build_id in (self.kernel_build_id, self.pulled_build_id) if build_id)
 
     def of_kind(self, kind: str) -> list[Artifact]:
         return [artifact for artifact in self.artifacts if artifact.kind == kind]
@@ -173,6 +193,8 @@ def finished_build(out_dir: Path, board: str) -> FinishedBuild:
         kernel_release=manifest["kernel_release"],
         artifacts=tuple(Artifact(**{k: v for k, v in a.items() if k in fields}) for a in manifest["artifacts"]),
         app_glibc={str(k): str(v) for k, v in glibc.items()} if isinstance(glibc, dict) else {},
+        kernel_build_id=str(manifest.get("kernel_build_id") or ""),
+        pulled_build_id=str(manifest.get("pulled_build_id") or ""),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ruamel.yaml import YAML, CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from ..artifacts.files import write_atomically
+from ..artifacts.files import NOTES_AS_HEX, build_id_in_hex_notes, write_atomically
 from ..board.load import LoadedBoard
 from ..errors import UserError
 from ..pipeline import kconfig
@@ -20,7 +20,8 @@ SEPARATOR = "@@crossboard-config@@"
 PULL_COMMAND = (
     f"uname -r; echo {SEPARATOR}; release=$(uname -r); "
     "if [ -r /proc/config.gz ]; then zcat /proc/config.gz; "
-    'elif [ -r "/boot/config-$release" ]; then cat "/boot/config-$release"; fi'
+    'elif [ -r "/boot/config-$release" ]; then cat "/boot/config-$release"; fi; '
+    f"echo {SEPARATOR}; {NOTES_AS_HEX}"
 )
 ARM64_RUST_SINCE = (6, 9)
 
@@ -55,7 +56,8 @@ def pull_config(board: LoadedBoard, access: Access) -> tuple[Path, str]:
     spec = board.spec
     with access.open(board) as remote:
         output = remote.run(PULL_COMMAND).stdout
-    release, _, config_text = output.partition(f"{SEPARATOR}\n")
+    release, _, rest = output.partition(f"{SEPARATOR}\n")
+    config_text, _, notes = rest.rpartition(f"{SEPARATOR}\n")
     release = release.strip()
     if not config_text.strip():
         raise UserError(
@@ -69,7 +71,9 @@ def pull_config(board: LoadedBoard, access: Access) -> tuple[Path, str]:
     config_file = board.boards_dir / f"{board.name}.pulled.config"
     local_file = board.boards_dir / f"{board.name}.local.yaml"
     override = pointed_local_override(local_file, config_file.name, localversion)  # refused before anything is written
-    write_atomically(config_file, config_text.encode())
+    # its first line says which kernel build it came from: modules built on it may load on that build
+    header = kconfig.pulled_header(build_id_in_hex_notes(notes))
+    write_atomically(config_file, (header + config_text).encode())
     write_atomically(local_file, override)
     return config_file, release
 

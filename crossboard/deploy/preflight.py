@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..artifacts.files import NOTES_AS_HEX, build_id_in_hex_notes
 from ..pipeline.toolcheck import dotted, version_in
 
-# One round trip: the running release, whether its config has Rust, its glibc, who we are, and which
-# modules are loaded.
-FACTS_COMMAND = r"""release=$(uname -r)
+# One round trip: the running release, whether its config has Rust, its glibc, who we are, which
+# modules are loaded, and the kernel's ELF notes (its build ID among them).
+FACTS_COMMAND = (
+    r"""release=$(uname -r)
 echo "release=$release"
 if [ -r /proc/config.gz ]; then rust=$(zcat /proc/config.gz | grep -c '^CONFIG_RUST=y')
 elif [ -r "/boot/config-$release" ]; then rust=$(grep -c '^CONFIG_RUST=y' "/boot/config-$release")
@@ -17,7 +19,11 @@ echo "rust=$rust"
 echo "glibc=$( (getconf GNU_LIBC_VERSION 2>/dev/null || true) | cut -d' ' -f2)"
 echo "user=$(id -un)"
 echo "loaded=$(cut -d' ' -f1 /proc/modules 2>/dev/null | tr '\n' ' ')"
+echo "notes=$("""
+    + NOTES_AS_HEX
+    + """)"
 """
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class BoardFacts:
     glibc: tuple[int, ...] | None
     user: str
     loaded: frozenset[str]
+    build_id: str = ""  # the running kernel's GNU build ID; "" when the board does not show it
 
 
 def parse_facts(text: str) -> BoardFacts:
@@ -38,16 +45,25 @@ def parse_facts(text: str) -> BoardFacts:
         glibc=version_in(values.get("glibc", "")) if values.get("glibc", "").strip() else None,
         user=values.get("user", "").strip(),
         loaded=frozenset(values.get("loaded", "").split()),
+        build_id=build_id_in_hex_notes(values.get("notes", "")),
     )
 
 
-def module_problem(module: str, module_release: str, facts: BoardFacts) -> str | None:
-    """Why `module` must not be loaded on this board, or None."""
+def module_problem(module: str, module_release: str, facts: BoardFacts, kernel_builds: tuple[str, ...] = ()) -> str | None:
+    """Why `module` must not be loaded on this board, or None. `kernel_builds`: the build IDs of the
+    kernels the module was built for (FinishedBuild.kernel_builds); none known, none checked."""
     if module_release != facts.release:
         return (
             f"{module} was built for {module_release} but the board runs {facts.release} "
             "(insmod would say 'Invalid module format'): deploy a matching kernel "
             "(invoke deploy --kernel) or build against the board's kernel (invoke config.pull)"
+        )
+    if kernel_builds and facts.build_id and facts.build_id not in kernel_builds:
+        return (
+            f"{module} was built for kernel build {kernel_builds[0][:12]} of {module_release} but the board runs "
+            f"build {facts.build_id[:12]} of that release (another configuration or tree: without MODVERSIONS the "
+            "kernel would load the module, which may then corrupt memory): deploy this build's kernel "
+            "(invoke deploy --kernel) or build against the board's own (invoke config.pull)"
         )
     if facts.rust is False:
         return (

@@ -94,7 +94,7 @@ def deploy_board(
             ).stdout
             facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
             facts = parse_facts(facts_text)
-            report["board_release"] = facts.release
+            report["board_release"], report["board_kernel_build"] = facts.release, facts.build_id
             progress = Progress(
                 f"[{board.name}] upload",
                 unit="",
@@ -114,7 +114,7 @@ def deploy_board(
                 check_privilege(remote, facts)
             for artifact in modules:
                 name = artifact.module_name
-                problem = module_problem(name, artifact.release or "", facts)
+                problem = module_problem(name, artifact.release or "", facts, built_now.kernel_builds)
                 if problem:
                     report["modules"].append({"name": name, "refused": problem, "ok": False})
                     continue

@@ -28,6 +28,23 @@ def read(path: Path) -> dict[str, str]:
     return parse(path.read_text())
 
 
+# The first line of a config pulled from a board (invoke config.pull): which kernel build it came from.
+PULLED_HEADER = "# crossboard: pulled from a board's running kernel, build ID "
+
+
+def pulled_header(build_id: str) -> str:
+    return f"{PULLED_HEADER}{build_id}\n" if build_id else ""
+
+
+def pulled_build_id(config_file: Path | None) -> str:
+    """The build ID of the running kernel `config_file` was pulled from, or "" (not pulled, or unknown)."""
+    if config_file is None or not config_file.is_file():
+        return ""
+    with open(config_file, errors="replace") as handle:
+        first = handle.readline()
+    return first.removeprefix(PULLED_HEADER).strip() if first.startswith(PULLED_HEADER) else ""
+
+
 def unmet(requested: dict[str, str], final: dict[str, str]) -> dict[str, tuple[str, str]]:
     """Symbols whose final value differs from the request: symbol -> (requested, final)."""
     return {symbol: (wanted, final.get(symbol, "n")) for symbol, wanted in requested.items() if final.get(symbol, "n") != wanted}

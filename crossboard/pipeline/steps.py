@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts.files import highest_glibc, sha256_of, write_atomically
+from ..artifacts.files import build_id_of_elf, highest_glibc, sha256_of, write_atomically
 from ..artifacts.manifest import MANIFEST_FORMAT
 from ..errors import StepFailed, UserError
 from ..toolchain.runtime import HostRuntime, Runtime
@@ -500,7 +500,8 @@ def _collect_inputs(ctx: BuildContext) -> str | None:
     if len(known) < len(made):
         return None
     spec = ctx.board.spec.kernel
-    return stamps.digest(*known, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256, str(MANIFEST_FORMAT))
+    pulled = kconfig.pulled_build_id(ctx.board.base_config_file())
+    return stamps.digest(*known, spec.image, *spec.dtbs, *spec.samples, ctx.manifest.config_sha256, pulled, str(MANIFEST_FORMAT))
 
 
 def _artifacts_still_there(ctx: BuildContext, record: dict) -> bool:
@@ -515,6 +516,8 @@ def _collect_run(ctx: BuildContext) -> str:
     spec, kernel, out = ctx.board.spec, ctx.kernel_dir_on_host, ctx.out_dir
     release = ctx.manifest.kernel_release or (kernel / "include/config/kernel.release").read_text().strip()
     ctx.manifest.kernel_release = release
+    ctx.manifest.kernel_build_id = build_id_of_elf(kernel / "vmlinux")
+    ctx.manifest.pulled_build_id = kconfig.pulled_build_id(ctx.board.base_config_file())
     ctx.manifest.artifacts = []
     ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot" / spec.kernel.image, out / spec.kernel.image), "kernel")
     for dtb in spec.kernel.dtbs:

@@ -110,10 +110,11 @@ def doctor(c, board=None):
         "wait": "seconds to keep retrying the connection while a board boots (default 30)",
         "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
         "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
+        "twin": "deploy to the board's twin (invoke qemu.up --board X) instead of the board",
     }
 )
 @reports_errors
-def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False, reboot=False):
+def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False, reboot=False, twin=False):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
@@ -123,23 +124,26 @@ def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wa
         modules=frozenset(filter(None, module.split(","))),
     )
     settings = settings_of(c)
-    commands.deploy(board or settings.board, settings, options, trust_new_host, kernel, reboot)
+    commands.deploy(board or settings.board, settings, options, trust_new_host, kernel, reboot, twin)
 
 
 @task(
     name="up",
     help={
-        "board": "a virtual board (one with a `virtual:` section)",
+        "board": "a virtual board (one with a `virtual:` section), or a hardware board: its twin",
         "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
     },
 )
 @reports_errors
 def qemu_up(c, board=None, fresh=False):
-    """Boot the virtual board with the built kernel; returns once its SSH server answers."""
+    """Boot the virtual board, or a hardware board's twin, with its built kernel; returns once SSH answers."""
     from crossboard.virtual import qemu
+    from crossboard.virtual.twin import what_a_twin_cannot_show
 
     settings = settings_of(c)
     vboard = commands.virtual_board(board or settings.board, settings)
+    if vboard.twin:
+        print(what_a_twin_cannot_show(vboard.board), flush=True)
     pid = qemu.up(vboard, fresh=fresh)
     print(qemu.status(vboard) if pid else "")
 
@@ -170,13 +174,14 @@ def qemu_down(c, board=None):
         "board": "board name",
         "module": "the out-of-tree module (its folder name) to rebuild, push and reload",
         "trust-new-host": "accept and record a host key never seen before",
+        "twin": "work on the board's twin (invoke qemu.up --board X) instead of the board",
     }
 )
 @reports_errors
-def dev(c, module, board=None, trust_new_host=False):
+def dev(c, module, board=None, trust_new_host=False, twin=False):
     """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
     settings = settings_of(c)
-    commands.dev(board or settings.board, module, settings, trust_new_host)
+    commands.dev(board or settings.board, module, settings, trust_new_host, twin=twin)
 
 
 @task(name="pull", help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})

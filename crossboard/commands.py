@@ -52,7 +52,13 @@ def doctor(settings: Settings, board_name: str | None = None) -> None:
 
 
 def deploy(
-    boards: str, settings: Settings, options, trust_new_host: bool = False, kernel: bool = False, reboot: bool = False
+    boards: str,
+    settings: Settings,
+    options,
+    trust_new_host: bool = False,
+    kernel: bool = False,
+    reboot: bool = False,
+    twin: bool = False,
 ) -> list[dict]:
     from .deploy.run import deploy_many
 
@@ -63,18 +69,30 @@ def deploy(
         return [install_kernel(name, settings, trust_new_host, reboot) for name in names]
     for name in names:  # a board never built is bad input: refused before any board is touched
         finished_build(settings.out_dir / name, name)
-    boards_to_deploy = [load_board(name, settings.boards_dir) for name in names]
+    boards_to_deploy = [_board_or_twin(name, settings, twin) for name in names]
     return deploy_many(boards_to_deploy, settings.out_dir, options, settings.access(trust_new_host))
 
 
+def _board_or_twin(board_name: str, settings: Settings, twin: bool):
+    from .virtual.twin import twin_of
+
+    board = load_board(board_name, settings.boards_dir)
+    return twin_of(board) if twin else board
+
+
 def virtual_board(board_name: str, settings: Settings):
+    """A virtual board, or a hardware board's twin (its own build on QEMU)."""
     from .virtual.qemu import VirtualBoard
+    from .virtual.twin import twin_of
 
-    return VirtualBoard(load_board(board_name, settings.boards_dir), settings)
+    board = load_board(board_name, settings.boards_dir)
+    return VirtualBoard(board if board.spec.virtual else twin_of(board), settings, twin=board.spec.virtual is None)
 
 
-def dev(board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
-    return reload_module(load_board(board_name, settings.boards_dir), module, settings, trust_new_host, echo)
+def dev(
+    board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True, twin: bool = False
+) -> dict:
+    return reload_module(_board_or_twin(board_name, settings, twin), module, settings, trust_new_host, echo)
 
 
 def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:

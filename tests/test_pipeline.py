@@ -272,3 +272,23 @@ def test_a_missing_module_kbuild_is_a_user_error_before_anything_runs(lab):
     with pytest.raises(UserError, match=r"has no Kbuild file"):
         lab.build()
     assert not (lab.settings.out_dir / "fake").exists()
+
+
+def test_the_plan_says_which_steps_would_run(lab):
+    from crossboard.pipeline.pipeline import steps_that_would_run
+    from crossboard.pipeline.steps import STEP_NAMES
+
+    board = lab.board()
+
+    def would(toolchain_id="sha256:fake-1"):
+        return steps_that_would_run(
+            board, lab.settings, OPTIONS, RecordingRuntime(build_folders(board, lab.settings), toolchain_id)
+        )
+
+    assert would() == list(STEP_NAMES)  # never built
+    lab.build(board)
+    assert would() == ["source", "modules"]  # they always run, and see for themselves that nothing changed
+    assert would("sha256:fake-2") == list(STEP_NAMES)  # a new image: everything again
+    fragment = lab.project / "boards/fragments/qemu-arm64.config"
+    fragment.write_text(fragment.read_text() + "CONFIG_PRINTK_TIME=y\n")
+    assert would() == ["source", "configure", "dtbs", "kernel", "modules", "apps", "collect"]

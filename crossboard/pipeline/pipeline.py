@@ -13,6 +13,7 @@ from ..board.load import LoadedBoard
 from ..errors import CrossboardError, StepFailed, UserError
 from ..locking import holding
 from ..settings import Settings
+from ..toolchain.engine import engine_if_running
 from ..toolchain.image import image_ref, prepare_toolchain
 from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime
 from . import source, stamps
@@ -72,8 +73,8 @@ def make_runtime(
     """The runtime the steps run in; with `prepare`, the toolchain image is built if it changed."""
     if kind == "host":
         return HostRuntime(folders)
-    if not prepare:
-        return DockerRuntime(None, image_ref(settings), folders)
+    if not prepare:  # a plan: the engine, where it runs, only says what the image is
+        return DockerRuntime(engine_if_running(), image_ref(settings), folders)
     client, image = prepare_toolchain(settings, echo, verbose, plain)
     return DockerRuntime(client, image.ref, folders)
 
@@ -97,6 +98,32 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
         print(f"[{step.name}]")
         for line in step.plan(ctx):
             print(f"  {line}")
+    if isinstance(runtime, DockerRuntime):
+        print(f"would run: {', '.join(steps_that_would_run(board, settings, options, runtime)) or 'nothing (inputs unchanged)'}")
+
+
+def steps_that_would_run(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime: Runtime) -> list[str]:
+    """The steps a build would run now: those that always run (they check for themselves, as source
+    and modules do), the first whose inputs changed since it last succeeded, and every step after that one (they
+    may read what it makes). Asks the engine for the image's id; with no image yet, every step."""
+    manifest = Manifest(board=board.name, out_dir=build_folders(board, settings)["out"])
+    try:
+        manifest.image = runtime.toolchain()
+    except CrossboardError:
+        return [step.name for step in selected_steps(options, runtime.name)]
+    ctx = _context(board, settings, runtime, manifest, options)
+    would: list[str] = []
+    changed = False
+    for step in selected_steps(options, runtime.name):
+        inputs = step.inputs(ctx)
+        earlier = None if changed else stamps.current(ctx.stamp(step.name), inputs)
+        if earlier is None or not step.still_there(ctx, earlier):
+            would.append(step.name)
+            changed = changed or inputs is not None
+            continue
+        for name, value in earlier["manifest"].items():  # what later steps' inputs read, as a build would
+            setattr(manifest, name, value)
+    return would
 
 
 def build(

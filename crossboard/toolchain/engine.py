@@ -8,6 +8,13 @@ from docker.errors import DockerException
 from ..errors import InfrastructureError
 
 
+def engine_if_running() -> docker.DockerClient | None:
+    try:
+        return docker_client()
+    except InfrastructureError:
+        return None
+
+
 def docker_client() -> docker.DockerClient:
     try:
         client = docker.from_env()

@@ -111,7 +111,7 @@ class DockerRuntime(Runtime):
 
     def __init__(
         self,
-        client: docker.DockerClient,
+        client: docker.DockerClient | None,
         image: str,
         folders: dict[str, Path],
         label: str = "build",
@@ -139,16 +139,22 @@ class DockerRuntime(Runtime):
             raise KeyError(folder)
         return f"{CONTAINER_ROOT}/{folder}"
 
+    def engine(self) -> docker.DockerClient:
+        """The engine; a runtime made for a plan where none runs has none."""
+        if self.client is None:
+            raise InfrastructureError(f"no Docker engine to run the image {self.image} with")
+        return self.client
+
     def toolchain(self) -> dict[str, str]:
         try:
-            return {"ref": self.image, "id": self.client.images.get(self.image).id}
+            return {"ref": self.image, "id": self.engine().images.get(self.image).id}
         except DockerException as error:
             raise InfrastructureError(f"the Docker engine cannot show the image {self.image}: {error}") from None
 
     def _start_container(self) -> Container:
         """On the first command, not on entering: a build whose steps all find their inputs unchanged
         starts no container."""
-        remove_orphans(self.client)
+        remove_orphans(self.engine())
         for host_path in self.folders.values():
             host_path.mkdir(parents=True, exist_ok=True)
         volumes = {
@@ -160,7 +166,7 @@ class DockerRuntime(Runtime):
             # Named before it is asked for, then created and started: stop() removes it after an interrupt
             # at any point, even one that lands before the engine's answer.
             self.container_name = f"crossboard-{self.label}-{uuid.uuid4().hex[:12]}"
-            self.container = self.client.containers.create(
+            self.container = self.engine().containers.create(
                 self.image,
                 ["sleep", "infinity"],
                 name=self.container_name,
@@ -182,14 +188,14 @@ class DockerRuntime(Runtime):
         if self.container_name is None:
             return
         try:
-            self.client.api.remove_container(self.container_name, force=True)
+            self.engine().api.remove_container(self.container_name, force=True)
         except NotFound:
             pass
         self.container, self.container_name = None, None
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         container = self.container or self._start_container()
-        api = self.client.api
+        api = self.engine().api
         try:
             # exec_run(stream=True) gives no exit code; the low-level API does.
             exec_id = api.exec_create(container.id, argv, environment=env or {}, workdir=cwd, user=self.user)

@@ -33,6 +33,7 @@ STOCK_EXTLINUX = Path(__file__).with_name("stock-extlinux.conf")
 class VirtualBoard:
     board: LoadedBoard
     settings: Settings
+    twin: bool = False  # a hardware board's twin (virtual/twin.py)
 
     def __post_init__(self):
         if self.board.spec.virtual is None:

@@ -269,3 +269,23 @@ def test_the_base_image_given_to_invoke_toolchain_is_used_by_later_commands(tmp_
     assert Settings.from_environment().base_image == "debian:trixie"
     monkeypatch.setenv("CROSSBOARD_BASE_IMAGE", "lab/trixie:1")
     assert Settings.from_environment().base_image == "lab/trixie:1"
+
+
+def test_every_hardware_board_has_a_twin_and_a_virtual_board_has_none(tmp_path):
+    from crossboard.errors import UserError
+    from crossboard.virtual.twin import TWIN_PORTS, twin_of, what_a_twin_cannot_show
+
+    play = twin_of(load_board("beagleplay"))
+    connection = play.spec.connection
+    assert (connection.host, connection.user, connection.sudo, connection.host_key_policy) == (
+        "127.0.0.1",
+        "debian",
+        True,
+        "strict",
+    )
+    assert connection.port in TWIN_PORTS and connection.key == ".crossboard/virtual/beagleplay/id_ed25519"
+    assert play.name == "beagleplay" and play.spec.deploy.boot is None and play.spec.virtual.memory_mb == 2048
+    assert play.spec.kernel == load_board("beagleplay").spec.kernel  # its own build, unchanged
+    assert "k3-am625-beagleplay.dtb" in what_a_twin_cannot_show(play)
+    with pytest.raises(UserError, match="--twin: qemu-arm64 is a virtual board already"):
+        twin_of(load_board("qemu-arm64"))

@@ -158,6 +158,17 @@ def qemu_status(c, board=None):
     print(qemu.status(commands.virtual_board(board or settings.board, settings)))
 
 
+@task(name="reset", help={"board": "a virtual board"})
+@reports_errors
+def qemu_reset(c, board=None):
+    """Power-cycle the running virtual board (QEMU's system_reset), as deploy.power_cycle does."""
+    from crossboard.virtual import qemu
+
+    settings = settings_of(c)
+    qemu.reset(commands.virtual_board(board or settings.board, settings))
+    print(f"{board or settings.board}: reset")
+
+
 @task(name="down", help={"board": "a virtual board"})
 @reports_errors
 def qemu_down(c, board=None):
@@ -207,5 +218,5 @@ def rollback(c, board=None, trust_new_host=False, reboot=False):
 
 
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)
-namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_down))
+namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_reset, qemu_down))
 namespace.add_collection(Collection("config", config_pull))

@@ -15,6 +15,7 @@ import tarfile
 from dataclasses import dataclass, field
 
 from crossboard.deploy.preflight import FACTS_COMMAND
+from crossboard.deploy.reboot import REBOOT
 from crossboard.remote.access import Access
 from crossboard.remote.connection import ROOT_SHELL_STARTED, Session, Target
 from crossboard.remote.transfer import HASH_LIST, NAME_LIST
@@ -50,6 +51,10 @@ class FakeBoard:
     kmsg: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)  # as the board's shell got them, without sudo
     app_output: dict[str, tuple[int, str]] = field(default_factory=dict)  # binary name -> (exit, stdout)
+    # the release each reboot comes back on, in turn; None: it never answers again (a hang)
+    reboots_into: list[str | None] = field(default_factory=list)
+    boots: int = 1
+    down: bool = False
     _last_exit: int = 0
 
     def answer(self, command: str) -> tuple[int, bytes, bytes]:
@@ -82,14 +87,37 @@ class FakeBoard:
         if command == "uname -r":
             return 0, self.release + "\n"
         if command.startswith("cat /proc/sys/kernel/random/boot_id"):
-            return 0, "boot-1\n"
+            return 0, f"boot-{self.boots}\n"
+        if command == REBOOT:
+            coming = self.reboots_into.pop(0)
+            self.down, self.boots, self.release = coming is None, self.boots + 1, coming or self.release
+            self.loaded, self.ours = set(), set()
+            return 0, ""
         words = shlex.split(command) if "\n" not in command else []
         if words[:1] == ["cat"] and len(words) == 2:
             return (0, self.files[words[1]].decode()) if words[1] in self.files else (1, "")
         if words[:2] == ["test", "-e"] and len(words) == 3:
             there = words[2] in self.files or any(path.startswith(words[2] + "/") for path in self.files)
             return (0 if there else 1), ""
-        return 0, ""  # scripts (kernel installs) are recorded, not run
+        if command.startswith("set -e\n"):
+            self._script(command)
+        return 0, ""
+
+    def _script(self, script: str) -> None:
+        """The file moves of a kernel install or rollback script, on the files; the rest (sync, tar,
+        depmod, checks) is taken as done."""
+        for line in script.splitlines()[1:]:
+            words = shlex.split(line) if line and not line.startswith(("if ", "rmdir ")) else []
+            if words[:1] == ["cp"]:
+                *sources, target = [word for word in words[1:] if word != "-p"]
+                for source in sources:
+                    into = f"{target.rstrip('/')}/{posixpath.basename(source)}" if target.endswith("/") else target
+                    self.files[into] = self.files[source]
+            elif words[:2] == ["mv", "-f"]:
+                self.files[words[3]] = self.files.pop(words[2])
+            elif words[:1] == ["rm"]:
+                for path in words[2:]:
+                    self.files = {k: v for k, v in self.files.items() if k != path and not k.startswith(path + "/")}
 
     def _facts(self) -> str:
         rust = "unknown" if self.rust is None else ("1" if self.rust else "0")
@@ -209,7 +237,7 @@ class FakeAccess(Access):
     def open(self, board, wait_seconds=0, cancellation=None) -> Session:
         from crossboard.errors import InfrastructureError
 
-        if board.name not in self.boards:
+        if board.name not in self.boards or self.boards[board.name].down:
             raise InfrastructureError(f"{board.spec.connection.host}: cannot connect (the fake board is down)")
         connection = board.spec.connection
         target = Target(connection.host, connection.host, connection.port or 22, connection.user or "root", ())

@@ -22,8 +22,8 @@ def built(tmp_path):
     key = tmp_path / "key"
     key.write_text("not used: the fake board takes no key\n")
 
-    def make(name="play", **more):
-        return fake_built_board(tmp_path / "project", tmp_path / "out", name, 22, "debian", key, REMOTE, RELEASE, **more)
+    def make(name="play", module_release=RELEASE, **more):
+        return fake_built_board(tmp_path / "project", tmp_path / "out", name, 22, "debian", key, REMOTE, module_release, **more)
 
     make.out = tmp_path / "out"
     return make
@@ -243,3 +243,75 @@ def test_a_module_is_loaded_only_on_the_kernel_build_it_was_built_for(built, bui
             f"rust_minimal was built for kernel build {OURS[:12]} of {RELEASE} but the board runs build {THEIRS[:12]}"
         )
         assert not any("insmod" in command for command in board.commands)
+
+
+@pytest.fixture
+def trying(built):
+    """A kernel whose modules are for it, the board with a 1 s reboot timeout and no power control."""
+    import dataclasses
+    from pathlib import Path
+
+    play = built("play", module_release=KERNEL, boot_partition="/boot/firmware", kernel_release=KERNEL)
+    deploy = play.spec.deploy.model_copy(update={"reboot_timeout": 1})
+    play = dataclasses.replace(play, spec=play.spec.model_copy(update={"deploy": deploy}))
+    stock = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_bytes()
+    board = FakeBoard(release="6.12.43-ti-arm64-r54", files={CONF: stock})
+    return play, board, FakeAccess(built.out / "k", boards={"play": board})
+
+
+def test_a_try_once_install_puts_the_boot_script_in_place_before_it_moves_the_menu_aside(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.reboots_into = [KERNEL]
+    record = install_kernel(play, built.out, access, reboot=True)
+    assert record["state"] == "installed" and record["tried"] == "rebooted"
+    script = _script(board, "tar -xzf")
+    assert script.index("mv -f /boot/firmware/boot.scr.new /boot/firmware/boot.scr") < script.index(
+        f"mv -f {CONF} {CONF}.crossboard-try"
+    )
+    assert script[-2] == f"mv -f {RECORD}.new {RECORD}" and f"cp {REMOTE}/kernel-{KERNEL}/trying.json {RECORD}.new" in script
+    # committed only after the board came up on it and the build's module loaded there
+    assert any(command.startswith("insmod") or "insmod" in command for command in board.commands)
+    commit = _script(board, "crossboard-new")
+    assert f"mv -f {CONF}.crossboard-new {CONF}" in commit and f"rm -f {CONF}.crossboard-try" in commit
+    staged = board.files[f"{REMOTE}/kernel-{KERNEL}/boot.scr"]
+    assert b"fatrm ${devtype} ${devnum}:${distro_bootpart} /boot.scr" in staged and b"panic=10" in staged
+
+
+def test_a_try_that_comes_back_on_the_stock_kernel_is_reported_and_taken_away(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.reboots_into = ["6.12.43-ti-arm64-r54"]
+    with pytest.raises(StepFailed, match=rf"{KERNEL} did not come up \(rebooted, .*back on 6.12.43-ti-arm64-r54 by itself"):
+        install_kernel(play, built.out, access, reboot=True)
+    removal = next(line for line in _script(board, "rm -rf") if line.startswith("rm -rf"))
+    assert removal == f"rm -rf /boot/firmware/crossboard/{KERNEL} /lib/modules/{KERNEL}"
+    assert board.files[CONF] == board.files[f"{REMOTE}/rollback/extlinux.conf"] and b"crossboard-" not in board.files[CONF]
+    assert RECORD not in board.files and f"{CONF}.crossboard-try" not in board.files
+
+
+def test_a_try_that_hangs_on_a_board_without_power_control_says_what_to_do(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.reboots_into = [None]
+    with pytest.raises(StepFailed, match=r"did not come up within 1 s; the try was once, so the board's next power cycle boots"):
+        install_kernel(play, built.out, access, reboot=True)
+
+
+def test_the_boot_script_is_an_image_u_boot_sources():
+    import struct
+    import zlib
+
+    from crossboard.deploy.try_once import script_image, script_text
+
+    text = script_text("/extlinux/extlinux.conf", "/crossboard/6.12/Image", 'console=ttyS2 quiet="x"', None)
+    assert text.index("fatwrite") < text.index("fatrm") < text.index("booti")  # the menu is back before the try
+    assert 'setenv bootargs "console=ttyS2 quiet=x panic=10"' in text
+    image = script_image(text)
+    magic, header_crc, _, size, _, _, data_crc, _, _, kind, _ = struct.unpack(">IIIIIIIBBBB", image[:32])
+    assert (magic, kind, size) == (0x27051956, 6, len(image) - 64)
+    assert header_crc == zlib.crc32(image[:4] + b"\0\0\0\0" + image[8:64]) and data_crc == zlib.crc32(image[64:])
+    assert struct.unpack(">II", image[64:72]) == (len(text.encode()), 0) and image[72:] == text.encode()

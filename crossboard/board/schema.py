@@ -90,6 +90,9 @@ class Connection(Strict):
 class Boot(Strict):
     partition: NonEmpty
     extlinux: NonEmpty = "extlinux/extlinux.conf"
+    # deploy --kernel --reboot boots the new kernel once through a boot.scr before making it the default
+    # (deploy/try_once.py): needs a FAT boot partition and a U-Boot with standard boot, fatwrite and fatrm
+    try_once: bool = True
 
 
 class ModuleExpect(Strict):
@@ -103,6 +106,9 @@ class Deploy(Strict):
     # where to look when a board does not come back from a reboot (deploy --kernel --reboot)
     console: NonEmpty = "the board's serial console"
     reboot_timeout: Annotated[int, Field(gt=0)] = 180
+    # A host command that power-cycles the board (a PDU, a relay, labgrid): a kernel that hangs on a
+    # try-once install is then left without a human; run in the project folder.
+    power_cycle: NonEmpty | None = None
     keep_loaded: bool = False
     expect: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")], ModuleExpect] = {}
 

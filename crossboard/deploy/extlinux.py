@@ -81,6 +81,12 @@ def add_default_label(text: str, name: str, kernel: str, fdt: str | None) -> tup
     return _set_default("\n".join(lines) + "\n", name), default
 
 
+def append_of(text: str, name: str) -> str:
+    """Label `name`'s kernel command line ("" when it has none)."""
+    lines, _, labels = parse(text)
+    return _value(labels[name], lines, "append") or ""
+
+
 def remove_label(text: str, name: str, default: str) -> str:
     """The file without label `name`, with `default` the default again."""
     lines, _, labels = parse(text)

@@ -18,7 +18,8 @@ from ..remote.access import Access
 from ..remote.connection import Session
 from ..remote.transfer import Upload, push
 from . import extlinux
-from .reboot import boot_id, reboot_into
+from . import try_once as try_once_script
+from .reboot import power_cycle, reboot_into, start_reboot, wait_for_new_boot
 
 RECORD = "crossboard/installed.json"  # on the boot partition, beside the kernels
 # A kernel release is one plain name: it becomes folder names and an extlinux label.
@@ -84,9 +85,12 @@ def _run_script(remote: Session, script: str, what: str) -> None:
 
 
 def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: bool = False) -> dict:
-    """Install the built kernel, DTBs and modules; the new label becomes the default. With `reboot`,
-    boot it and check the board runs it."""
+    """Install the built kernel, DTBs and modules. Without `reboot`, the new label becomes the default.
+    With `reboot` and deploy.boot.try_once, it is booted once (try_once.py) and becomes the default only
+    after it came up and the build's modules and apps passed on it; without try_once, it becomes the
+    default, is booted and checked."""
     partition, conf = _boot(board)
+    try_once = reboot and board.spec.deploy.boot is not None and board.spec.deploy.boot.try_once
     out_dir = out_root / board.name
     built = finished_build(out_dir, board.name)
     release = _checked_release(built.kernel_release, str(out_dir / "manifest.json"))
@@ -120,7 +124,11 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             )
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
-        before = boot_id(remote)
+        if try_once and remote.run(f"test -e {shlex.quote(partition + '/' + try_once_script.SCRIPT)}").code == 0:
+            raise UserError(
+                f"{board.name}: {partition}/{try_once_script.SCRIPT} is there and is not crossboard's: a try-once "
+                f"install would replace it; set deploy.boot.try_once: false in boards/{board.name}.local.yaml"
+            )
         record = {
             "release": release,
             "label": label,
@@ -139,15 +147,35 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             "installing.json": json.dumps(record, indent=2).encode(),
             "installed.json": json.dumps({**record, "state": "installed"}, indent=2).encode(),
         }
+        if try_once:
+            files["trying.json"] = json.dumps({**record, "state": "trying"}, indent=2).encode()
+            files[try_once_script.SCRIPT] = try_once_script.script_image(
+                try_once_script.script_text(
+                    conf.removeprefix(partition),
+                    f"/crossboard/{release}/{image_name}",
+                    extlinux.append_of(new_conf, label),
+                    f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
+                )
+            )
         files.update({dtb.file_name: built.local(dtb) for dtb in dtbs})
         _stage_files(remote, stage, files)
         q = shlex.quote
-        copies = " ".join(
-            q(f"{stage}/{name}")
-            for name in files
-            if name not in ("modules.tar.gz", "extlinux.conf", "installing.json", "installed.json")
-        )
+        copies = " ".join(q(f"{stage}/{name}") for name in [image_name, *(dtb.file_name for dtb in dtbs)])
         record_file = f"{partition}/{RECORD}"
+        hidden, script = conf + try_once_script.HIDDEN_SUFFIX, f"{partition}/{try_once_script.SCRIPT}"
+        # A try: the boot script in place before the menu is moved aside, so the board always has a way to boot.
+        finish = (
+            f"""
+cp {q(stage + "/" + try_once_script.SCRIPT)} {q(script + ".new")}
+sync
+mv -f {q(script + ".new")} {q(script)}
+sync
+mv -f {q(conf)} {q(hidden)}
+sync
+cp {q(stage + "/trying.json")} {q(record_file + ".new")}"""
+            if try_once
+            else _commit_lines(stage, conf, label, record_file)
+        )
         # The record first: whatever fails after it, rollback knows what to undo (and finishes it).
         _run_script(
             remote,
@@ -160,21 +188,78 @@ sync
 cp {copies} {q(dest)}/
 tar -xzf {q(stage + "/modules.tar.gz")} -C /
 if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi
-cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}
-cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
-grep -q {q("^label " + label + "$")} {q(conf + ".crossboard-new")}
-sync
-mv -f {q(conf + ".crossboard-new")} {q(conf)}
-sync
-cp {q(stage + "/installed.json")} {q(record_file + ".new")}
+cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}{finish}
 sync
 mv -f {q(record_file + ".new")} {q(record_file)}
 sync""",
             "installing the kernel",
         )
-    if reboot:
-        reboot_into(board, access, release, before)
-    return record
+    if not reboot:
+        return {**record, "state": "installed"}
+    if not try_once:
+        reboot_into(board, access, release)
+        return {**record, "state": "installed"}
+    return _try(board, out_root, access, {**record, "state": "trying"}, stage)
+
+
+def _commit_lines(stage: str, conf: str, label: str, record_file: str) -> str:
+    """Shell lines that make the staged extlinux.conf (our label the default) the board's, then stage the
+    `installed` record (the caller moves it into place)."""
+    q = shlex.quote
+    return f"""
+cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
+grep -q {q("^label " + label + "$")} {q(conf + ".crossboard-new")}
+sync
+mv -f {q(conf + ".crossboard-new")} {q(conf)}
+sync
+rm -f {q(conf + try_once_script.HIDDEN_SUFFIX)}
+cp {q(stage + "/installed.json")} {q(record_file + ".new")}"""
+
+
+def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage: str) -> dict:
+    """Boot the kernel once; commit it as the default when it came up and passed, else say how the board
+    came back to its stock kernel and take the new one away again."""
+    from .run import DeployOptions, deploy_board
+
+    release, previous, deploy = record["release"], record["previous_release"], board.spec.deploy
+    before = start_reboot(board, access)
+    came_back, how = wait_for_new_boot(board, access, before, deploy.reboot_timeout), "rebooted"
+    if came_back is None:
+        if not power_cycle(board):
+            raise StepFailed(
+                f"{board.name}: {release} did not come up within {deploy.reboot_timeout} s; the try was once, so the "
+                f"board's next power cycle boots its stock kernel {previous}: power-cycle it (deploy.power_cycle does "
+                f"that unattended), then invoke rollback --board {board.name}; see {deploy.console}"
+            )
+        how = f"hung, so it was power-cycled ({deploy.power_cycle})"
+        came_back = wait_for_new_boot(board, access, before, deploy.reboot_timeout)
+        if came_back is None:
+            raise StepFailed(f"{board.name}: did not come back after the power cycle either; see {deploy.console}")
+    if came_back != release:
+        rollback(board, access)
+        raise StepFailed(
+            f"{board.name}: {release} did not come up ({how}, and U-Boot booted the stock menu); the board is back on "
+            f"{came_back} by itself and {release} was removed from it; see {deploy.console}"
+        )
+    health = deploy_board(board, out_root, DeployOptions(echo=False), access)
+    if not health["ok"]:
+        failed = health["error"] or ", ".join(e["name"] for e in health["modules"] + health["apps"] if not e["ok"])
+        reboot_into(board, access, previous)  # the menu on the board is the stock one again
+        rollback(board, access)
+        raise StepFailed(
+            f"{board.name}: {release} came up but did not pass ({failed}; see out/{board.name}/deploy.json); "
+            f"the board is back on {previous} and {release} was removed from it"
+        )
+    partition, conf = _boot(board)
+    with access.open(board) as remote:
+        record_file = f"{partition}/{RECORD}"
+        _run_script(
+            remote,
+            _commit_lines(stage, conf, record["label"], record_file)
+            + f"\nsync\nmv -f {shlex.quote(record_file + '.new')} {shlex.quote(record_file)}\nsync",
+            "making the tried kernel the default",
+        )
+    return {**record, "state": "installed", "tried": how}
 
 
 def rollback(board: LoadedBoard, access: Access, reboot: bool = False) -> dict:
@@ -187,23 +272,25 @@ def rollback(board: LoadedBoard, access: Access, reboot: bool = False) -> dict:
             raise UserError(f"{board.name}: no crossboard kernel is installed ({partition}/{RECORD} is missing)")
         record = _load_record(text, f"{board.name}:{partition}/{RECORD}")
         kernel_dir, modules_dir = _places(partition, record["release"])  # never paths the record names
-        current = _read(remote, conf)
+        hidden, script = conf + try_once_script.HIDDEN_SUFFIX, f"{partition}/{try_once_script.SCRIPT}"
+        current = _read(remote, conf) or _read(remote, hidden)  # a try not yet booted has the menu aside
         try:
             restored = extlinux.remove_label(current or "", record["label"], record["previous_default"])
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} could not be restored ({reason}); nothing was changed") from None
-        before = boot_id(remote)
         stage = f"{board.spec.deploy.remote_dir}/rollback"
         _stage_files(remote, stage, {"extlinux.conf": restored.encode()})
         q = shlex.quote
         _run_script(
             remote,
             f"""
-cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}
+if [ -e {q(conf)} ]; then cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}; fi
 cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
 sync
 mv -f {q(conf + ".crossboard-new")} {q(conf)}
 sync
+rm -f {q(hidden)}
+if grep -q {q(try_once_script.SCRIPT_NAME)} {q(script)} 2>/dev/null; then rm -f {q(script)}; fi
 rm -rf {q(kernel_dir)} {q(modules_dir)}
 rm -f {q(partition + "/" + RECORD)}
 rmdir {q(partition + "/crossboard")} 2>/dev/null || true
@@ -211,5 +298,5 @@ sync""",
             "rolling back",
         )
     if reboot:
-        reboot_into(board, access, record["previous_release"], before)
+        reboot_into(board, access, record["previous_release"])
     return record

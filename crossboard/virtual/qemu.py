@@ -4,6 +4,7 @@ on a port of 127.0.0.1 only, with a host key known before it first boots."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -77,6 +78,11 @@ class VirtualBoard:
     @property
     def pidfile(self) -> Path:
         return self.out_dir / "qemu.pid"
+
+    @property
+    def monitor(self) -> Path:
+        """QEMU's QMP socket: how the board is power-cycled (reset) from outside."""
+        return self.out_dir / "qmp.sock"
 
     @property
     def console_log(self) -> Path:
@@ -275,6 +281,8 @@ def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
         f"file:{vboard.console_log}",
         "-pidfile",
         str(vboard.pidfile),
+        "-qmp",
+        f"unix:{vboard.monitor},server=on,wait=off",
         "-netdev",
         f"user,id=n0,hostfwd=tcp:127.0.0.1:{vboard.port}-:22",
         # no option ROM: it is only for network boot, and ipxe-qemu may not be installed
@@ -343,6 +351,27 @@ def down(vboard: VirtualBoard) -> bool:
         os.kill(pid, signal.SIGKILL)
     vboard.pidfile.unlink(missing_ok=True)
     return True
+
+
+def reset(vboard: VirtualBoard) -> None:
+    """Power-cycle the running board, as pressing its reset button would: a QMP system_reset."""
+    if vboard.pid() is None:
+        raise UserError(f"{vboard.board.name} is not running: invoke qemu.up --board {vboard.board.name}")
+    try:
+        with socket.socket(socket.AF_UNIX) as monitor:
+            monitor.settimeout(10)
+            monitor.connect(str(vboard.monitor))
+            replies = monitor.makefile("rb")
+            replies.readline()  # QEMU's greeting
+            for command in ("qmp_capabilities", "system_reset"):
+                monitor.sendall(json.dumps({"execute": command}).encode() + b"\n")
+                reply = json.loads(replies.readline())
+                while "event" in reply:  # events may come before the answer
+                    reply = json.loads(replies.readline())
+                if "error" in reply:
+                    raise InfrastructureError(f"QEMU refused {command}: {reply['error']}")
+    except (OSError, ValueError) as error:
+        raise InfrastructureError(f"{vboard.board.name}: cannot reach QEMU's monitor {vboard.monitor}: {error}") from None
 
 
 def status(vboard: VirtualBoard) -> str:

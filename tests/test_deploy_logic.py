@@ -2,6 +2,7 @@
 reloaded or reported, in seconds and without sshd or root. The same flows run against real OpenSSH
 servers in test_deploy.py and on the virtual boards."""
 
+import gzip
 import json
 
 import pytest
@@ -160,6 +161,11 @@ def test_a_kernel_install_records_itself_before_it_changes_the_boot_menu(boot, b
     assert script.index(f"cp {stage}/installed.json {RECORD}.new") > menu  # "installed" only at the end
     new_menu = board.files[f"{stage}/extlinux.conf"].decode()
     assert f"default crossboard-{KERNEL}" in new_menu and "label Linux microSD" in new_menu
+    # the stock kernel is Image.gz, so ours goes compressed too; the drivers are built in: no initrd line
+    ours = new_menu.split(f"\nlabel crossboard-{KERNEL}\n")[1].split("\nlabel ")[0]
+    assert f"linux /crossboard/{KERNEL}/Image.gz" in ours and "initrd" not in ours
+    assert gzip.decompress(board.files[f"{stage}/Image.gz"]).startswith(b"ARMd fake kernel image")
+    assert record["initrd"].startswith("none: the drivers the root needs are built in")
 
 
 def test_a_kernel_install_never_overwrites_modules_it_did_not_install(boot, built):

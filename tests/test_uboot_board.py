@@ -57,6 +57,8 @@ def test_it_boots_the_stock_kernel_through_u_boot_and_extlinux(uboot_board, qemu
     assert _on_board(uboot_board, f"cat {CONF}").stdout.startswith("# The stock boot menu")
     console = uboot_board.console_log.read_text(errors="replace")
     assert "U-Boot 2025.01" in console and "Linux microSD" in console
+    # the 2026 BeaglePlay image's shape: a gzip-compressed kernel U-Boot unpacks, and an initrd
+    assert "Retrieving file: /Image.gz" in console and "Retrieving file: /initrd.img" in console
 
 
 def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, uboot_build):

@@ -81,6 +81,14 @@ def add_default_label(text: str, name: str, kernel: str, fdt: str | None) -> tup
     return _set_default("\n".join(lines) + "\n", name), default
 
 
+def default_kernel(text: str) -> str:
+    """The kernel path of the default label of a file check() accepts."""
+    check(text)
+    lines, default, labels = parse(text)
+    assert default is not None
+    return next(value for key, value in map(_keyword, labels[default].lines(lines)) if key in KERNEL_KEYWORDS)
+
+
 def append_of(text: str, name: str) -> str:
     """Label `name`'s kernel command line ("" when it has none)."""
     lines, _, labels = parse(text)

@@ -4,6 +4,7 @@ installed so that rollback can take it all away again."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shlex
@@ -97,8 +98,12 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
     kernel, modules_tree, dtbs = built.one("kernel"), built.one("modules-tree"), built.of_kind("dtb")
     if kernel is None or modules_tree is None:
         raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
+    if board.spec.kernel.boot != "built-in-drivers":
+        raise UserError(
+            f"{board.file.name}: kernel.boot: {board.spec.kernel.boot}: deploy --kernel installs kernels that boot "
+            "without an initrd (kernel.boot: built-in-drivers, the drivers for the root built in) only"
+        )
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
-    image_name = kernel.file_name
     with access.open(board) as remote:
         earlier_text = _read(remote, f"{partition}/{RECORD}")
         earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
@@ -116,6 +121,9 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
         if current is None:
             raise UserError(f"{board.name}: cannot read {conf} on the board (deploy.boot)")
         try:
+            # compressed as the board's stock kernel is: its U-Boot is set up to unpack that
+            compressed = extlinux.default_kernel(current).endswith(".gz")
+            image_name = kernel.file_name + (".gz" if compressed else "")
             new_conf, stock_default = extlinux.add_default_label(
                 current,
                 label,
@@ -138,10 +146,12 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             "previous_default": earlier["previous_default"] if earlier else stock_default,
             "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kernel": f"/crossboard/{release}/{image_name}",
+            "initrd": "none: the drivers the root needs are built in (kernel.boot: built-in-drivers)",
         }
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
         files: dict[str, Path | bytes] = {
-            image_name: built.local(kernel),
+            image_name: gzip.compress(built.local(kernel).read_bytes(), 9, mtime=0) if compressed else built.local(kernel),
             "modules.tar.gz": built.local(modules_tree),
             "extlinux.conf": new_conf.encode(),
             "installing.json": json.dumps(record, indent=2).encode(),

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,10 +171,55 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
         "-bios",
         str(vboard.work_dir / "u-boot.bin"),
         "-drive",
+        f"if=pflash,unit=1,format=raw,readonly=on,file={_u_boot_environment(vboard.work_dir)}",
+        "-drive",
         f"if=none,id=disk,format=qcow2,file={vboard.disk}",
         "-device",
         "virtio-blk-pci,drive=disk",
     ]
+
+
+# U-Boot's qemu_arm64 environment as it comes, with what a BeaglePlay's has for a gzip-compressed kernel
+# (where booti unpacks it, and how big it may be): the stock menu boots Image.gz.
+U_BOOT_ENVIRONMENT = {
+    "arch": "arm",
+    "baudrate": "115200",
+    "board": "qemu-arm",
+    "board_name": "qemu-arm",
+    "boot_targets": "qfw usb scsi virtio nvme dhcp",
+    "bootcmd": "bootflow scan -lb",
+    "bootdelay": "2",
+    "cpu": "armv8",
+    "fdt_addr": "0x40000000",
+    "fdt_high": "0xffffffff",
+    "initrd_high": "0xffffffff",
+    "kernel_addr_r": "0x40400000",
+    "kernel_comp_addr_r": "0x50000000",
+    "kernel_comp_size": "0x4000000",
+    "loadaddr": "0x40200000",
+    "preboot": "usb start",
+    "pxefile_addr_r": "0x40300000",
+    "ramdisk_addr_r": "0x44000000",
+    "scriptaddr": "0x40200000",
+    "stderr": "serial,vidconsole",
+    "stdin": "serial,usbkbd",
+    "stdout": "serial,vidconsole",
+    "vendor": "emulation",
+}
+U_BOOT_ENV_SIZE = 0x40000  # CONFIG_ENV_SIZE of qemu_arm64, at the start of the second flash bank
+FLASH_BANK = 64 << 20
+
+
+def _u_boot_environment(folder: Path) -> Path:
+    """The second flash bank with U_BOOT_ENVIRONMENT where U-Boot loads its environment from: a CRC32,
+    then `name=value` strings."""
+    text = b"".join(f"{name}={value}".encode() + b"\0" for name, value in sorted(U_BOOT_ENVIRONMENT.items())) + b"\0"
+    data = text.ljust(U_BOOT_ENV_SIZE - 4, b"\0")
+    image = folder / f"u-boot-env-{hashlib.sha256(data).hexdigest()[:12]}.img"
+    if not image.is_file():
+        block = zlib.crc32(data).to_bytes(4, "little") + data
+        write_atomically(image, block + b"\xff" * (FLASH_BANK - len(block)))
+    return image
 
 
 def _make(vboard: VirtualBoard, runtime, kernel: Path, modules_tree: Path, keys: dict, echo: bool) -> None:

@@ -68,3 +68,15 @@ def ssh_lab(tmp_path_factory):
     yield Lab()
     for server in servers:
         server.stop()
+
+
+def booted(vboard, fresh: bool = False):
+    """For a fixture: the virtual board up while the tests use it, and down after, even when one fails."""
+    from crossboard.virtual import qemu
+
+    try:
+        qemu.up(vboard, echo=False, fresh=fresh)
+        yield vboard
+    finally:
+        qemu.down(vboard)
+    assert vboard.pid() is None

@@ -6,7 +6,7 @@ summary, where it is not; the rest of beagleplay's build (modules, apps, collect
 import json
 
 import pytest
-from conftest import QUIET
+from conftest import QUIET, booted
 
 from crossboard.board.load import load_board
 from crossboard.deploy.run import DeployOptions, deploy_many
@@ -35,12 +35,7 @@ def beagleplay_build(settings, toolchain_image):
 @pytest.fixture(scope="module")
 def twin(beagleplay_build, settings):
     vboard = qemu.VirtualBoard(twin_of(load_board("beagleplay")), settings, twin=True)
-    try:
-        qemu.up(vboard, echo=False)
-        yield vboard
-    finally:
-        qemu.down(vboard)
-    assert vboard.pid() is None
+    yield from booted(vboard)
 
 
 def test_the_twin_boots_beagleplay_s_own_kernel_and_deploy_loads_its_modules(twin, beagleplay_build):

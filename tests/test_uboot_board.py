@@ -8,7 +8,7 @@ import shlex
 import struct
 
 import pytest
-from conftest import QUIET
+from conftest import QUIET, booted
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
@@ -36,12 +36,7 @@ def uboot_board(uboot_build, settings):
 
     board = load_board("qemu-arm64-uboot", overrides={"connection": {"port": free_port()}})
     vboard = qemu.VirtualBoard(board, settings)
-    try:
-        qemu.up(vboard, echo=False, fresh=True)
-        yield vboard
-    finally:
-        qemu.down(vboard)
-    assert vboard.pid() is None
+    yield from booted(vboard, fresh=True)
 
 
 def _on_board(vboard, command: str, privileged: bool = False):

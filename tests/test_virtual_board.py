@@ -4,7 +4,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import QUIET
+from conftest import QUIET, booted
 from fakes import copy_project
 
 from crossboard.artifacts.manifest import Manifest, finished_build
@@ -26,12 +26,7 @@ def virtual_board(qemu_build, settings):
 
     board = load_board("qemu-arm64", overrides={"connection": {"port": free_port()}})
     vboard = qemu.VirtualBoard(board, settings)
-    try:
-        qemu.up(vboard, echo=False)
-        yield vboard
-    finally:
-        qemu.down(vboard)
-    assert vboard.pid() is None
+    yield from booted(vboard)
 
 
 def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -26,6 +27,7 @@ CONTAINER_ROOT = "/crossboard"
 WRITABLE = frozenset({"build", "work", "out"})
 RUNTIME_LABEL = "org.crossboard.runtime"
 OWNER_LABEL = "org.crossboard.owner"  # host:pid of the crossboard process that started the container
+CREATION_SETTLE_TRIES = 40  # a quarter second apart: how long stop() waits for a container being created
 
 
 class Runtime(ABC):
@@ -128,6 +130,7 @@ class DockerRuntime(Runtime):
         self.network = network
         self.container: Container | None = None
         self.container_name: str | None = None  # chosen before it is asked for, so stop() finds it in any case
+        self.creating = False  # the engine was asked to create it and has not answered yet
 
     def widened(self, writable: frozenset[str] = frozenset(), network: bool = False) -> DockerRuntime:
         return DockerRuntime(
@@ -166,6 +169,7 @@ class DockerRuntime(Runtime):
             # Named before it is asked for, then created and started: stop() removes it after an interrupt
             # at any point, even one that lands before the engine's answer.
             self.container_name = f"crossboard-{self.label}-{uuid.uuid4().hex[:12]}"
+            self.creating = True
             self.container = self.engine().containers.create(
                 self.image,
                 ["sleep", "infinity"],
@@ -179,6 +183,7 @@ class DockerRuntime(Runtime):
                 security_opt=["no-new-privileges"],
                 working_dir=CONTAINER_ROOT,
             )
+            self.creating = False
             self.container.start()
         except APIError as error:
             raise InfrastructureError(f"cannot start the toolchain container from {self.image}: {error}") from None
@@ -187,11 +192,17 @@ class DockerRuntime(Runtime):
     def stop(self) -> None:
         if self.container_name is None:
             return
-        try:
-            self.engine().api.remove_container(self.container_name, force=True)
-        except NotFound:
-            pass
-        self.container, self.container_name = None, None
+        # Interrupted while the engine was creating it, the container may appear only after this asks:
+        # a busy engine was seen to answer "no such container" and create it a moment later.
+        tries = CREATION_SETTLE_TRIES if self.creating else 1
+        for attempt in range(tries):
+            try:
+                self.engine().api.remove_container(self.container_name, force=True)
+                break
+            except NotFound:
+                if attempt + 1 < tries:
+                    time.sleep(0.25)
+        self.container, self.container_name, self.creating = None, None, False
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         container = self.container or self._start_container()

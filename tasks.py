@@ -217,6 +217,23 @@ def rollback(c, board=None, trust_new_host=False, reboot=False):
     commands.rollback(board or settings.board, settings, trust_new_host, reboot)
 
 
+@task(name="module", help={"name": "the module's name (a Rust identifier)", "board": "the board file to add it to"})
+@reports_errors
+def new_module(c, name, board=None):
+    """Make modules/NAME, an out-of-tree Rust module with load and unload messages, and add it to the board file."""
+    settings = settings_of(c)
+    print(commands.new("module", name, board or settings.board, settings))
+
+
+@task(name="app", help={"name": "the app's name (a cargo package name)", "board": "the board file to add it to"})
+@reports_errors
+def new_app(c, name, board=None):
+    """Make apps/NAME, a cargo app that says where it runs, and add it to the board file."""
+    settings = settings_of(c)
+    print(commands.new("app", name, board or settings.board, settings))
+
+
 namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)
 namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_reset, qemu_down))
 namespace.add_collection(Collection("config", config_pull))
+namespace.add_collection(Collection("new", new_module, new_app))

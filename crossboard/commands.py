@@ -45,6 +45,18 @@ def build(board_name: str, settings: Settings, options, runtime: str = "docker",
     return run_build(board, settings, options, runtime)
 
 
+def new(kind: str, name: str, board_name: str, settings: Settings) -> str:
+    from .new import new_app, new_module
+
+    board = load_board(board_name, settings.boards_dir)
+    folder = (new_module if kind == "module" else new_app)(board, name)
+    return (
+        f"{board_name}: made {folder.relative_to(board.project_root)} and listed it in {board.file.name}; "
+        f"invoke build --board {board_name} && invoke deploy --board {board_name} "
+        + ("loads it" if kind == "module" else "runs it")
+    )
+
+
 def doctor(settings: Settings, board_name: str | None = None) -> None:
     from .doctor import doctor as run_doctor
 

@@ -132,3 +132,21 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     build(pulled, mine, dataclasses.replace(QUIET, only=frozenset({"source", "configure"})))
     final = (build_folders(pulled, mine)["build"] / "kernel/.config").read_text().splitlines()
     assert "CONFIG_RUST=y" in final and 'CONFIG_LOCALVERSION="-crossboard"' in final
+
+
+def test_a_new_module_and_app_build_load_and_run_on_the_virtual_board(virtual_board, settings, tmp_path):
+    from crossboard.new import new_app, new_module
+
+    boards = copy_project(tmp_path)
+    new_module(load_board("qemu-arm64", boards), "blinky")
+    new_app(load_board("qemu-arm64", boards), "greeter")
+    connection = {"port": virtual_board.board.spec.connection.port, "key": str(virtual_board.keys_dir / "id_ed25519")}
+    board = load_board("qemu-arm64", boards, overrides={"connection": connection})
+    mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
+    build(board, mine, QUIET)  # the kernel is the virtual board's, unchanged: modules, apps, collect
+    report = deploy_many([board], mine.out_dir, DeployOptions(echo=False, keep_loaded=False), settings.access())[0]
+    assert report["ok"], report
+    blinky = next(module for module in report["modules"] if module["name"] == "blinky")
+    assert blinky["loaded"] and blinky["unloaded"] and any("blinky loaded" in line for line in blinky["load_messages"])
+    greeter = next(app for app in report["apps"] if app["name"] == "greeter")
+    assert greeter["stdout"].strip() == "greeter runs on aarch64"

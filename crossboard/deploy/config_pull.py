@@ -3,14 +3,13 @@ stores them as the board's base config and LOCALVERSION in the untracked local o
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
-from ruamel.yaml import YAML, CommentedMap
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml import CommentedMap
 
 from ..artifacts.files import NOTES_AS_HEX, build_id_in_hex_notes, write_atomically
+from ..board.edit import edited
 from ..board.load import LoadedBoard
 from ..errors import UserError
 from ..pipeline import kconfig
@@ -81,15 +80,10 @@ def pull_config(board: LoadedBoard, access: Access) -> tuple[Path, str]:
 def pointed_local_override(local_file: Path, config_name: str, localversion: str) -> bytes:
     """The local override with kernel.config.base and kernel.localversion set, everything else in it kept
     as written: comments, order, and YAML 1.2 meaning (`yes` stays the word yes)."""
-    editor = YAML()  # round trip
-    try:
-        local = editor.load(local_file.read_text()) if local_file.is_file() else None
-    except YAMLError as error:
-        raise UserError(f"{local_file}: not valid YAML, so it was left as it is: {' '.join(str(error).split())}") from None
-    local = local if isinstance(local, dict) else CommentedMap()
-    kernel = local.setdefault("kernel", CommentedMap())
-    kernel.setdefault("config", CommentedMap())["base"] = f"file:{config_name}"
-    kernel["localversion"] = localversion
-    text = io.StringIO()
-    editor.dump(local, text)
-    return text.getvalue().encode()
+
+    def point(local: CommentedMap) -> None:
+        kernel = local.setdefault("kernel", CommentedMap())
+        kernel.setdefault("config", CommentedMap())["base"] = f"file:{config_name}"
+        kernel["localversion"] = localversion
+
+    return edited(local_file, point)

@@ -1,0 +1,72 @@
+"""invoke new.module / new.app: what they write, what they refuse, and that a refusal leaves nothing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from fakes import copy_project
+
+from crossboard import PROJECT_ROOT
+from crossboard.board.load import load_board
+from crossboard.errors import UserError
+from crossboard.new import new_app, new_module
+
+pytestmark = pytest.mark.fast
+
+
+def test_a_new_module_and_app_are_written_and_listed_with_nothing_else_in_the_board_file_changed(tmp_path):
+    boards = copy_project(tmp_path)
+    before = (boards / "qemu-arm64.yaml").read_text()
+    module = new_module(load_board("qemu-arm64", boards), "blinky")
+    app = new_app(load_board("qemu-arm64", boards), "greeter")
+    assert (module / "Kbuild").read_text() == "obj-m := blinky.o\n"
+    source = (module / "blinky.rs").read_text()
+    assert 'name: "blinky"' in source and "struct Blinky;" in source and 'pr_info!("blinky loaded\\n")' in source
+    assert 'name = "greeter"' in (app / "Cargo.toml").read_text()
+    board = load_board("qemu-arm64", boards)
+    assert board.spec.modules[-1] == "modules/blinky" and board.spec.apps[-1].path == "apps/greeter"
+    assert board.spec.deploy.expect["blinky"].load == ["blinky loaded"]
+    assert board.spec.apps[-1].expect_stdout == ["greeter runs on aarch64"]
+    after = (boards / "qemu-arm64.yaml").read_text().splitlines()
+    assert [line for line in before.splitlines() if line not in after] == []  # only additions
+    added = [line for line in after if line not in before.splitlines()]
+    assert added == [
+        "  - modules/blinky",
+        "  - path: apps/greeter",
+        '    expect_stdout: ["greeter runs on aarch64"]',
+        "    blinky:",
+        '      load: ["blinky loaded"]',
+        '      unload: ["blinky unloaded"]',
+    ]
+
+
+@pytest.mark.parametrize(
+    "kind, name, message",
+    [
+        ("module", "Blinky", "lower-case letters, digits and _"),
+        ("module", "blink-y", "lower-case letters, digits and _"),
+        ("module", "hello_rust", "modules/hello_rust: already exists"),
+        ("app", "9lives", "lower-case letters, digits, _ and -"),
+        ("app", "hello", "apps/hello: already exists"),
+    ],
+)
+def test_a_bad_or_taken_name_is_refused_and_nothing_is_written(tmp_path, kind, name, message):
+    boards = copy_project(tmp_path)
+    before = (boards / "qemu-arm64.yaml").read_bytes()
+    folders = sorted(p.name for p in (boards.parent / f"{kind}s").iterdir())
+    with pytest.raises(UserError, match=message):
+        (new_module if kind == "module" else new_app)(load_board("qemu-arm64", boards), name)
+    assert (boards / "qemu-arm64.yaml").read_bytes() == before
+    assert sorted(p.name for p in (boards.parent / f"{kind}s").iterdir()) == folders
+
+
+def test_invoke_new_says_what_it_made_and_refuses_in_one_line(tmp_path):
+    boards = copy_project(tmp_path)
+    env = {**os.environ, "CROSSBOARD_BOARDS": str(boards)}
+    run = [sys.executable, "-m", "invoke", "new.module", "blinky"]
+    made = subprocess.run(run, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("qemu-arm64: made modules/blinky and listed it in qemu-arm64.yaml")
+    again = subprocess.run(run, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 2 and again.stderr.strip().endswith("modules/blinky: already exists; choose another name")

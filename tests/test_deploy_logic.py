@@ -261,8 +261,19 @@ def trying(built):
     deploy = play.spec.deploy.model_copy(update={"reboot_timeout": 1})
     play = dataclasses.replace(play, spec=play.spec.model_copy(update={"deploy": deploy}))
     stock = (Path(__file__).parent / "data/beagleplay-extlinux.conf").read_bytes()
-    board = FakeBoard(release="6.12.43-ti-arm64-r54", files={CONF: stock})
+    mounts = b"/dev/mmcblk1p2 / ext4 rw 0 0\n/dev/mmcblk1p1 /boot/firmware vfat rw 0 0\n"
+    board = FakeBoard(release="6.12.43-ti-arm64-r54", files={CONF: stock, "/proc/mounts": mounts})
     return play, board, FakeAccess(built.out / "k", boards={"play": board})
+
+
+def test_try_once_is_refused_on_a_boot_partition_u_boot_cannot_write(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.files["/proc/mounts"] = b"/dev/mmcblk1p2 / ext4 rw 0 0\n/dev/mmcblk1p1 /boot/firmware ext4 rw 0 0\n"
+    with pytest.raises(UserError, match=r"/boot/firmware is ext4, not FAT: .*try_once: false"):
+        install_kernel(play, built.out, access, reboot=True)
+    assert not any(command.startswith("set -e") for command in board.commands)
 
 
 def test_a_try_once_install_puts_the_boot_script_in_place_before_it_moves_the_menu_aside(trying, built):

@@ -132,6 +132,8 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             )
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
+        if try_once:
+            _check_try_once_possible(board, remote, partition)
         if try_once and remote.run(f"test -e {shlex.quote(partition + '/' + try_once_script.SCRIPT)}").code == 0:
             raise UserError(
                 f"{board.name}: {partition}/{try_once_script.SCRIPT} is there and is not crossboard's: a try-once "
@@ -210,6 +212,19 @@ sync""",
         reboot_into(board, access, release)
         return {**record, "state": "installed"}
     return _try(board, out_root, access, {**record, "state": "trying"}, stage)
+
+
+def _check_try_once_possible(board: LoadedBoard, remote: Session, partition: str) -> None:
+    """The try-once script writes the boot partition from U-Boot with fatwrite: on anything but FAT it
+    could not put the menu back, and the board would be left without one."""
+    mounts = [line.split() for line in remote.run("cat /proc/mounts").stdout.splitlines()]
+    kind = next((fields[2] for fields in mounts if len(fields) > 2 and fields[1] == partition), None)
+    if kind not in ("vfat", "msdos"):
+        raise UserError(
+            f"{board.name}: {partition} is {kind or 'not a mount point'}, not FAT: the "
+            "try-once script needs U-Boot's fatwrite there; set deploy.boot.try_once: false (then a kernel that "
+            "does not come up needs the board's console); nothing was changed"
+        )
 
 
 def _commit_lines(stage: str, conf: str, label: str, record_file: str) -> str:

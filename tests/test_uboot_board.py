@@ -119,20 +119,29 @@ def _back_on_stock(uboot_board, stock_conf):
     assert "crossboard" not in listing and "boot.scr" not in listing
 
 
+def panicking(image: bytes) -> bytes:
+    """The kernel with its init paths renamed: it boots, mounts the root, finds no init and panics."""
+    for path in (b"/sbin/init\0", b"/etc/init\0", b"/bin/init\0", b"/bin/sh\0"):
+        assert image.count(path) == 1, path
+        image = image.replace(path, path[:-5] + b"xxxx\0")
+    return image
+
+
 # An arm64 Image header U-Boot accepts, whose first instruction branches to itself: a kernel that hangs.
 HANGING_IMAGE = struct.pack("<IIQQQQQQII", 0x14000000, 0, 0, 0x10000, 0, 0, 0, 0, 0x644D5241, 0).ljust(0x10000, b"\0")
 
 
 @pytest.mark.parametrize(
-    "corrupt, how",
+    "corrupt, how, console",
     [
-        (lambda data: bytes(len(data)), "rebooted"),  # no Image magic: booti refuses, the script resets
-        (lambda data: HANGING_IMAGE, r"hung, so it was power-cycled \(invoke qemu.reset"),
+        (lambda data: bytes(len(data)), "rebooted", "Bad Linux ARM64 Image magic"),  # the script resets
+        (panicking, "rebooted", "Kernel panic - not syncing: No working init found"),  # panic=10 reboots it
+        (lambda data: HANGING_IMAGE, r"hung, so it was power-cycled \(invoke qemu.reset", "Starting kernel"),
     ],
-    ids=["a kernel U-Boot refuses", "a kernel that hangs"],
+    ids=["a kernel U-Boot refuses", "a kernel that panics", "a kernel that hangs"],
 )
 def test_a_kernel_that_does_not_come_up_leaves_the_board_on_its_stock_kernel_by_itself(
-    uboot_board, uboot_build, qemu_build, tmp_path, corrupt, how
+    uboot_board, uboot_build, qemu_build, tmp_path, corrupt, how, console
 ):
     stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
     board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", corrupt)
@@ -143,4 +152,5 @@ def test_a_kernel_that_does_not_come_up_leaves_the_board_on_its_stock_kernel_by_
     ):
         install_kernel(board, tmp_path / "out", uboot_board.settings.access(), reboot=True)
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
+    assert console in uboot_board.console_log.read_text(errors="replace")
     _back_on_stock(uboot_board, stock_conf)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -242,3 +245,16 @@ def fake_board(boards: Path, name: str, source: str) -> LoadedBoard:
     """boards/<name>.yaml for the fake tree; `source` is the kernel.source mapping as one YAML line."""
     (boards / f"{name}.yaml").write_text(FAKE_BOARD.format(source=source))
     return load_board(name, boards)
+
+
+def invoke(*arguments: str, timeout: float = 120, **settings: str) -> subprocess.CompletedProcess:
+    """`invoke ARGUMENTS` as a user runs it, in the project, with environment variables added
+    (CROSSBOARD_OUT=..., INVOKE_RUNTIME_CONFIG=...); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *arguments],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **settings},
+        timeout=timeout,
+    )

@@ -1,11 +1,9 @@
 """Board files: every malformed one gives one line naming file, line and key, and exit code 2."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fakes import invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.board.load import board_names, expand_board_names, load_board, source_override
@@ -207,14 +205,7 @@ def test_the_shipped_boards_and_groups_are_valid():
 
 def test_invoke_reports_a_bad_board_in_one_line_with_exit_code_2(boards_dir):
     write_board(boards_dir, VALID.replace("  sudo: true\n", "  sudo: off\n"))
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "boards"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CROSSBOARD_BOARDS": str(boards_dir)},
-        timeout=60,
-    )
+    result = invoke("boards", CROSSBOARD_BOARDS=str(boards_dir), timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "crossboard: error: boards/t.yaml:18: connection.sudo: expected true or false, got 'off' "

@@ -5,12 +5,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import QUIET
-from fakes import copy_project
+from fakes import copy_project, invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.files import sha256_of, vermagic_of
@@ -162,14 +161,7 @@ def test_a_module_built_before_the_kernel_says_what_is_missing(settings, toolcha
 
 
 def test_dry_run_prints_the_plan_and_does_nothing(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "build", "--board", "beagleplay", "--dry-run"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CROSSBOARD_OUT": str(tmp_path / "out")},
-    )
+    result = invoke("build", "--board", "beagleplay", "--dry-run", CROSSBOARD_OUT=str(tmp_path / "out"), timeout=60)
     assert result.returncode == 0, result.stderr
     assert "defconfig" in result.stdout and "ti/k3-am625-beagleplay.dtb" in result.stdout
     assert "M=/crossboard/work/modules/hello_rust" in result.stdout

@@ -4,12 +4,10 @@ changed: board files, manifests, options, keys, artifacts. Seconds, no Docker, n
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 
 import pytest
-from fakes import copy_project
+from fakes import copy_project, invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import Artifact, finished_build
@@ -85,9 +83,7 @@ def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, me
 
 @pytest.mark.parametrize("wait", ["abc", "-5", "nan"])
 def test_a_bad_wait_is_refused_in_one_line(wait):
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "deploy", "--wait", wait], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
+    done = invoke("deploy", "--wait", wait)
     assert (done.returncode, done.stderr) == (
         2,
         f"crossboard: error: --wait: expected a number of seconds (0 or more), got {wait!r}\n",
@@ -95,13 +91,7 @@ def test_a_bad_wait_is_refused_in_one_line(wait):
 
 
 def test_deploying_a_board_never_built_is_bad_input(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "deploy", "--board", "qemu-arm64"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CROSSBOARD_OUT": str(tmp_path)},
-    )
+    done = invoke("deploy", "--board", "qemu-arm64", CROSSBOARD_OUT=str(tmp_path))
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"crossboard: error: {tmp_path}/qemu-arm64/manifest.json: no build for qemu-arm64: run invoke build --board qemu-arm64"
@@ -121,13 +111,7 @@ def test_a_missing_artifact_is_named_not_taken_for_a_lost_connection(tmp_path):
 def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
     boards = copy_project(tmp_path)
     (boards / "broken.yaml").write_text("description: [\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "boards"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CROSSBOARD_BOARDS": str(boards)},
-    )
+    done = invoke("boards", CROSSBOARD_BOARDS=str(boards))
     assert done.returncode == 2
     assert re.search(r"^qemu-arm64 +Virtual board", done.stdout, re.M)
     assert re.search(r"^broken +INVALID: boards/broken.yaml:\d: not valid YAML", done.stdout, re.M), done.stdout
@@ -224,16 +208,10 @@ def test_one_default_board_for_every_task_from_the_environment_or_invoke_yaml(tm
     monkeypatch.delenv("CROSSBOARD_BOARD")
     (tmp_path / "invoke.yaml").write_text("crossboard:\n  board: qemu-arm64-uboot\n")  # on 127.0.0.1
     for task in (["build", "--dry-run"], ["rollback"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "invoke", *task],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            env={
-                **os.environ,
-                "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml"),
-                "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts"),
-            },
+        done = invoke(
+            *task,
+            INVOKE_RUNTIME_CONFIG=str(tmp_path / "invoke.yaml"),
+            CROSSBOARD_KNOWN_HOSTS=str(tmp_path / "known_hosts"),
             timeout=60,
         )
         assert "qemu-arm64-uboot" in done.stdout + done.stderr or "127.0.0.1:2223" in done.stderr, done
@@ -270,8 +248,5 @@ def test_a_lab_keeps_its_board_files_and_host_keys_where_invoke_yaml_says(tmp_pa
         file.unlink()
     (boards / "play-7.yaml").write_text((PROJECT_ROOT / "boards/qemu-arm64.yaml").read_text())
     (tmp_path / "invoke.yaml").write_text(f"crossboard:\n  boards: {boards}\n")
-    env = {**os.environ, "INVOKE_RUNTIME_CONFIG": str(tmp_path / "invoke.yaml")}
-    listed = subprocess.run(
-        [sys.executable, "-m", "invoke", "boards"], cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60
-    )
+    listed = invoke("boards", INVOKE_RUNTIME_CONFIG=str(tmp_path / "invoke.yaml"), timeout=60)
     assert listed.returncode == 0 and listed.stdout.split("  ")[0] == "play-7" and len(listed.stdout.splitlines()) == 1, listed

@@ -1,13 +1,8 @@
 """invoke new.module / new.app: what they write, what they refuse, and that a refusal leaves nothing."""
 
-import os
-import subprocess
-import sys
-
 import pytest
-from fakes import copy_project
+from fakes import copy_project, invoke
 
-from crossboard import PROJECT_ROOT
 from crossboard.board.load import load_board
 from crossboard.errors import UserError
 from crossboard.new import new_app, new_module
@@ -63,10 +58,8 @@ def test_a_bad_or_taken_name_is_refused_and_nothing_is_written(tmp_path, kind, n
 
 def test_invoke_new_says_what_it_made_and_refuses_in_one_line(tmp_path):
     boards = copy_project(tmp_path)
-    env = {**os.environ, "CROSSBOARD_BOARDS": str(boards)}
-    run = [sys.executable, "-m", "invoke", "new.module", "blinky"]
-    made = subprocess.run(run, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    made = invoke("new.module", "blinky", CROSSBOARD_BOARDS=str(boards))
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("qemu-arm64: made modules/blinky and listed it in qemu-arm64.yaml")
-    again = subprocess.run(run, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env, timeout=60)
+    again = invoke("new.module", "blinky", CROSSBOARD_BOARDS=str(boards))
     assert again.returncode == 2 and again.stderr.strip().endswith("modules/blinky: already exists; choose another name")

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from fakes import RecordingRuntime, copy_project, fake_board, fake_kernel_tarball
+from fakes import RecordingRuntime, copy_project, fake_board, fake_kernel_tarball, invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import load_manifest
@@ -192,9 +192,7 @@ def test_an_unexpected_error_leaves_a_failed_manifest_not_a_running_one(lab, mon
     ],
 )
 def test_bad_options_are_refused_before_any_output(arguments, error):
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "build", "--dry-run", *arguments], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
+    done = invoke("build", "--dry-run", *arguments)
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip().startswith(f"crossboard: error: {error}")

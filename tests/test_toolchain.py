@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.board.load import load_board
@@ -136,18 +137,8 @@ def test_host_runtime_runs_the_same_way(tmp_path):
 
 
 def test_doctor_reports_real_versions(toolchain_image, qemu_build):
-    import subprocess
-    import sys
 
-    from crossboard import PROJECT_ROOT
-
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "doctor", "--board", "qemu-arm64"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = invoke("doctor", "--board", "qemu-arm64", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"ok    toolchain image {toolchain_image.ref} is current" in result.stdout
     assert "rustc=1.85.1" in result.stdout and "bindgen=0.71.1" in result.stdout

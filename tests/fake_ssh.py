@@ -55,6 +55,7 @@ class FakeBoard:
     reboots_into: list[str | None] = field(default_factory=list)
     boots: int = 1
     down: bool = False
+    missing: set[str] = field(default_factory=set)  # commands `command -v` does not find
     _last_exit: int = 0
 
     def answer(self, command: str) -> tuple[int, bytes, bytes]:
@@ -94,6 +95,8 @@ class FakeBoard:
             self.loaded, self.ours = set(), set()
             return 0, ""
         words = shlex.split(command) if "\n" not in command else []
+        if words[:2] == ["command", "-v"] and len(words) == 3:
+            return (1 if words[2] in self.missing else 0), ""
         if words[:1] == ["cat"] and len(words) == 2:
             return (0, self.files[words[1]].decode()) if words[1] in self.files else (1, "")
         if words[:2] == ["test", "-e"] and len(words) == 3:

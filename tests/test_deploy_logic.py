@@ -332,3 +332,38 @@ def test_the_boot_script_is_an_image_u_boot_sources():
     assert (magic, kind, size) == (0x27051956, 6, len(image) - 64)
     assert header_crc == zlib.crc32(image[:4] + b"\0\0\0\0" + image[8:64]) and data_crc == zlib.crc32(image[64:])
     assert struct.unpack(">II", image[64:72]) == (len(text.encode()), 0) and image[72:] == text.encode()
+
+
+def _with_initramfs(play):
+    import dataclasses
+
+    kernel = play.spec.kernel.model_copy(update={"boot": "initramfs"})
+    return dataclasses.replace(play, spec=play.spec.model_copy(update={"kernel": kernel}))
+
+
+def test_a_kernel_that_needs_an_initramfs_gets_one_made_on_the_board_for_its_release(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.reboots_into = [KERNEL]
+    record = install_kernel(_with_initramfs(play), built.out, access, reboot=True)
+    initrd = f"/crossboard/{KERNEL}/initrd.img"
+    assert record["initrd"] == f"{initrd}: made on the board by mkinitramfs for {KERNEL}"
+    script = _script(board, "tar -xzf")
+    assert f"mkinitramfs -o /boot/firmware{initrd} {KERNEL}" in script
+    depmod = next(i for i, line in enumerate(script) if "depmod -a" in line)
+    assert script.index(f"mkinitramfs -o /boot/firmware{initrd} {KERNEL}") == depmod + 1
+    ours = board.files[CONF].decode().split(f"\nlabel crossboard-{KERNEL}\n")[1].split("\nlabel ")[0]
+    assert f"initrd {initrd}" in ours
+    staged = board.files[f"{REMOTE}/kernel-{KERNEL}/boot.scr"]
+    assert f"load ${{devtype}} ${{devnum}}:${{distro_bootpart}} ${{ramdisk_addr_r}} {initrd}".encode() in staged
+
+
+def test_a_kernel_that_needs_an_initramfs_is_refused_where_none_can_be_made(trying, built):
+    from crossboard.deploy.kernel_install import install_kernel
+
+    play, board, access = trying
+    board.missing = {"mkinitramfs"}
+    with pytest.raises(UserError, match="needs initramfs-tools' mkinitramfs on the board"):
+        install_kernel(_with_initramfs(play), built.out, access, reboot=True)
+    assert not any(command.startswith("set -e") for command in board.commands)

@@ -58,14 +58,16 @@ def _value(label: Label, lines: list[str], keyword: str) -> str | None:
     return next((value for key, value in map(_keyword, label.lines(lines)) if key == keyword), None)
 
 
-def add_default_label(text: str, name: str, kernel: str, fdt: str | None) -> tuple[str, str]:
-    """The file with a new default label `name` booting `kernel` (and `fdt`) with the stock default's
-    append line; returns (new text, the stock default's name). A label of that name is replaced."""
+def add_default_label(text: str, name: str, kernel: str, fdt: str | None, initrd: str | None = None) -> tuple[str, str]:
+    """The file with a new default label `name` booting `kernel` (and `fdt`, and `initrd`) with the stock
+    default's append line; returns (new text, the stock default's name). A label of that name is replaced."""
     check(text)
     lines, default, labels = parse(text)
     assert default is not None  # check() refuses a file without one
     stock = labels[default]
     block = [f"label {name}", f"    menu label {name}", f"    linux {kernel}"]
+    if initrd:
+        block.append(f"    initrd {initrd}")
     if fdt:
         block.append(f"    fdt {fdt}")
     elif (fdtdir := _value(stock, lines, "fdtdir")) is not None:

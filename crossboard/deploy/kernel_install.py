@@ -98,12 +98,9 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
     kernel, modules_tree, dtbs = built.one("kernel"), built.one("modules-tree"), built.of_kind("dtb")
     if kernel is None or modules_tree is None:
         raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
-    if board.spec.kernel.boot != "built-in-drivers":
-        raise UserError(
-            f"{board.file.name}: kernel.boot: {board.spec.kernel.boot}: deploy --kernel installs kernels that boot "
-            "without an initrd (kernel.boot: built-in-drivers, the drivers for the root built in) only"
-        )
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
+    # the initrd is decided, never copied from the stock label: that one holds another kernel's modules
+    initrd = f"/crossboard/{release}/initrd.img" if board.spec.kernel.boot == "initramfs" else None
     with access.open(board) as remote:
         earlier_text = _read(remote, f"{partition}/{RECORD}")
         earlier = _load_record(earlier_text, f"{board.name}:{partition}/{RECORD}") if earlier_text else None
@@ -120,15 +117,22 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
         current = _read(remote, conf)
         if current is None:
             raise UserError(f"{board.name}: cannot read {conf} on the board (deploy.boot)")
+        if initrd and remote.run("command -v mkinitramfs").code != 0:
+            raise UserError(
+                f"{board.name}: kernel.boot: initramfs needs initramfs-tools' mkinitramfs on the board to make an "
+                f"initramfs for {release}; install it there, or build the root's drivers in (kernel.boot: "
+                "built-in-drivers); nothing was changed"
+            )
         try:
             # compressed as the board's stock kernel is: its U-Boot is set up to unpack that
-            compressed = extlinux.default_kernel(current).endswith(".gz")
-            image_name = kernel.file_name + (".gz" if compressed else "")
+            compress = extlinux.default_kernel(current).endswith(".gz") and not kernel.file_name.endswith(".gz")
+            image_name = kernel.file_name + (".gz" if compress else "")
             new_conf, stock_default = extlinux.add_default_label(
                 current,
                 label,
                 f"/crossboard/{release}/{image_name}",
                 f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
+                initrd,
             )
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
@@ -149,11 +153,13 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "kernel": f"/crossboard/{release}/{image_name}",
-            "initrd": "none: the drivers the root needs are built in (kernel.boot: built-in-drivers)",
+            "initrd": f"{initrd}: made on the board by mkinitramfs for {release}"
+            if initrd
+            else "none: the drivers the root needs are built in (kernel.boot: built-in-drivers)",
         }
         stage = f"{board.spec.deploy.remote_dir}/kernel-{release}"
         files: dict[str, Path | bytes] = {
-            image_name: gzip.compress(built.local(kernel).read_bytes(), 9, mtime=0) if compressed else built.local(kernel),
+            image_name: gzip.compress(built.local(kernel).read_bytes(), 9, mtime=0) if compress else built.local(kernel),
             "modules.tar.gz": built.local(modules_tree),
             "extlinux.conf": new_conf.encode(),
             "installing.json": json.dumps(record, indent=2).encode(),
@@ -167,6 +173,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
                     f"/crossboard/{release}/{image_name}",
                     extlinux.append_of(new_conf, label),
                     f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
+                    initrd,
                 )
             )
         files.update({dtb.file_name: built.local(dtb) for dtb in dtbs})
@@ -188,6 +195,7 @@ cp {q(stage + "/trying.json")} {q(record_file + ".new")}"""
             if try_once
             else _commit_lines(stage, conf, label, record_file)
         )
+        make_initrd = f"\nmkinitramfs -o {q(partition + initrd)} {q(release)}" if initrd else ""
         # The record first: whatever fails after it, rollback knows what to undo (and finishes it).
         _run_script(
             remote,
@@ -199,7 +207,7 @@ mv -f {q(record_file + ".new")} {q(record_file)}
 sync
 cp {copies} {q(dest)}/
 tar -xzf {q(stage + "/modules.tar.gz")} -C /
-if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi
+if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi{make_initrd}
 cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}{finish}
 sync
 mv -f {q(record_file + ".new")} {q(record_file)}

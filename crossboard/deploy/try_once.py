@@ -21,20 +21,25 @@ PANIC_SECONDS = 10  # on the try's command line: a panicking kernel reboots, int
 IH_MAGIC, IH_OS_LINUX, IH_ARCH_ARM64, IH_TYPE_SCRIPT = 0x27051956, 5, 22, 6
 
 
-def script_text(conf: str, kernel: str, append: str, fdt: str | None) -> str:
-    """U-Boot commands: `conf`, `kernel` and `fdt` are paths on the boot partition ("/extlinux/extlinux.conf");
-    without `fdt`, the device tree U-Boot has (QEMU's, or the one it was started with). If the stock menu
-    cannot be written back, the new kernel is not booted."""
+def script_text(conf: str, kernel: str, append: str, fdt: str | None, initrd: str | None = None) -> str:
+    """U-Boot commands: `conf`, `kernel`, `fdt` and `initrd` are paths on the boot partition
+    ("/extlinux/extlinux.conf"); without `fdt`, the device tree U-Boot has (QEMU's, or the one it was
+    started with). If the stock menu cannot be written back, the new kernel is not booted."""
     part = "${devtype} ${devnum}:${distro_bootpart}"
     args = f"{append} panic={PANIC_SECONDS}".strip().replace('"', "")
     load_fdt = f"load {part} ${{fdt_addr_r}} {fdt} && setenv cb_fdt ${{fdt_addr_r}} && " if fdt else ""
+    # last: booti takes the initrd's size from the filesize its load leaves
+    load_initrd = (
+        f" && load {part} ${{ramdisk_addr_r}} {initrd} && setenv cb_rd ${{ramdisk_addr_r}}:${{filesize}}" if initrd else ""
+    )
     return f"""echo crossboard: putting the stock boot menu back, then trying {kernel} once
 if load {part} ${{kernel_addr_r}} {conf}{HIDDEN_SUFFIX} && fatwrite {part} ${{kernel_addr_r}} {conf} ${{filesize}}; then
   fatrm {part} /{SCRIPT}
   setenv cb_fdt ${{fdtcontroladdr}}
-  if {load_fdt}load {part} ${{kernel_addr_r}} {kernel}; then
+  setenv cb_rd -
+  if {load_fdt}load {part} ${{kernel_addr_r}} {kernel}{load_initrd}; then
     setenv bootargs "{args}"
-    booti ${{kernel_addr_r}} - ${{cb_fdt}}
+    booti ${{kernel_addr_r}} ${{cb_rd}} ${{cb_fdt}}
   fi
   echo crossboard: {kernel} did not start, resetting into the stock menu
   reset

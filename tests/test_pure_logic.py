@@ -180,3 +180,21 @@ def test_the_build_id_is_read_from_kernel_notes_and_from_an_elf_file():
     )
     assert reported and build_id_of_elf(binary) == reported[1]
     assert build_id_of_elf(Path(__file__)) == ""  # not ELF
+
+
+def test_a_port_whose_last_connections_linger_is_free_for_the_next_board_and_a_listened_one_is_not():
+    import socket
+
+    from crossboard.virtual.qemu import _port_free
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as QEMU's port forward does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert not _port_free(port)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the board's side closes first: its end of the port lingers in TIME_WAIT
+            client.recv(1)
+    assert _port_free(port)  # as after qemu.down: qemu.up right after must not be refused

@@ -299,7 +299,10 @@ def _banner(port: int) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether QEMU could listen there: connections of a board just stopped, still in TIME_WAIT, are no
+    obstacle (QEMU's forward reuses the address as this probe does); a listener is."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
             return True
@@ -352,10 +355,12 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
     if shutil.which("qemu-system-aarch64") is None:
         raise InfrastructureError("qemu-system-aarch64 is not installed: apt-get install qemu-system-arm")
     if not _port_free(vboard.port):
-        raise UserError(
-            f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; "
-            f"set another port in boards/{vboard.board.name}.local.yaml"
+        where = (
+            "the twin's port, from its name: stop what listens there"
+            if vboard.twin
+            else (f"set another port in boards/{vboard.board.name}.local.yaml")
         )
+        raise UserError(f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; {where}")
     if fresh:
         vboard.disk.unlink(missing_ok=True)
     media = boot_media(vboard, echo)

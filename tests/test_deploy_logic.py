@@ -367,3 +367,12 @@ def test_a_kernel_that_needs_an_initramfs_is_refused_where_none_can_be_made(tryi
     with pytest.raises(UserError, match="needs initramfs-tools' mkinitramfs on the board"):
         install_kernel(_with_initramfs(play), built.out, access, reboot=True)
     assert not any(command.startswith("set -e") for command in board.commands)
+
+
+def test_the_boot_script_boots_the_stock_menu_when_it_cannot_put_it_back():
+    from crossboard.deploy.try_once import script_text
+
+    text = script_text("/extlinux/extlinux.conf", "/crossboard/6.12/Image", "console=ttyS2", None)
+    last = text.strip().splitlines()[-1]
+    assert last == "sysboot ${devtype} ${devnum}:${distro_bootpart} any ${pxefile_addr_r} /extlinux/extlinux.conf.crossboard-try"
+    assert text.index("fi\n") < text.index("sysboot")  # only when the restore failed: a try boots or resets first

@@ -24,7 +24,8 @@ IH_MAGIC, IH_OS_LINUX, IH_ARCH_ARM64, IH_TYPE_SCRIPT = 0x27051956, 5, 22, 6
 def script_text(conf: str, kernel: str, append: str, fdt: str | None, initrd: str | None = None) -> str:
     """U-Boot commands: `conf`, `kernel`, `fdt` and `initrd` are paths on the boot partition
     ("/extlinux/extlinux.conf"); without `fdt`, the device tree U-Boot has (QEMU's, or the one it was
-    started with). If the stock menu cannot be written back, the new kernel is not booted."""
+    started with). If the stock menu cannot be written back, the new kernel is not tried and the stock
+    menu is booted from where it was moved (with sysboot, where U-Boot has it)."""
     part = "${devtype} ${devnum}:${distro_bootpart}"
     args = f"{append} panic={PANIC_SECONDS}".strip().replace('"', "")
     load_fdt = f"load {part} ${{fdt_addr_r}} {fdt} && setenv cb_fdt ${{fdt_addr_r}} && " if fdt else ""
@@ -44,7 +45,8 @@ if load {part} ${{kernel_addr_r}} {conf}{HIDDEN_SUFFIX} && fatwrite {part} ${{ke
   echo crossboard: {kernel} did not start, resetting into the stock menu
   reset
 fi
-echo crossboard: could not put {conf} back, so {kernel} is not tried
+echo crossboard: could not put {conf} back, so {kernel} is not tried, booting the stock menu from {conf}{HIDDEN_SUFFIX}
+sysboot {part} any ${{pxefile_addr_r}} {conf}{HIDDEN_SUFFIX}
 """
 
 

@@ -116,14 +116,22 @@ def steps_that_would_run(board: LoadedBoard, settings: Settings, options: BuildO
     changed = False
     for step in selected_steps(options, runtime.name):
         inputs = step.inputs(ctx)
-        earlier = None if changed else stamps.current(ctx.stamp(step.name), inputs)
-        if earlier is None or not step.still_there(ctx, earlier):
+        # a reused step hands its recorded fields on, as in a build: later steps' inputs read them
+        if changed or _reused(ctx, step, inputs) is None:
             would.append(step.name)
             changed = changed or inputs is not None
-            continue
-        for name, value in earlier["manifest"].items():  # what later steps' inputs read, as a build would
-            setattr(manifest, name, value)
     return would
+
+
+def _reused(ctx: BuildContext, step: Step, inputs: str | None) -> dict | None:
+    """The step's stamp when its inputs are as when it last succeeded and what it made is still there,
+    its recorded manifest fields then given to ctx.manifest; None when it must run."""
+    earlier = stamps.current(ctx.stamp(step.name), inputs)
+    if earlier is None or not step.still_there(ctx, earlier):
+        return None
+    for name, value in earlier["manifest"].items():
+        setattr(ctx.manifest, name, value)
+    return earlier
 
 
 def build(
@@ -222,10 +230,8 @@ def _run_step(ctx: BuildContext, step: Step) -> None:
     recorded then and say so."""
     record = ctx.manifest.step(step.name)
     stamp, inputs = ctx.stamp(step.name), step.inputs(ctx)
-    earlier = stamps.current(stamp, inputs)
-    if earlier is not None and step.still_there(ctx, earlier):
-        for name, value in earlier["manifest"].items():
-            setattr(ctx.manifest, name, value)
+    earlier = _reused(ctx, step, inputs)
+    if earlier is not None:
         record.status, record.note, record.log = "skipped", earlier["note"], ""
         ctx.manifest.save()
         if ctx.options.echo:

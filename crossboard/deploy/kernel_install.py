@@ -127,22 +127,14 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             # compressed as the board's stock kernel is: its U-Boot is set up to unpack that
             compress = extlinux.default_kernel(current).endswith(".gz") and not kernel.file_name.endswith(".gz")
             image_name = kernel.file_name + (".gz" if compress else "")
-            new_conf, stock_default = extlinux.add_default_label(
-                current,
-                label,
-                f"/crossboard/{release}/{image_name}",
-                f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
-                initrd,
-            )
+            # where U-Boot finds them, on the boot partition
+            kernel_path = f"/crossboard/{release}/{image_name}"
+            fdt_path = f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None
+            new_conf, stock_default = extlinux.add_default_label(current, label, kernel_path, fdt_path, initrd)
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None
         if try_once:
             _check_try_once_possible(board, remote, partition)
-        if try_once and remote.run(f"test -e {shlex.quote(partition + '/' + try_once_script.SCRIPT)}").code == 0:
-            raise UserError(
-                f"{board.name}: {partition}/{try_once_script.SCRIPT} is there and is not crossboard's: a try-once "
-                f"install would replace it; set deploy.boot.try_once: false in boards/{board.name}.local.yaml"
-            )
         record = {
             "release": release,
             "label": label,
@@ -152,7 +144,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             "previous_default": earlier["previous_default"] if earlier else stock_default,
             "previous_release": earlier["previous_release"] if earlier else remote.run("uname -r").stdout.strip(),
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "kernel": f"/crossboard/{release}/{image_name}",
+            "kernel": kernel_path,
             "initrd": f"{initrd}: made on the board by mkinitramfs for {release}"
             if initrd
             else "none: the drivers the root needs are built in (kernel.boot: built-in-drivers)",
@@ -169,11 +161,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             files["trying.json"] = json.dumps({**record, "state": "trying"}, indent=2).encode()
             files[try_once_script.SCRIPT] = try_once_script.script_image(
                 try_once_script.script_text(
-                    conf.removeprefix(partition),
-                    f"/crossboard/{release}/{image_name}",
-                    extlinux.append_of(new_conf, label),
-                    f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None,
-                    initrd,
+                    conf.removeprefix(partition), kernel_path, extlinux.append_of(new_conf, label), fdt_path, initrd
                 )
             )
         files.update({dtb.file_name: built.local(dtb) for dtb in dtbs})
@@ -190,8 +178,7 @@ sync
 mv -f {q(script + ".new")} {q(script)}
 sync
 mv -f {q(conf)} {q(hidden)}
-sync
-cp {q(stage + "/trying.json")} {q(record_file + ".new")}"""
+sync{_record_lines(stage + "/trying.json", record_file)}"""
             if try_once
             else _commit_lines(stage, conf, label, record_file)
         )
@@ -200,18 +187,11 @@ cp {q(stage + "/trying.json")} {q(record_file + ".new")}"""
         _run_script(
             remote,
             f"""
-mkdir -p {q(dest)}
-cp {q(stage + "/installing.json")} {q(record_file + ".new")}
-sync
-mv -f {q(record_file + ".new")} {q(record_file)}
-sync
+mkdir -p {q(dest)}{_record_lines(stage + "/installing.json", record_file)}
 cp {copies} {q(dest)}/
 tar -xzf {q(stage + "/modules.tar.gz")} -C /
 if command -v depmod >/dev/null 2>&1; then depmod -a {q(release)}; fi{make_initrd}
-cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}{finish}
-sync
-mv -f {q(record_file + ".new")} {q(record_file)}
-sync""",
+cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}{finish}""",
             "installing the kernel",
         )
     if not reboot:
@@ -224,7 +204,8 @@ sync""",
 
 def _check_try_once_possible(board: LoadedBoard, remote: Session, partition: str) -> None:
     """The try-once script writes the boot partition from U-Boot with fatwrite: on anything but FAT it
-    could not put the menu back, and the board would be left without one."""
+    could not put the menu back, and the board would be left without one. And it is the partition's
+    boot.scr: a board's own would be replaced."""
     mounts = [line.split() for line in remote.run("cat /proc/mounts").stdout.splitlines()]
     kind = next((fields[2] for fields in mounts if len(fields) > 2 and fields[1] == partition), None)
     if kind not in ("vfat", "msdos"):
@@ -233,11 +214,27 @@ def _check_try_once_possible(board: LoadedBoard, remote: Session, partition: str
             "try-once script needs U-Boot's fatwrite there; set deploy.boot.try_once: false (then a kernel that "
             "does not come up needs the board's console); nothing was changed"
         )
+    if remote.run(f"test -e {shlex.quote(partition + '/' + try_once_script.SCRIPT)}").code == 0:
+        raise UserError(
+            f"{board.name}: {partition}/{try_once_script.SCRIPT} is there and is not crossboard's: a try-once "
+            f"install would replace it; set deploy.boot.try_once: false in boards/{board.name}.local.yaml"
+        )
+
+
+def _record_lines(staged: str, record_file: str) -> str:
+    """Shell lines that put a staged record in place: copied beside it, then renamed over it, synced
+    before and after so that the FAT partition never holds half of one."""
+    q = shlex.quote
+    return f"""
+cp {q(staged)} {q(record_file + ".new")}
+sync
+mv -f {q(record_file + ".new")} {q(record_file)}
+sync"""
 
 
 def _commit_lines(stage: str, conf: str, label: str, record_file: str) -> str:
-    """Shell lines that make the staged extlinux.conf (our label the default) the board's, then stage the
-    `installed` record (the caller moves it into place)."""
+    """Shell lines that make the staged extlinux.conf (our label the default) the board's, then put the
+    `installed` record in place."""
     q = shlex.quote
     return f"""
 cp {q(stage + "/extlinux.conf")} {q(conf + ".crossboard-new")}
@@ -245,8 +242,7 @@ grep -q {q("^label " + label + "$")} {q(conf + ".crossboard-new")}
 sync
 mv -f {q(conf + ".crossboard-new")} {q(conf)}
 sync
-rm -f {q(conf + try_once_script.HIDDEN_SUFFIX)}
-cp {q(stage + "/installed.json")} {q(record_file + ".new")}"""
+rm -f {q(conf + try_once_script.HIDDEN_SUFFIX)}{_record_lines(stage + "/installed.json", record_file)}"""
 
 
 def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage: str) -> dict:
@@ -286,12 +282,7 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
     partition, conf = _boot(board)
     with access.open(board) as remote:
         record_file = f"{partition}/{RECORD}"
-        _run_script(
-            remote,
-            _commit_lines(stage, conf, record["label"], record_file)
-            + f"\nsync\nmv -f {shlex.quote(record_file + '.new')} {shlex.quote(record_file)}\nsync",
-            "making the tried kernel the default",
-        )
+        _run_script(remote, _commit_lines(stage, conf, record["label"], record_file), "making the tried kernel the default")
     return {**record, "state": "installed", "tried": how}
 
 

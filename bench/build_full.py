@@ -11,6 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from raw import hello_cargo_build, kernel_make  # noqa: E402
+
 from crossboard import PROJECT_ROOT  # noqa: E402
 from crossboard.board.load import load_board  # noqa: E402
 from crossboard.pipeline import source  # noqa: E402
@@ -24,7 +26,7 @@ from crossboard.toolchain.stream import Tee  # noqa: E402
 
 
 def raw_commands(tree: str) -> list[list[str]]:
-    make = ["make", "-C", tree, "O=/crossboard/build/kernel", "ARCH=arm64", "LLVM=1", "-j2"]
+    make = kernel_make(tree)
     fragments = [f"/crossboard/project/boards/fragments/{name}.config" for name in ("qemu-arm64", "rust")]
     return [
         make + ["allnoconfig"],
@@ -41,17 +43,7 @@ def raw_commands(tree: str) -> list[list[str]]:
         make + ["Image", "modules"],
         ["cp", "-r", "/crossboard/project/modules/hello_rust", "/crossboard/build/hello_rust"],
         make + ["M=/crossboard/build/hello_rust", "modules"],
-        [
-            "cargo",
-            "build",
-            "--release",
-            "--target",
-            "aarch64-unknown-linux-gnu",
-            "--manifest-path",
-            "/crossboard/project/apps/hello/Cargo.toml",
-            "--target-dir",
-            "/crossboard/build/apps",
-        ],
+        hello_cargo_build("/crossboard/build/apps"),
     ]
 
 

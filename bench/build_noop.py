@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from raw import hello_cargo_build, kernel_make  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from crossboard import PROJECT_ROOT  # noqa: E402
@@ -31,19 +32,12 @@ def main() -> None:
     subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
     folders = build_folders(board, settings)
     tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir).key}"
-    make = ["make", "-C", tree, "O=/crossboard/build/kernel", "ARCH=arm64", "LLVM=1", "-j2"]
-    cargo = [
-        "cargo",
-        "build",
-        "--release",
-        "--target",
-        "aarch64-unknown-linux-gnu",
-        "--manifest-path",
-        "/crossboard/project/apps/hello/Cargo.toml",
-        "--target-dir",
-        "/crossboard/work/apps",
+    make = kernel_make(tree)
+    raw_commands = [
+        make + ["Image", "modules"],
+        make + ["M=/crossboard/work/modules/hello_rust", "modules"],
+        hello_cargo_build("/crossboard/work/apps"),
     ]
-    raw_commands = [make + ["Image", "modules"], make + ["M=/crossboard/work/modules/hello_rust", "modules"], cargo]
     with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
 
         def raw():

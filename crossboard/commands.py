@@ -153,10 +153,10 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
 
     board = load_board(board_name, settings.boards_dir)
     record = install(board, settings.out_dir, settings.access(trust_new_host), reboot)
-    how = f"tried once ({record['tried']}) and" if record.get("tried") else ""
+    how = f"tried once ({record['tried']}) and " if record.get("tried") else ""
     print(
-        f"{board_name}: installed {record['release']} ({record['kernel']}, no initrd: the root's drivers are built in) "
-        f"as extlinux label {record['label']}, {how} now the default (previous default {record['previous_default']!r}); "
+        f"{board_name}: installed {record['release']} ({record['kernel']}; initrd {record['initrd']}) "
+        f"as extlinux label {record['label']}, {how}now the default (previous default {record['previous_default']!r}); "
         + (f"it runs {record['release']}" if reboot else "reboot the board to run it")
         + "; invoke rollback to undo"
     )

@@ -30,7 +30,7 @@ use kernel::prelude::*;
 module! {{
     type: {type_name},
     name: "{name}",
-    author: "{author}",
+    author: "crossboard user",
     description: "{name} (out-of-tree Rust module)",
     license: "GPL",
 }}
@@ -74,7 +74,7 @@ def new_module(board: LoadedBoard, name: str) -> Path:
     type_name = "".join(part.capitalize() for part in name.split("_"))
     files = {
         "Kbuild": f"obj-m := {name}.o\n",
-        f"{name}.rs": MODULE_SOURCE.format(name=name, type_name=type_name, author="crossboard user"),
+        f"{name}.rs": MODULE_SOURCE.format(name=name, type_name=type_name),
     }
 
     def add(document: CommentedMap) -> None:

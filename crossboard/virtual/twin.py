@@ -12,7 +12,7 @@ from ..board.schema import Virtual
 from ..errors import UserError
 
 # Twins listen on 127.0.0.1:TWIN_PORTS.start + a hash of the board's name, clear of the virtual boards'
-# 2222 and 2223; a port in use is said at qemu.up, with where to set another.
+# 2222 and 2223; a port in use is said at qemu.up.
 TWIN_PORTS = range(2300, 2800)
 # A full kernel's modules tree is in the initramfs, unpacked in RAM: a defconfig one is hundreds of MB.
 TWIN_MEMORY_MB = 2048

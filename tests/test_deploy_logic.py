@@ -103,10 +103,16 @@ def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_go_on(built,
     assert "drops            FAILED" in summary and "fine             ok" in summary
 
 
-def test_an_app_needing_a_newer_glibc_than_the_board_has_is_refused(built):
+def _built_with(built, **fields):
+    """The board `play`, built, its manifest then given `fields`."""
     play = built("play")
     manifest_file = built.out / "play/manifest.json"
-    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), "app_glibc": {"hello": "2.99"}}))
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), **fields}))
+    return play
+
+
+def test_an_app_needing_a_newer_glibc_than_the_board_has_is_refused(built):
+    play = _built_with(built, app_glibc={"hello": "2.99"})
     board = FakeBoard(glibc="2.36")
     with pytest.raises(StepFailed):
         deploy_many([play], built.out, QUIET, FakeAccess(built.out / "k", boards={"play": board}))
@@ -214,13 +220,6 @@ def test_an_install_beside_another_crossboard_kernel_is_refused(boot, built):
 OURS, THEIRS = "ab" * 20, "cd" * 20
 
 
-def _with_kernel_builds(built, **builds):
-    play = built("play")
-    manifest_file = built.out / "play/manifest.json"
-    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), **builds}))
-    return play
-
-
 @pytest.mark.parametrize(
     "builds, board_build, refused",
     [
@@ -232,7 +231,7 @@ def _with_kernel_builds(built, **builds):
     ids=["the same build", "another build of the release", "pulled from that build", "no notes"],
 )
 def test_a_module_is_loaded_only_on_the_kernel_build_it_was_built_for(built, builds, board_build, refused):
-    play = _with_kernel_builds(built, **builds)
+    play = _built_with(built, **builds)
     board = FakeBoard(build_id=board_build)
     access = FakeAccess(built.out / "k", boards={"play": board})
     if refused:

@@ -35,20 +35,21 @@ OUTPUT_HELP = {
 
 @task(
     help={
+        "profile": "the toolchain profile to build (containers/toolchain/profiles/<name>/); default: all",
         "base-image": "base to build on (default crossboard/base:trixie, made with debootstrap; or debian:trixie)",
         "mirror": "Debian mirror for debootstrap (default http://deb.debian.org/debian)",
         **OUTPUT_HELP,
     }
 )
 @reports_errors
-def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
-    """Build the pinned toolchain image; a no-op when containers/toolchain/ has not changed."""
+def toolchain(c, profile="all", base_image=None, mirror=None, verbose=False, quiet=False):
+    """Build the toolchain profiles' pinned images; a no-op for each whose context has not changed."""
     settings = settings_of(c, base_image, mirror)
-    image = commands.toolchain(settings, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
-    print(
-        f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})"
-        + ("; later commands use this base and mirror" if base_image or mirror else "")
-    )
+    images = commands.toolchain(settings, profile, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
+    for image in images:
+        print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})")
+    if base_image or mirror:
+        print("later commands use this base and mirror")
 
 
 @task(
@@ -60,6 +61,7 @@ def toolchain(c, base_image=None, mirror=None, verbose=False, quiet=False):
         "runtime": "docker (default: the pinned toolchain image) or host (already inside the image)",
         "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF",
         "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",
+        "toolchain": "build with this toolchain profile into out/<board>@<profile>/, or `all`: every profile, then a table",
         **OUTPUT_HELP,
     }
 )
@@ -75,6 +77,7 @@ def build(
     verbose=False,
     quiet=False,
     app_builder="auto",
+    toolchain=None,
 ):
     """Build the board's Rust-enabled kernel, DTBs, modules and apps into out/<board>/ with a manifest."""
     from crossboard.pipeline.context import BuildOptions
@@ -89,7 +92,7 @@ def build(
     )
     settings = settings_of(c)
     board = board or settings.board
-    manifest = commands.build(board, settings, options, runtime, kernel_source)
+    manifest = commands.build(board, settings, options, runtime, kernel_source, toolchain)
     if manifest is not None:
         print(f"{board}: built {manifest.kernel_release}, {len(manifest.artifacts)} artifacts in {manifest.out_dir}")
 

@@ -50,7 +50,7 @@ def raw_commands(tree: str) -> list[list[str]]:
 def main() -> None:
     settings = Settings.from_environment()
     board = load_board("qemu-arm64")
-    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir)
+    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
     if not plan.tree_on_host.is_dir():
         sys.exit("run `invoke build --board qemu-arm64` once first: the benchmark reuses its unpacked source")
     scratch = Path(tempfile.mkdtemp(prefix="crossboard-bench-"))
@@ -66,7 +66,7 @@ def main() -> None:
         ours = time.perf_counter() - started
 
         folders = {"sources": plan.mount, "build": scratch / "raw", "out": scratch / "raw-out", "project": PROJECT_ROOT}
-        with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
+        with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
             started = time.perf_counter()
             for argv in raw_commands(f"/crossboard/sources/{plan.key}"):
                 env = {**REPRODUCIBLE_ENV, "CARGO_HOME": "/crossboard/build/cargo-home"}

@@ -31,14 +31,14 @@ def main() -> None:
     invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet", "--app-builder", "cargo"]
     subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
     folders = build_folders(board, settings)
-    tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir).key}"
+    tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).key}"
     make = kernel_make(tree)
     raw_commands = [
         make + ["Image", "modules"],
         make + ["M=/crossboard/work/modules/hello_rust", "modules"],
         hello_cargo_build("/crossboard/work/apps"),
     ]
-    with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
+    with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
 
         def raw():
             for argv in raw_commands:

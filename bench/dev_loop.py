@@ -41,11 +41,11 @@ def main() -> None:
     original = SOURCE.read_text()
     subprocess.run(INVOKE + ["qemu.up"], cwd=PROJECT_ROOT, check=True, capture_output=True)
     folders = build_folders(board, settings)
-    tree = f"/crossboard/sources/{plan_source(board.spec.kernel.source, settings.cache_dir).key}"
+    tree = f"/crossboard/sources/{plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).key}"
     work = settings.cache_dir / "build/qemu-arm64/modules/hello_rust"
     timings = {"raw": [], "dev": []}
     try:
-        with DockerRuntime(docker_client(), image_ref(settings), folders, label="bench") as runtime:
+        with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
             for round_number in range(ROUNDS):
                 for side in ("raw", "dev"):
                     SOURCE.write_text(original + f"\n// bench {side} {round_number}\n")

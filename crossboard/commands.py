@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .artifacts.manifest import finished_build
 from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
-from .errors import UserError
+from .errors import StepFailed, UserError
 from .settings import Settings
 from .toolchain.image import prepare_toolchain
+from .toolchain.profiles import load_profile, profile_names
 
 
 def list_boards(settings: Settings) -> list[tuple[str, str]]:
@@ -25,24 +26,60 @@ def list_boards(settings: Settings) -> list[tuple[str, str]]:
     ]
 
 
-def toolchain(settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False, remember: bool = False):
-    """Build the toolchain image if its build context changed; a no-op otherwise. `remember`: the base
-    image and mirror were chosen on the command line, and later commands use them too."""
-    image = prepare_toolchain(settings, echo, verbose, plain)[1]
+def toolchain(
+    settings: Settings,
+    profile: str = "all",
+    echo: bool = True,
+    verbose: bool = False,
+    plain: bool = False,
+    remember: bool = False,
+) -> list:
+    """Build each named profile's image (`all`: every profile) if its build context changed; a no-op
+    otherwise. `remember`: the base image and mirror were chosen on the command line, and later commands
+    use them too."""
+    names = profile_names() if profile == "all" else [profile]
+    images = [prepare_toolchain(settings, load_profile(name), echo, verbose, plain)[1] for name in names]
     if remember:
         settings.remember_toolchain_choice()
-    return image
+    return images
 
 
-def build(board_name: str, settings: Settings, options, runtime: str = "docker", kernel_source: str | None = None):
+def build(
+    board_name: str,
+    settings: Settings,
+    options,
+    runtime: str = "docker",
+    kernel_source: str | None = None,
+    toolchain: str | None = None,
+):
+    """The board's build; `toolchain`: another profile than the board's, or `all` for every profile
+    that can build it (then a table, and StepFailed when one that could did not)."""
+    from .pipeline.matrix import build_all_profiles, table
     from .pipeline.pipeline import build as run_build
     from .pipeline.pipeline import print_plan
 
     board = load_board(board_name, settings.boards_dir, source_override(kernel_source) if kernel_source else None)
-    if options.dry_run:
-        print_plan(board, settings, options, runtime)
+    if toolchain == "all" and options.dry_run:
+        for name in profile_names():
+            try:
+                print_plan(board.with_toolchain(name), settings, options, runtime)
+            except UserError as error:
+                print(f"toolchain profile {name}: not offered ({error})")
         return None
-    return run_build(board, settings, options, runtime)
+    if toolchain == "all":
+        rows = build_all_profiles(board, settings, options, runtime)
+        print(table(rows))
+        failed = [row.profile for row in rows if not row.ok]
+        if failed:
+            raise StepFailed(
+                f"{board_name}: {len(failed)} of {len(rows)} toolchain profiles did not build it: {', '.join(failed)}"
+            )
+        return None
+    variant = board.with_toolchain(toolchain) if toolchain else board
+    if options.dry_run:
+        print_plan(variant, settings, options, runtime)
+        return None
+    return run_build(variant, settings, options, runtime)
 
 
 def new(kind: str, name: str, board_name: str, settings: Settings) -> str:
@@ -138,7 +175,7 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
         f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
         f"and boards/{board_name}.local.yaml now builds on it"
     ]
-    source_version = tree_version(plan_source(board.spec.kernel.source, settings.cache_dir).tree_on_host)
+    source_version = tree_version(plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).tree_on_host)
     if source_version and source_version != split_release(release)[0]:
         lines.append(
             f"warning: kernel.source is {'.'.join(map(str, source_version))} but the board runs {release}: "

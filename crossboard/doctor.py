@@ -14,6 +14,7 @@ from .settings import Settings
 from .toolchain.base_image import MADE_BY_US
 from .toolchain.engine import docker_client
 from .toolchain.image import REPOSITORY, find_image, image_ref
+from .toolchain.profiles import Profile, load_profile, profile_names
 from .toolchain.runtime import DockerRuntime, Runtime
 
 
@@ -45,26 +46,44 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
                 "apt-get install debootstrap (and run `sudo invoke toolchain` once)",
             )
         )
-    ref = image_ref(settings)
+    # the board's profile, or with no board every profile: its image, its tools
+    profiles = [board.profile] if board is not None else [load_profile(name) for name in profile_names()]
+    for profile in profiles:
+        checks += _profile_checks(client, settings, profile, board)
+    return checks
+
+
+def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedBoard | None) -> list[Check]:
+    ref = image_ref(settings, profile)
     if find_image(client, ref) is None:
-        stale = [tag for image in client.images.list(REPOSITORY) for tag in image.tags]
-        checks.append(
+        stale = [
+            tag
+            for image in client.images.list(REPOSITORY)
+            for tag in image.tags
+            if tag.startswith(f"{REPOSITORY}:{profile.name}-")
+        ]
+        return [
             Check(
                 False,
                 f"toolchain image {ref} missing" + (f" (stale: {', '.join(stale)})" if stale else ""),
-                "run `invoke toolchain`",
+                f"run `invoke toolchain --profile {profile.name}`",
             )
-        )
-        return checks
-    checks.append(Check(True, f"toolchain image {ref} is current"))
+        ]
+    checks = [Check(True, f"toolchain image {ref} is current ({profile.description})")]
     folders = {}
     plan = None
     if board is not None:
-        plan = source.plan_source(board.spec.kernel.source, settings.cache_dir)
+        plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, profile)
         folders["sources"] = plan.mount
     with DockerRuntime(client, ref, folders, label="doctor") as runtime:
         code, versions = runtime.output(["cat", "/etc/crossboard-versions"])
-        checks.append(Check(code == 0, "tool versions: " + ", ".join(versions.split()), "rebuild: invoke toolchain"))
+        checks.append(
+            Check(
+                code == 0,
+                f"{profile.name} tool versions: " + ", ".join(versions.split()),
+                f"rebuild: invoke toolchain --profile {profile.name}",
+            )
+        )
         if board is not None:
             checks += _kernel_minimums(runtime, board, plan)
     return checks
@@ -77,7 +96,7 @@ def _kernel_minimums(runtime: Runtime, board: LoadedBoard, plan) -> list[Check]:
         Check(
             not verdict.too_old,
             f"{board.name}: {verdict.message()}",
-            "pin a newer version in containers/toolchain/packages.txt, then invoke toolchain",
+            f"build with a newer profile (invoke build --board {board.name} --toolchain all tries each)",
         )
         for verdict, _ in check_tools(runtime, plan.tree_in(runtime), source.tree_version(plan.tree_on_host))
     ]

@@ -22,15 +22,25 @@ APP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")  # a cargo package name
 MODULE_SOURCE = """\
 // SPDX-License-Identifier: GPL-2.0
 
-//! {name}: an out-of-tree Rust module made by `invoke new.module`.
-//! Written for the Linux 6.12 `kernel` crate.
+//! {name}: an out-of-tree Rust module made by `invoke new.module`, for Linux 6.12 and 7.x
+//! (Kbuild sets the `module_authors` cfg where the `kernel` crate's module! wants `authors`).
 
 use kernel::prelude::*;
 
+#[cfg(not(module_authors))]
 module! {{
     type: {type_name},
     name: "{name}",
     author: "crossboard user",
+    description: "{name} (out-of-tree Rust module)",
+    license: "GPL",
+}}
+
+#[cfg(module_authors)]
+module! {{
+    type: {type_name},
+    name: "{name}",
+    authors: ["crossboard user"],
     description: "{name} (out-of-tree Rust module)",
     license: "GPL",
 }}
@@ -49,6 +59,14 @@ impl Drop for {type_name} {{
         pr_info!("{name} unloaded\\n");
     }}
 }}
+"""
+# module! took `author:` up to Linux 6.12 and takes `authors:` from 6.13 on
+MODULE_KBUILD = """\
+obj-m := {name}.o
+
+ifeq ($(shell [ $(VERSION) -gt 6 ] || [ $(VERSION) -eq 6 -a $(PATCHLEVEL) -ge 13 ] && echo y),y)
+rustflags-y += --cfg module_authors
+endif
 """
 APP_MANIFEST = """\
 [package]
@@ -73,7 +91,7 @@ def new_module(board: LoadedBoard, name: str) -> Path:
         raise UserError(f"module name {name!r}: lower-case letters, digits and _, starting with a letter")
     type_name = "".join(part.capitalize() for part in name.split("_"))
     files = {
-        "Kbuild": f"obj-m := {name}.o\n",
+        "Kbuild": MODULE_KBUILD.format(name=name),
         f"{name}.rs": MODULE_SOURCE.format(name=name, type_name=type_name),
     }
 

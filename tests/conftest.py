@@ -26,8 +26,15 @@ def docker():
 
 @pytest.fixture(scope="session")
 def toolchain_image(settings, docker):
-    """The pinned toolchain image: made from nothing (debootstrap + import + build) on a fresh machine."""
-    return commands.toolchain(settings, echo=False)
+    """The default profile's image (trixie): made from nothing (debootstrap + import + build) on a fresh
+    machine."""
+    return commands.toolchain(settings, "trixie", echo=False)[0]
+
+
+@pytest.fixture(scope="session")
+def backports_image(settings, toolchain_image):
+    """The trixie-backports profile's image, on the same base."""
+    return commands.toolchain(settings, "trixie-backports", echo=False)[0]
 
 
 QUIET = BuildOptions(echo=False)

@@ -139,10 +139,13 @@ class RecordingRuntime(Runtime):
 
     name = "docker"
 
-    def __init__(self, folders: dict[str, Path], toolchain_id: str = "sha256:fake-1", slow: float = 0.0):
+    def __init__(
+        self, folders: dict[str, Path], toolchain_id: str = "sha256:fake-1", slow: float = 0.0, versions: dict | None = None
+    ):
         super().__init__(folders)
         self.toolchain_id = toolchain_id
         self.slow = slow  # seconds the kernel make takes, for tests of builds at the same time
+        self.versions = VERSIONS | (versions or {})  # what `rustc --version` and the like print
         self.commands: list[list[str]] = []
 
     def path(self, folder: str) -> str:
@@ -155,8 +158,8 @@ class RecordingRuntime(Runtime):
         self.commands.append(list(argv))
         if argv[0] == "sh" and argv[1].endswith("min-tool-version.sh"):
             tee.write(f"{MINIMUMS[argv[2]]}\n".encode())
-        elif argv[0] in VERSIONS:
-            tee.write(f"{VERSIONS[argv[0]]}\n".encode())
+        elif argv[0] in self.versions:
+            tee.write(f"{self.versions[argv[0]]}\n".encode())
         elif argv[0] == "sh" and argv[1].endswith("merge_config.sh"):
             out, start, fragments = Path(argv[4]), Path(argv[5]), argv[6:]
             text = start.read_text() if start.is_file() else ""

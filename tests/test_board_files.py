@@ -244,7 +244,7 @@ def test_the_board_hash_covers_the_local_override_and_the_command_line(tmp_path)
 
     boards_dir = copy_project(tmp_path)
     plain = load_board("qemu-arm64", boards_dir).sha256
-    overridden = load_board("qemu-arm64", boards_dir, overrides=source_override("debian:linux-source-6.1")).sha256
+    overridden = load_board("qemu-arm64", boards_dir, overrides=source_override(f"path:{tmp_path}")).sha256
     (boards_dir / "qemu-arm64.local.yaml").write_text("kernel:\n  localversion: -mine\n")
     local = load_board("qemu-arm64", boards_dir).sha256
     assert len({plain, overridden, local}) == 3
@@ -280,3 +280,32 @@ def test_every_hardware_board_has_a_twin_and_a_virtual_board_has_none(tmp_path):
     assert "k3-am625-beagleplay.dtb" in what_a_twin_cannot_show(play)
     with pytest.raises(UserError, match="--twin: qemu-arm64 is a virtual board already"):
         twin_of(load_board("qemu-arm64"))
+
+
+def test_the_toolchain_profile_is_named_and_must_hold_the_kernel_source(boards_dir):
+    write_board(boards_dir, VALID.replace("arch: arm64\n", "arch: arm64\ntoolchain: trixie-backports\n"))
+    board = load_board("t", boards_dir)
+    assert board.profile.name == "trixie-backports" and board.build_name == "t"
+
+    write_board(boards_dir, VALID.replace("arch: arm64\n", "arch: arm64\ntoolchain: sid\n"))
+    with pytest.raises(UserError, match=r"^boards/t.yaml:3: toolchain: no toolchain profile 'sid' \(profiles: trixie, trixie-backports\)"):
+        load_board("t", boards_dir)
+
+    write_board(boards_dir, VALID.replace("linux-source-6.12", "linux-source-7.3"))
+    with pytest.raises(
+        UserError, match=r"^boards/t.yaml:7: kernel.source.debian: toolchain profile trixie does not hold linux-source-7.3 \(it holds linux-source-6.12\)"
+    ):
+        load_board("t", boards_dir)
+
+
+def test_another_profile_builds_into_folders_of_its_own(boards_dir):
+    write_board(boards_dir, VALID)
+    board = load_board("t", boards_dir)
+    assert board.with_toolchain("trixie") is board  # the board's own profile: its own folders
+    other = board.with_toolchain("trixie-backports")
+    assert other.build_name == "t@trixie-backports" and other.name == "t" and other.spec.toolchain == "trixie-backports"
+    with pytest.raises(UserError, match=r"^--toolchain sid: no toolchain profile 'sid'"):
+        board.with_toolchain("sid")
+    write_board(boards_dir, VALID.replace("linux-source-6.12", "linux-source-7.3").replace("arch: arm64\n", "arch: arm64\ntoolchain: trixie-backports\n"))
+    with pytest.raises(UserError, match=r"^--toolchain trixie: toolchain profile trixie does not hold linux-source-7.3"):
+        load_board("t", boards_dir).with_toolchain("trixie")

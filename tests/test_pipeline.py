@@ -290,3 +290,29 @@ def test_the_plan_says_which_steps_would_run(lab):
     fragment = lab.project / "boards/fragments/qemu-arm64.config"
     fragment.write_text(fragment.read_text() + "CONFIG_PRINTK_TIME=y\n")
     assert would() == ["source", "configure", "dtbs", "kernel", "modules", "apps", "collect"]
+
+
+def test_every_profile_builds_into_its_own_folder_and_a_refused_one_does_not_stop_the_others(lab):
+    from crossboard.pipeline.matrix import build_all_profiles, table
+
+    def runtime_for(variant):
+        # trixie-backports here has a rustc older than the fake kernel's minimum (1.78.0)
+        old = {"rustc": "rustc 1.70.0 (fake)"} if variant.spec.toolchain == "trixie-backports" else {}
+        return RecordingRuntime(build_folders(variant, lab.settings), f"sha256:{variant.spec.toolchain}", versions=old)
+
+    rows = build_all_profiles(lab.board(), lab.settings, OPTIONS, "docker", runtime_for)
+    assert [(row.profile, row.folder, row.result) for row in rows] == [
+        ("trixie", "fake", "built"),
+        ("trixie-backports", "fake@trixie-backports", "refused"),
+    ]
+    assert rows[0].detail == "6.12.0-fake" and rows[0].tools == "rustc 1.85.1, bindgen 0.71.1, llvm 19.1.7"
+    assert "rustc 1.70.0 is older than the kernel's minimum 1.78.0" in rows[1].detail
+    assert load_manifest(lab.settings.out_dir / "fake")["toolchain"] == "trixie"
+    refused = load_manifest(lab.settings.out_dir / "fake@trixie-backports")
+    assert refused["toolchain"] == "trixie-backports" and refused["status"] == "failed"
+    # nothing past the check ran for the refused profile
+    assert [step["name"] for step in refused["steps"] if step["status"] == "done"] == ["source"]
+    lines = table(rows).splitlines()
+    assert lines[0].split() == ["profile", "tools", "result", "time"]
+    assert lines[1].startswith("trixie ") and "built: 6.12.0-fake" in lines[1]
+    assert lines[2].startswith("trixie-backports ") and "refused: rustc 1.70.0" in lines[2]

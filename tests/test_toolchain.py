@@ -18,20 +18,32 @@ from crossboard.pipeline.context import STAMPS
 from crossboard.pipeline.pipeline import build_folders
 from crossboard.pipeline.stamps import forget
 from crossboard.settings import Settings
-from crossboard.toolchain.image import context_hash, ensure_toolchain, pinned_packages
+from crossboard.toolchain.image import context_hash, ensure_toolchain, image_ref
+from crossboard.toolchain.profiles import load_profile
 from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
 
 pytestmark = pytest.mark.docker
 
 
-def test_context_hash_follows_content_and_base(tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM x\n")
-    first = context_hash(tmp_path, "crossboard/base:trixie")
-    assert context_hash(tmp_path, "crossboard/base:trixie") == first
-    assert context_hash(tmp_path, "debian:trixie") != first
-    (tmp_path / "packages.txt").write_text("rustc=1\n")
-    assert context_hash(tmp_path, "crossboard/base:trixie") != first
+def test_context_hash_follows_content_and_base():
+    files = {"Dockerfile": b"FROM x\n"}
+    first = context_hash(files, "crossboard/base:trixie")
+    assert context_hash(dict(files), "crossboard/base:trixie") == first
+    assert context_hash(files, "debian:trixie") != first
+    assert context_hash(files | {"packages.txt": b"rustc=1\n"}, "crossboard/base:trixie") != first
+
+
+def test_each_profile_has_its_own_context_and_tag(settings):
+    trixie, backports = load_profile("trixie"), load_profile("trixie-backports")
+    # the shared files, with each profile's own beside them
+    assert {"Dockerfile", "record-versions", "guest-packages.txt"} <= trixie.context_files().keys()
+    assert trixie.context_files()["Dockerfile"] == backports.context_files()["Dockerfile"]
+    assert trixie.context_files()["packages.txt"] != backports.context_files()["packages.txt"]
+    assert image_ref(settings, trixie).startswith("crossboard/toolchain:trixie-")
+    assert image_ref(settings, backports).startswith("crossboard/toolchain:trixie-backports-")
+    assert backports.apt_suites == ("trixie-backports",) and trixie.apt_suites == ()
+    assert "linux-source-7.3" in backports.kernel_sources() and "linux-source-7.3" not in trixie.kernel_sources()
 
 
 def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
@@ -47,21 +59,23 @@ def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
     assert "glibc-arm64=2.41" in versions
     labels = docker.images.get(toolchain_image.ref).labels
     recorded = dict(pin.split("=", 1) for pin in labels["org.crossboard.packages"].split())
-    assert recorded == pinned_packages()
+    assert recorded == load_profile("trixie").pinned_packages()
     assert recorded["rustc"] == "1.85.1+dfsg1-1+deb13u1"
+    assert labels["org.crossboard.profile"] == "trixie"
 
 
-def test_base_image_was_made_from_trixie(docker, settings, toolchain_image):
-    release = docker.containers.run(settings.base_image, ["cat", "/etc/debian_version"], remove=True).decode()
-    assert release.startswith("13")
-
-
-def test_second_toolchain_call_builds_nothing(docker, settings, toolchain_image, tmp_path):
-    with Tee(tmp_path / "log") as tee:
-        again = ensure_toolchain(docker, settings, tee)
-    assert not again.built_now
-    assert again.id == docker.images.get(toolchain_image.ref).id
-    assert not (tmp_path / "log").read_bytes()
+def test_backports_image_holds_its_newer_toolchain(docker, backports_image):
+    versions = docker.containers.run(
+        backports_image.ref,
+        ["sh", "-c", "rustc -vV; clang --version; ld.lld --version; llvm-ar --version; ls /usr/src; cat /etc/crossboard-versions"],
+        remove=True,
+    ).decode()
+    assert "release: 1.96.1" in versions
+    # LLVM=1's unversioned tools are LLVM 21's, not the LLVM 19 bindgen's dependencies bring along
+    assert "clang version 21.1.8" in versions and "LLD 21.1.8" in versions and "LLVM version 21.1.8" in versions
+    assert "linux-source-7.3.tar.xz" in versions and "linux-source-6.12.tar.xz" in versions
+    assert "bindgen=0.71.1" in versions
+    assert docker.images.get(backports_image.ref).labels["org.crossboard.profile"] == "trixie-backports"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu, pytest.m
 @pytest.fixture(scope="module")
 def beagleplay_build(settings, toolchain_image):
     board = load_board("beagleplay")
-    runtime = make_runtime("docker", settings, build_folders(board, settings), echo=False, prepare=False)
+    runtime = make_runtime("docker", settings, board, build_folders(board, settings), echo=False, prepare=False)
     stale = steps_that_would_run(board, settings, BuildOptions(echo=False, only=KERNEL_WORK), runtime)
     if stale:
         pytest.skip(

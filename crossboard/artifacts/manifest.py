@@ -14,8 +14,9 @@ from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
 # Raised when what the manifest records changes (2: apps say which board-file app they were built from;
-# 3: the kernel's build ID), so that a build collects again instead of keeping a manifest of the old form.
-MANIFEST_FORMAT = 3
+# 3: the kernel's build ID; 4: the toolchain profile), so that a build collects again instead of keeping
+# a manifest of the old form.
+MANIFEST_FORMAT = 4
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What build steps write into the manifest (a skipped step gives the same values again).
 STEP_FIELDS = (
@@ -73,6 +74,7 @@ class Manifest:
     finished: str = ""
     error: str = ""
     runtime: str = ""
+    toolchain: str = ""  # the toolchain profile (containers/toolchain/profiles/<name>/)
     image: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)
     board_file_sha256: str = ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .. import PROJECT_ROOT
 from ..errors import UserError
+from ..toolchain.profiles import Profile, load_profile
 from . import strict_yaml
 from .schema import BOARD_NAME, BoardSpec, Group
 
@@ -33,6 +34,40 @@ class LoadedBoard:
     boards_dir: Path
     project_root: Path
     sha256: str
+    # names the board's folders in the cache and out/: the board's name, or `<board>@<profile>` when it
+    # is built with a profile other than its own (--toolchain)
+    build_name: str
+
+    @property
+    def profile(self) -> Profile:
+        return load_profile(self.spec.toolchain)
+
+    def toolchain_problem(self) -> tuple[tuple[str, ...], str] | None:
+        """Why the board's profile cannot build it, with the board-file key to blame: the profile does
+        not exist, or its image does not hold the Debian kernel source the board names."""
+        try:
+            profile = self.profile
+        except UserError as error:
+            return ("toolchain",), str(error)
+        package = self.spec.kernel.source.debian
+        if package is not None and package not in profile.kernel_sources():
+            held = ", ".join(profile.kernel_sources()) or "none"
+            return ("kernel", "source", "debian"), (
+                f"toolchain profile {profile.name} does not hold {package} (it holds {held}): "
+                "pin it in the profile's packages.txt, or choose a profile that holds it"
+            )
+        return None
+
+    def with_toolchain(self, profile: str) -> LoadedBoard:
+        """The board built with another profile, into folders of its own; UserError when it cannot be."""
+        if profile == self.spec.toolchain:
+            return self
+        spec = self.spec.model_copy(update={"toolchain": profile})
+        other = replace(self, spec=spec, build_name=f"{self.name}@{profile}")
+        problem = other.toolchain_problem()
+        if problem:
+            raise UserError(f"--toolchain {profile}: {problem[1]}")
+        return other
 
     def base_config_file(self) -> Path | None:
         """The full config file `kernel.config.base: file:NAME` names, or None for a make target."""
@@ -106,6 +141,7 @@ def load_board(name: str, boards_dir: Path = PROJECT_BOARDS, overrides: dict | N
         project_root=project_root,
         # what the board says once its local override and the command line had their say
         sha256=hashlib.sha256(json.dumps(located.value, sort_keys=True).encode()).hexdigest(),
+        build_name=name,
     )
     _check_paths(board, located)
     return board
@@ -176,6 +212,10 @@ def _explain(error: Any) -> str:
 
 
 def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
+    problem = board.toolchain_problem()
+    if problem:
+        key, why = problem
+        raise UserError(f"{_where(located, key)} {strict_yaml.dotted(key)}: {why}")
     base_file = board.base_config_file()
     if base_file is not None and not base_file.is_file():
         where = _where(located, ("kernel", "config", "base"))

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..toolchain.profiles import DEFAULT_PROFILE, PROFILE_NAME
+
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 NonEmpty = Annotated[str, Field(min_length=1)]
 
@@ -137,6 +139,8 @@ class Virtual(Strict):
 class BoardSpec(Strict):
     description: NonEmpty
     arch: Literal["arm64"]
+    # the toolchain profile that builds this board (containers/toolchain/profiles/<name>/)
+    toolchain: Annotated[str, Field(pattern=PROFILE_NAME.pattern)] = DEFAULT_PROFILE
     targets: Targets
     kernel: Kernel
     modules: list[NonEmpty] = []

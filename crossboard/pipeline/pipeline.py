@@ -29,18 +29,19 @@ def project_key(project_root: Path) -> str:
 
 
 def work_folder(board: LoadedBoard, settings: Settings) -> Path:
-    return settings.cache_dir / "work" / board.name / project_key(board.project_root)
+    return settings.cache_dir / "work" / board.build_name / project_key(board.project_root)
 
 
 def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
     """The kernel build folder is the board's, shared by every clone (it depends only on the board's
-    kernel); the work folder (module copies, app targets, the virtual board's root) is this clone's."""
-    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir)
+    kernel); the work folder (module copies, app targets, the virtual board's root) is this clone's.
+    A board built with another profile than its own has folders of its own (`<board>@<profile>`)."""
+    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
     return {
         "sources": plan.mount,
-        "build": settings.cache_dir / "build" / board.name,
+        "build": settings.cache_dir / "build" / board.build_name,
         "work": work_folder(board, settings),
-        "out": settings.out_dir / board.name,
+        "out": settings.out_dir / board.build_name,
         "project": board.project_root,
     }
 
@@ -68,14 +69,21 @@ def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
 
 
 def make_runtime(
-    kind: str, settings: Settings, folders: dict[str, Path], echo: bool, prepare: bool, verbose: bool = False, plain: bool = False
+    kind: str,
+    settings: Settings,
+    board: LoadedBoard,
+    folders: dict[str, Path],
+    echo: bool,
+    prepare: bool,
+    verbose: bool = False,
+    plain: bool = False,
 ) -> Runtime:
-    """The runtime the steps run in; with `prepare`, the toolchain image is built if it changed."""
+    """The runtime the board's steps run in; with `prepare`, its profile's image is built if it changed."""
     if kind == "host":
         return HostRuntime(folders)
     if not prepare:  # a plan: the engine, where it runs, only says what the image is
-        return DockerRuntime(engine_if_running(), image_ref(settings), folders)
-    client, image = prepare_toolchain(settings, echo, verbose, plain)
+        return DockerRuntime(engine_if_running(), image_ref(settings, board.profile), folders)
+    client, image = prepare_toolchain(settings, board.profile, echo, verbose, plain)
     return DockerRuntime(client, image.ref, folders)
 
 
@@ -86,12 +94,12 @@ def where(runtime: Runtime) -> str:
 def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str) -> None:
     steps = selected_steps(options, runtime_kind)
     folders = build_folders(board, settings)
-    runtime = make_runtime(runtime_kind, settings, folders, options.echo, prepare=False)
+    runtime = make_runtime(runtime_kind, settings, board, folders, options.echo, prepare=False)
     manifest = Manifest(board=board.name, out_dir=folders["out"])
     if isinstance(runtime, DockerRuntime):
         manifest.image = {"ref": runtime.image}  # the image a build would use (its id once it exists)
     ctx = _context(board, settings, runtime, manifest, options)
-    print(f"build plan for {board.name}, {where(runtime)}:")
+    print(f"build plan for {board.name} with toolchain profile {board.spec.toolchain}, {where(runtime)}:")
     for name, host_path in folders.items():
         print(f"  folder {name}: {host_path} -> {runtime.path(name)}")
     for step in steps:
@@ -167,7 +175,7 @@ def _build_locked(
     manifest.save()  # at once: a build killed from here on still leaves a manifest saying so
     try:
         runtime = runtime or make_runtime(
-            runtime_kind, settings, folders, options.echo, prepare=True, verbose=options.verbose, plain=options.plain
+            runtime_kind, settings, board, folders, options.echo, prepare=True, verbose=options.verbose, plain=options.plain
         )
         manifest.image = runtime.toolchain()
         with runtime:
@@ -197,11 +205,14 @@ def _build_locked(
 
 def _start_manifest(board: LoadedBoard, out_dir: Path, runtime_kind: str, steps, options: BuildOptions) -> Manifest:
     """A new manifest; with --only, the earlier one updated, so the steps not run keep what they made."""
-    fresh = Manifest(board=board.name, out_dir=out_dir, runtime=runtime_kind, board_file_sha256=board.sha256)
+    fresh = Manifest(
+        board=board.name, out_dir=out_dir, runtime=runtime_kind, toolchain=board.spec.toolchain, board_file_sha256=board.sha256
+    )
     earlier = earlier_manifest(out_dir, board.name) if options.only else None
     manifest = earlier or fresh
     manifest.status, manifest.error, manifest.finished = "running", "", ""
     manifest.started, manifest.runtime, manifest.board_file_sha256 = fresh.started, runtime_kind, board.sha256
+    manifest.toolchain = fresh.toolchain
     previous = {record.name: record for record in manifest.steps}
     running = {step.name for step in steps}
     manifest.steps = [
@@ -217,7 +228,7 @@ def _context(board, settings, runtime, manifest, options) -> BuildContext:
         runtime=runtime,
         manifest=manifest,
         options=options,
-        source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir),
+        source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile),
     )
 
 

@@ -16,7 +16,7 @@ from ..artifacts.files import sha256_of
 from ..board.schema import Git, KernelSource, Tarball
 from ..errors import InfrastructureError, StepFailed, UserError
 from ..locking import holding
-from ..toolchain.image import pinned_packages
+from ..toolchain.profiles import Profile
 from ..toolchain.runtime import Runtime
 from ..toolchain.stream import Tee
 
@@ -46,12 +46,14 @@ def redacted(url: str) -> str:
     )
 
 
-def plan_source(source: KernelSource, cache_dir: Path) -> SourcePlan:
+def plan_source(source: KernelSource, cache_dir: Path, profile: Profile) -> SourcePlan:
+    """A Debian package's tree is keyed by the version the profile pins: profiles that pin the same
+    one share it."""
     sources = cache_dir / "sources"
     if source.path is not None:
         return SourcePlan(mount=Path(source.path).expanduser().resolve(), key="")
     if source.debian is not None:
-        version = pinned_packages().get(source.debian, "unpinned")
+        version = profile.pinned_packages().get(source.debian, "unpinned")
         return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
     if source.tarball is not None:
         return SourcePlan(mount=sources, key=f"tarball_{source.tarball.sha256[:16]}")
@@ -134,9 +136,7 @@ def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -
     with runtime.widened(writable=frozenset({"sources"})) as unpacker:  # the one step that writes the sources
         code = unpacker.run(["sh", "-c", script], tee)
     if code == 3:
-        raise UserError(
-            f"kernel.source.debian: {package} is not in the toolchain image: add it to containers/toolchain/packages.txt"
-        )
+        raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: pin it in its profile's packages.txt")
     if code != 0:
         raise StepFailed(f"unpacking {tarball} failed with exit code {code} (log: {tee.log_path})")
 

@@ -54,7 +54,8 @@ class ToolVerdict:
         if self.too_old:
             return (
                 f"{self.tool} {dotted(self.found)} is older than the kernel's minimum {dotted(self.minimum)} "
-                f"(scripts/min-tool-version.sh): pin a newer {self.tool} in containers/toolchain/packages.txt"
+                f"(scripts/min-tool-version.sh): build with a profile that has a newer one (--toolchain; "
+                f"--toolchain all tries every profile)"
             )
         if self.newer:
             return f"{self.tool} {dotted(self.found)} is newer than the kernel's minimum {dotted(self.minimum)}" + (

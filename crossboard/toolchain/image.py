@@ -1,11 +1,12 @@
-"""The pinned toolchain image: tagged by the hash of its build context, built only when that changes."""
+"""A profile's pinned toolchain image: tagged by the hash of its build context, built only when that changes."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
@@ -16,9 +17,9 @@ from ..progress import Progress
 from ..settings import Settings
 from .base_image import ensure_base_image
 from .engine import docker_client
+from .profiles import Profile
 from .stream import Tee
 
-CONTEXT_DIR = PROJECT_ROOT / "containers" / "toolchain"
 REPOSITORY = "crossboard/toolchain"
 LABEL_PREFIX = "org.crossboard."
 DOCKERFILE_STEP = re.compile(r"^Step (\d+)/(\d+) :")
@@ -29,29 +30,33 @@ class ToolchainImage:
     ref: str
     id: str
     built_now: bool
+    profile: str
 
 
-def context_hash(context_dir: Path, base_image: str) -> str:
+def context_hash(files: dict[str, bytes], base_image: str) -> str:
     """Everything that decides the image's content: the context's files and the base it starts from."""
     digest = hashlib.sha256(base_image.encode() + b"\0")
-    for file in sorted(p for p in context_dir.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(context_dir)).encode() + b"\0")
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(files[name]).digest())
     return digest.hexdigest()[:16]
 
 
-def image_ref(settings: Settings, context_dir: Path = CONTEXT_DIR) -> str:
-    return f"{REPOSITORY}:{context_hash(context_dir, settings.base_image)}"
+def image_ref(settings: Settings, profile: Profile) -> str:
+    """`crossboard/toolchain:<profile>-<hash>`: the profile's name for people, the hash for change."""
+    return f"{REPOSITORY}:{profile.name}-{context_hash(profile.context_files(), settings.base_image)}"
 
 
-def pinned_packages(context_dir: Path = CONTEXT_DIR) -> dict[str, str]:
-    """packages.txt's `name=version` lines; unpinned helpers (make, bc, ...) are left out."""
-    pins = {}
-    for line in (context_dir / "packages.txt").read_text().splitlines():
-        if "=" in line and not line.startswith("#"):
-            name, version = line.split("=", 1)
-            pins[name.strip()] = version.strip()
-    return pins
+def context_tar(files: dict[str, bytes]) -> io.BytesIO:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in sorted(files):
+            member = tarfile.TarInfo(name)
+            # scripts (record-versions) are run by the Dockerfile: a shebang marks them executable
+            member.size, member.mode = len(files[name]), 0o755 if files[name].startswith(b"#!") else 0o644
+            tar.addfile(member, io.BytesIO(files[name]))
+    archive.seek(0)
+    return archive
 
 
 def find_image(client: docker.DockerClient, ref: str):
@@ -62,26 +67,28 @@ def find_image(client: docker.DockerClient, ref: str):
 
 
 def ensure_toolchain(
-    client: docker.DockerClient, settings: Settings, tee: Tee, progress_mode: str = "off", context_dir: Path = CONTEXT_DIR
+    client: docker.DockerClient, settings: Settings, profile: Profile, tee: Tee, progress_mode: str = "off"
 ) -> ToolchainImage:
-    ref = image_ref(settings, context_dir)
+    ref = image_ref(settings, profile)
     image = find_image(client, ref)
     if image is not None:
-        return ToolchainImage(ref=ref, id=image.id, built_now=False)
+        return ToolchainImage(ref=ref, id=image.id, built_now=False, profile=profile.name)
     ensure_base_image(client, settings, tee, progress_mode)
     # Few labels: the legacy builder commits one layer for each.
     labels = {
-        f"{LABEL_PREFIX}packages": " ".join(f"{name}={version}" for name, version in pinned_packages(context_dir).items()),
+        f"{LABEL_PREFIX}profile": profile.name,
+        f"{LABEL_PREFIX}packages": " ".join(f"{name}={version}" for name, version in profile.pinned_packages().items()),
         f"{LABEL_PREFIX}base-image": settings.base_image,
         f"{LABEL_PREFIX}context-hash": ref.split(":", 1)[1],
     }
-    tee.line(f"building {ref} from {context_dir} (log: {tee.log_path})")
-    progress = Progress("toolchain image", unit="Dockerfile steps", pattern=None, mode=progress_mode)
+    tee.line(f"building {ref} from {profile.folder.relative_to(PROJECT_ROOT)} (log: {tee.log_path})")
+    progress = Progress(f"toolchain image {profile.name}", unit="Dockerfile steps", pattern=None, mode=progress_mode)
     try:
         for chunk in client.api.build(
-            path=str(context_dir),
+            fileobj=context_tar(profile.context_files()),
+            custom_context=True,
             tag=ref,
-            buildargs={"BASE_IMAGE": settings.base_image},
+            buildargs={"BASE_IMAGE": settings.base_image, "APT_SUITES": " ".join(profile.apt_suites)},
             labels=labels,
             network_mode="host",
             rm=True,
@@ -100,14 +107,14 @@ def ensure_toolchain(
         raise InfrastructureError(f"building {ref} failed: {error}") from None
     progress.set(progress.expected or progress.done)
     progress.finish()
-    return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True)
+    return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True, profile=profile.name)
 
 
 def prepare_toolchain(
-    settings: Settings, echo: bool = True, verbose: bool = False, plain: bool = False
+    settings: Settings, profile: Profile, echo: bool = True, verbose: bool = False, plain: bool = False
 ) -> tuple[docker.DockerClient, ToolchainImage]:
-    """The engine and the current toolchain image, built first when its context changed. `echo`: say
+    """The engine and the profile's current image, built first when its context changed. `echo`: say
     anything at all; `verbose`: the tools' own output too; `plain`: progress as a line a minute."""
     client = docker_client()
-    with Tee(settings.cache_dir / "logs" / "toolchain.log", echo=echo and verbose, announce=echo) as tee:
-        return client, ensure_toolchain(client, settings, tee, Progress.mode_for(echo, plain or verbose))
+    with Tee(settings.cache_dir / "logs" / f"toolchain-{profile.name}.log", echo=echo and verbose, announce=echo) as tee:
+        return client, ensure_toolchain(client, settings, profile, tee, Progress.mode_for(echo, plain or verbose))

@@ -125,7 +125,9 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
             f"{stock_build.out_dir}: the build has no kernel image or modules tree: run invoke build --board {stock.name}"
         )
     keys = ensure_keys(vboard.keys_dir)
-    runtime = make_runtime("docker", vboard.settings, build_folders(vboard.board, vboard.settings), echo, prepare=True)
+    runtime = make_runtime(
+        "docker", vboard.settings, vboard.board, build_folders(vboard.board, vboard.settings), echo, prepare=True
+    )
     u_boot = vboard.virtual.boot == "u-boot"
     scripts = [MAKE_ROOT, MAKE_DISK, STOCK_EXTLINUX] if u_boot else [MAKE_ROOT]
     inputs = hashlib.sha256(

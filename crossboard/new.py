@@ -60,11 +60,11 @@ impl Drop for {type_name} {{
     }}
 }}
 """
-# module! took `author:` up to Linux 6.12 and takes `authors:` from 6.13 on
+# module! took `author:` in Linux 6.12 and takes `authors:` in 7.x: the tree's macro tells which
 MODULE_KBUILD = """\
 obj-m := {name}.o
 
-ifeq ($(shell [ $(VERSION) -gt 6 ] || [ $(VERSION) -eq 6 -a $(PATCHLEVEL) -ge 13 ] && echo y),y)
+ifneq ($(shell grep -slw authors $(srctree)/rust/macros/module.rs),)
 rustflags-y += --cfg module_authors
 endif
 """

@@ -21,7 +21,7 @@ KERNEL_STEPS = frozenset({"source", "toolchain-check", "configure", "dtbs", "ker
 
 
 def kernel_minutes(name: str, settings: Settings, scratch: Path) -> float:
-    board = dataclasses.replace(load_board(name), name=f"bench-kernel-{name}")  # a build folder of its own
+    board = load_board(name).renamed(f"bench-kernel-{name}")  # a build folder of its own
     try:
         started = time.perf_counter()
         build(

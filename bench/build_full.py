@@ -1,6 +1,9 @@
-"""A full minimal build of qemu-arm64 from an empty build folder: crossboard against the raw commands a
+"""A full minimal build of a virtual board (qemu-arm64: Linux 6.12 with trixie's tools; qemu-arm64-uboot:
+Linux 7.3 with trixie-backports') from an empty build folder: crossboard against the raw commands a
 developer types for the same kernel, modules, out-of-tree module and app, in the same toolchain image,
-as a ratio. Both use the kernel source already unpacked in the cache. About 20 minutes on 2 cores."""
+as a ratio. Both use the kernel source already unpacked in the cache. About 20 minutes on 2 cores.
+
+    python3 bench/build_full.py [BOARD]"""
 
 import dataclasses
 import shutil
@@ -25,9 +28,9 @@ from crossboard.toolchain.runtime import DockerRuntime  # noqa: E402
 from crossboard.toolchain.stream import Tee  # noqa: E402
 
 
-def raw_commands(tree: str) -> list[list[str]]:
+def raw_commands(tree: str, fragment_names: list[str]) -> list[list[str]]:
     make = kernel_make(tree)
-    fragments = [f"/crossboard/project/boards/fragments/{name}.config" for name in ("qemu-arm64", "rust")]
+    fragments = [f"/crossboard/project/boards/{name}" for name in fragment_names]
     return [
         make + ["allnoconfig"],
         [
@@ -49,12 +52,13 @@ def raw_commands(tree: str) -> list[list[str]]:
 
 def main() -> None:
     settings = Settings.from_environment()
-    board = load_board("qemu-arm64")
+    name = sys.argv[1] if len(sys.argv) > 1 else "qemu-arm64"
+    board = load_board(name)
     plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
     if not plan.tree_on_host.is_dir():
-        sys.exit("run `invoke build --board qemu-arm64` once first: the benchmark reuses its unpacked source")
+        sys.exit(f"run `invoke build --board {name}` once first: the benchmark reuses its unpacked source")
     scratch = Path(tempfile.mkdtemp(prefix="crossboard-bench-"))
-    bench_board = dataclasses.replace(board, name="bench-full-build")  # a build folder of its own
+    bench_board = board.renamed("bench-full-build")  # a build folder of its own
     try:
         started = time.perf_counter()
         # with progress on, as a CI log shows it: a line a minute
@@ -68,7 +72,7 @@ def main() -> None:
         folders = {"sources": plan.mount, "build": scratch / "raw", "out": scratch / "raw-out", "project": PROJECT_ROOT}
         with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
             started = time.perf_counter()
-            for argv in raw_commands(f"/crossboard/sources/{plan.key}"):
+            for argv in raw_commands(f"/crossboard/sources/{plan.key}", board.spec.kernel.config.fragments):
                 env = {**REPRODUCIBLE_ENV, "CARGO_HOME": "/crossboard/build/cargo-home"}
                 assert runtime.run(argv, Tee(echo=False), env=env) == 0, argv
             raw = time.perf_counter() - started
@@ -76,6 +80,7 @@ def main() -> None:
         shutil.rmtree(settings.cache_dir / "build" / bench_board.name, ignore_errors=True)
         shutil.rmtree(settings.cache_dir / "work" / bench_board.name, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
+    print(f"{name}, toolchain profile {board.spec.toolchain}, kernel source {plan.key}")
     print(f"raw commands (allnoconfig, merge_config, olddefconfig, Image + modules, M=, cargo): {raw:.0f} s")
     print(f"invoke build from an empty build folder (and its checks, manifest, collect): {ours:.0f} s")
     print(f"ratio: {ours / raw:.3f}x")

@@ -288,12 +288,16 @@ def test_the_toolchain_profile_is_named_and_must_hold_the_kernel_source(boards_d
     assert board.profile.name == "trixie-backports" and board.build_name == "t"
 
     write_board(boards_dir, VALID.replace("arch: arm64\n", "arch: arm64\ntoolchain: sid\n"))
-    with pytest.raises(UserError, match=r"^boards/t.yaml:3: toolchain: no toolchain profile 'sid' \(profiles: trixie, trixie-backports\)"):
+    with pytest.raises(
+        UserError, match=r"^boards/t.yaml:3: toolchain: no toolchain profile 'sid' \(profiles: trixie, trixie-backports\)"
+    ):
         load_board("t", boards_dir)
 
     write_board(boards_dir, VALID.replace("linux-source-6.12", "linux-source-7.3"))
     with pytest.raises(
-        UserError, match=r"^boards/t.yaml:7: kernel.source.debian: toolchain profile trixie does not hold linux-source-7.3 \(it holds linux-source-6.12\)"
+        UserError,
+        match=r"^boards/t.yaml:7: kernel.source.debian: toolchain profile trixie does not hold linux-source-7.3 "
+        r"\(it holds linux-source-6.12\)",
     ):
         load_board("t", boards_dir)
 
@@ -306,6 +310,11 @@ def test_another_profile_builds_into_folders_of_its_own(boards_dir):
     assert other.build_name == "t@trixie-backports" and other.name == "t" and other.spec.toolchain == "trixie-backports"
     with pytest.raises(UserError, match=r"^--toolchain sid: no toolchain profile 'sid'"):
         board.with_toolchain("sid")
-    write_board(boards_dir, VALID.replace("linux-source-6.12", "linux-source-7.3").replace("arch: arm64\n", "arch: arm64\ntoolchain: trixie-backports\n"))
+    write_board(
+        boards_dir,
+        VALID.replace("linux-source-6.12", "linux-source-7.3").replace(
+            "arch: arm64\n", "arch: arm64\ntoolchain: trixie-backports\n"
+        ),
+    )
     with pytest.raises(UserError, match=r"^--toolchain trixie: toolchain profile trixie does not hold linux-source-7.3"):
         load_board("t", boards_dir).with_toolchain("trixie")

@@ -107,7 +107,7 @@ def test_modversions_in_a_fragment_is_caught_at_configure(settings, toolchain_im
     )
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     board = load_board("qemu-arm64", boards)
-    board = dataclasses.replace(board, name="qemu-modversions")  # its own build folder
+    board = board.renamed("qemu-modversions")  # its own build folder
     options = dataclasses.replace(QUIET, only=frozenset({"source", "configure"}))
     with pytest.raises(UserError) as raised:
         build(board, mine, options)

@@ -18,7 +18,7 @@ from crossboard.pipeline.context import STAMPS
 from crossboard.pipeline.pipeline import build_folders
 from crossboard.pipeline.stamps import forget
 from crossboard.settings import Settings
-from crossboard.toolchain.image import context_hash, ensure_toolchain, image_ref
+from crossboard.toolchain.image import context_hash, image_ref
 from crossboard.toolchain.profiles import load_profile
 from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
@@ -67,7 +67,11 @@ def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
 def test_backports_image_holds_its_newer_toolchain(docker, backports_image):
     versions = docker.containers.run(
         backports_image.ref,
-        ["sh", "-c", "rustc -vV; clang --version; ld.lld --version; llvm-ar --version; ls /usr/src; cat /etc/crossboard-versions"],
+        [
+            "sh",
+            "-c",
+            "rustc -vV; clang --version; ld.lld --version; llvm-ar --version; ls /usr/src; cat /etc/crossboard-versions",
+        ],
         remove=True,
     ).decode()
     assert "release: 1.96.1" in versions

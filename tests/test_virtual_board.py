@@ -127,7 +127,7 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     assert pulled.spec.kernel.config.base == "file:qemu-arm64.pulled.config"
     assert pulled.spec.kernel.localversion == "-crossboard"
     # configure on the pulled config in a build folder of its own: RUST sticks, the release is the board's
-    pulled = dataclasses.replace(pulled, name="qemu-pulled")
+    pulled = pulled.renamed("qemu-pulled")
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     build(pulled, mine, dataclasses.replace(QUIET, only=frozenset({"source", "configure"})))
     final = (build_folders(pulled, mine)["build"] / "kernel/.config").read_text().splitlines()

@@ -42,6 +42,10 @@ class LoadedBoard:
     def profile(self) -> Profile:
         return load_profile(self.spec.toolchain)
 
+    def renamed(self, name: str) -> LoadedBoard:
+        """The same board under another name, so with folders of its own (tests, benchmarks)."""
+        return replace(self, name=name, build_name=name)
+
     def toolchain_problem(self) -> tuple[tuple[str, ...], str] | None:
         """Why the board's profile cannot build it, with the board-file key to blame: the profile does
         not exist, or its image does not hold the Debian kernel source the board names."""
@@ -214,8 +218,8 @@ def _explain(error: Any) -> str:
 def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
     problem = board.toolchain_problem()
     if problem:
-        key, why = problem
-        raise UserError(f"{_where(located, key)} {strict_yaml.dotted(key)}: {why}")
+        blamed, why = problem
+        raise UserError(f"{_where(located, blamed)} {strict_yaml.dotted(blamed)}: {why}")
     base_file = board.base_config_file()
     if base_file is not None and not base_file.is_file():
         where = _where(located, ("kernel", "config", "base"))

@@ -316,3 +316,16 @@ def test_every_profile_builds_into_its_own_folder_and_a_refused_one_does_not_sto
     assert lines[0].split() == ["profile", "tools", "result", "time"]
     assert lines[1].startswith("trixie ") and "built: 6.12.0-fake" in lines[1]
     assert lines[2].startswith("trixie-backports ") and "refused: rustc 1.70.0" in lines[2]
+
+
+def test_a_build_with_another_profile_plans_folders_of_its_own():
+    result = invoke("build", "--board", "qemu-arm64", "--toolchain", "trixie-backports", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "build plan for qemu-arm64 with toolchain profile trixie-backports" in result.stdout
+    assert "out/qemu-arm64@trixie-backports -> " in result.stdout
+    refused = invoke("build", "--board", "qemu-arm64-uboot", "--toolchain", "trixie", "--dry-run")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith(
+        "--toolchain trixie: toolchain profile trixie does not hold linux-source-7.3 (it holds linux-source-6.12): "
+        "pin it in the profile's packages.txt, or choose a profile that holds it"
+    )

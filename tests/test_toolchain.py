@@ -19,7 +19,7 @@ from crossboard.pipeline.pipeline import build_folders
 from crossboard.pipeline.stamps import forget
 from crossboard.settings import Settings
 from crossboard.toolchain.image import context_hash, image_ref
-from crossboard.toolchain.profiles import load_profile
+from crossboard.toolchain.profiles import load_profile, profile_names
 from crossboard.toolchain.runtime import OWNER_LABEL, RUNTIME_LABEL, DockerRuntime, HostRuntime, remove_orphans
 from crossboard.toolchain.stream import Tee
 
@@ -171,7 +171,7 @@ def test_doctor_says_what_to_do_when_the_image_is_missing():
     settings = Settings.from_environment(base_image="crossboard/base:no-such-base")
     checks = run_checks(settings)
     missing = [check for check in checks if not check.ok]
-    assert missing and missing[-1].todo == "run `invoke toolchain`"
+    assert [check.todo for check in missing] == [f"run `invoke toolchain --profile {name}`" for name in profile_names()]
 
 
 def _build_until_kernel_step(out_dir):

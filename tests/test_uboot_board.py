@@ -1,6 +1,7 @@
 """Installing our kernel through a real bootloader: the U-Boot shape of the virtual board boots the stock
-kernel (qemu-arm64's build) from a FAT partition's extlinux.conf, and `deploy --kernel --reboot` must
-bring it back on ours (qemu-arm64-uboot's build), rollback on the stock one again."""
+kernel (qemu-arm64's Linux 6.12) from a FAT partition's extlinux.conf, and `deploy --kernel --reboot` must
+bring it back on ours (qemu-arm64-uboot's Linux 7.3, built with the trixie-backports profile), rollback
+on the stock one again."""
 
 import dataclasses
 import json
@@ -9,6 +10,7 @@ import struct
 
 import pytest
 from conftest import QUIET, booted
+from fakes import invoke
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
@@ -25,7 +27,8 @@ CONF = "/boot/firmware/extlinux/extlinux.conf"
 
 @pytest.fixture(scope="module")
 def uboot_build(qemu_build, settings):
-    """The kernel to install: qemu-arm64's configuration under its own release (a second cold build)."""
+    """The kernel to install: Linux 7.3 with qemu-arm64's configuration and the 7.x Rust samples, built
+    with the trixie-backports profile (a second image and a second cold build)."""
     return build(load_board("qemu-arm64-uboot"), settings, QUIET)
 
 
@@ -45,8 +48,9 @@ def _on_board(vboard, command: str, privileged: bool = False):
         return remote.run(command, privileged=privileged)
 
 
-def test_it_boots_the_stock_kernel_through_u_boot_and_extlinux(uboot_board, qemu_build):
+def test_it_boots_the_stock_kernel_through_u_boot_and_extlinux(uboot_board, qemu_build, uboot_build):
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
+    assert qemu_build.kernel_release.startswith("6.12.") and uboot_build.kernel_release.startswith("7.3.")
     mounts = _on_board(uboot_board, "cat /proc/mounts").stdout
     assert "/dev/root / ext4 rw" in mounts and "/dev/vda1 /boot/firmware vfat" in mounts
     assert _on_board(uboot_board, f"cat {CONF}").stdout.startswith("# The stock boot menu")
@@ -82,10 +86,12 @@ def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, q
     committed = _on_board(uboot_board, f"cat {CONF}").stdout
     assert f"default crossboard-{uboot_build.kernel_release}" in committed and "label Linux microSD" in committed
     assert _on_board(uboot_board, "ls /boot/firmware /boot/firmware/extlinux").stdout.split().count("boot.scr") == 0
-    # the point of it all: modules built for our kernel load on the board
+    # the point of it all: modules built for our kernel load on the board, with their messages, a
+    # 7.x-only sample among them and hello_rust from the source qemu-arm64 builds for 6.12; the app runs
     report = deploy_many([board], out, DeployOptions(echo=False), uboot_board.settings.access())[0]
     assert report["ok"], report
-    assert {module["name"] for module in report["modules"]} == {"rust_minimal", "hello_rust"}
+    assert {module["name"] for module in report["modules"]} == {"rust_minimal", "rust_print", "rust_misc_device", "hello_rust"}
+    assert [app["name"] for app in report["apps"]] == ["hello"]
 
     rollback(board, uboot_board.settings.access(), reboot=True)
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
@@ -154,3 +160,12 @@ def test_a_kernel_that_does_not_come_up_leaves_the_board_on_its_stock_kernel_by_
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
     assert console in uboot_board.console_log.read_text(errors="replace")
     _back_on_stock(uboot_board, stock_conf)
+
+
+def test_the_toolchain_matrix_offers_linux_7_3_only_to_the_profile_that_holds_it(uboot_build):
+    result = invoke("build", "--board", "qemu-arm64-uboot", "--toolchain", "all", "--quiet", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[-2:]}
+    assert "not offered: toolchain profile trixie does not hold linux-source-7.3" in rows["trixie"]
+    backports = rows["trixie-backports"]
+    assert "rustc 1.96.1, bindgen 0.71.1, llvm 21.1.8" in backports and f"built: {uboot_build.kernel_release}" in backports

@@ -74,12 +74,26 @@ def ensure_toolchain(
     if image is not None:
         return ToolchainImage(ref=ref, id=image.id, built_now=False, profile=profile.name)
     ensure_base_image(client, settings, tee, progress_mode)
+    build_image(client, settings, profile, ref, tee, progress_mode)
+    return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True, profile=profile.name)
+
+
+def build_image(
+    client: docker.DockerClient,
+    settings: Settings,
+    profile: Profile,
+    ref: str,
+    tee: Tee,
+    progress_mode: str = "off",
+    use_cache: bool = True,
+) -> None:
+    """Build the profile's image as `ref` on its base; `use_cache=False`: every step again (benchmarks)."""
     # Few labels: the legacy builder commits one layer for each.
     labels = {
         f"{LABEL_PREFIX}profile": profile.name,
         f"{LABEL_PREFIX}packages": " ".join(f"{name}={version}" for name, version in profile.pinned_packages().items()),
         f"{LABEL_PREFIX}base-image": settings.base_image,
-        f"{LABEL_PREFIX}context-hash": ref.split(":", 1)[1],
+        f"{LABEL_PREFIX}context-hash": context_hash(profile.context_files(), settings.base_image),
     }
     tee.line(f"building {ref} from {profile.folder.relative_to(PROJECT_ROOT)} (log: {tee.log_path})")
     progress = Progress(f"toolchain image {profile.name}", unit="Dockerfile steps", pattern=None, mode=progress_mode)
@@ -91,6 +105,7 @@ def ensure_toolchain(
             buildargs={"BASE_IMAGE": settings.base_image, "APT_SUITES": " ".join(profile.apt_suites)},
             labels=labels,
             network_mode="host",
+            nocache=not use_cache,
             rm=True,
             forcerm=True,
             decode=True,
@@ -107,7 +122,6 @@ def ensure_toolchain(
         raise InfrastructureError(f"building {ref} failed: {error}") from None
     progress.set(progress.expected or progress.done)
     progress.finish()
-    return ToolchainImage(ref=ref, id=client.images.get(ref).id, built_now=True, profile=profile.name)
 
 
 def prepare_toolchain(

@@ -48,7 +48,8 @@ class FakeBoard:
     files: dict[str, bytes] = field(default_factory=dict)  # absolute path on the board -> content
     loaded: set[str] = field(default_factory=set)
     ours: set[str] = field(default_factory=set)  # modules crossboard's marker says it loaded
-    kmsg: list[str] = field(default_factory=list)
+    kmsg: list[str] = field(default_factory=list)  # the kernel log, from boot on
+    load_lines: dict[str, list[str]] = field(default_factory=dict)  # module -> what it logs as it loads (KTAP)
     commands: list[str] = field(default_factory=list)  # as the board's shell got them, without sudo
     app_output: dict[str, tuple[int, str]] = field(default_factory=dict)  # binary name -> (exit, stdout)
     # the release each reboot comes back on, in turn; None: it never answers again (a hang)
@@ -85,6 +86,8 @@ class FakeBoard:
                 return 127, ""
             # as tests/fakes.py's hello app would answer, unless the test says otherwise
             return self.app_output.get(posixpath.basename(binary), (0, f"Hello, {' '.join(args)}! from aarch64\n"))
+        if command == "dmesg":
+            return 0, "".join(f"[ 1.0] {line}\n" for line in self.kmsg)
         if command == "uname -r":
             return 0, self.release + "\n"
         if command.startswith("cat /proc/sys/kernel/random/boot_id"):
@@ -163,7 +166,7 @@ class FakeBoard:
                 return 1
             self.loaded.add(name)
             self.ours.add(name)
-            self.kmsg.append(f"{name}: init")
+            self.kmsg += self.load_lines.get(name, []) + [f"{name}: init"]
             return 0
         if words[0] == "rmmod":
             return 0 if self._unload(words[1]) else 1

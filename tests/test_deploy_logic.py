@@ -375,3 +375,36 @@ def test_the_boot_script_boots_the_stock_menu_when_it_cannot_put_it_back():
     last = text.strip().splitlines()[-1]
     assert last == "sysboot ${devtype} ${devnum}:${distro_bootpart} any ${pxefile_addr_r} /extlinux/extlinux.conf.crossboard-try"
     assert text.index("fi\n") < text.index("sysboot")  # only when the restore failed: a try boots or resets first
+
+
+def _suite(name: str, *cases: str) -> list[str]:
+    """KUnit's KTAP for one suite, as the kernel logs it; a case `x!` fails."""
+    lines = ["KTAP version 1", "1..1", "    KTAP version 1", f"    # Subtest: {name}", f"    1..{len(cases)}"]
+    lines += [f"    {'not ok' if case.endswith('!') else 'ok'} {i} {case.rstrip('!')}" for i, case in enumerate(cases, 1)]
+    return lines + [f"{'not ok' if any(c.endswith('!') for c in cases) else 'ok'} 1 {name}"]
+
+
+def test_kunit_results_from_boot_and_from_a_module_load_are_reported_and_a_failed_test_fails_the_deploy(built, capsys):
+    passing = FakeBoard(
+        kmsg=_suite("rust_doctests_kernel", "doc_0", "doc_1"), load_lines={"rust_minimal": _suite("rust_minimal", "adds")}
+    )
+    report = deploy(built, {"play": passing}, DeployOptions(wait_seconds=0))[0]
+    assert report["ok"], report
+    assert [(t["suite"], t["test"], t["status"]) for t in report["boot_tests"]] == [
+        ("rust_doctests_kernel", "doc_0", "ok"),
+        ("rust_doctests_kernel", "doc_1", "ok"),
+    ]
+    assert report["modules"][0]["tests"] == [{"suite": "rust_minimal", "test": "adds", "status": "ok", "reason": ""}]
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in table if "rust_doctests_kernel" in line or "kunit suite" in line] == [
+        ["kunit", "suite", "ok", "failed", "skipped"],
+        ["rust_doctests_kernel", "2", "0", "0"],
+    ]
+
+    failing = FakeBoard(load_lines={"rust_minimal": _suite("rust_minimal", "adds", "greets!")})
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards: play"):
+        deploy(built, {"play": failing}, DeployOptions(wait_seconds=0))
+    report = json.loads((built.out / "play/deploy.json").read_text())
+    assert [(t["test"], t["status"]) for t in report["modules"][0]["tests"]] == [("adds", "ok"), ("greets", "failed")]
+    assert not report["ok"] and not report["modules"][0]["ok"] and report["modules"][0]["loaded"]
+    assert "  FAILED rust_minimal.greets" in capsys.readouterr().out.splitlines()

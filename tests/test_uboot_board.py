@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from conftest import QUIET, booted
-from fakes import invoke
+from fakes import copy_project, invoke
 
 from crossboard.artifacts.manifest import Manifest
 from crossboard.board.load import load_board
@@ -74,7 +74,7 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, 
         _on_board(uboot_board, f"printf %s {shlex.quote(original)} > {CONF}", privileged=True)
 
 
-def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, qemu_build):
+def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, qemu_build, tmp_path):
     board, out = uboot_board.board, uboot_board.settings.out_dir
     stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
     record = install_kernel(board, out, uboot_board.settings.access(), reboot=True)
@@ -92,12 +92,81 @@ def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, q
     assert report["ok"], report
     assert {module["name"] for module in report["modules"]} == {"rust_minimal", "rust_print", "rust_misc_device", "hello_rust"}
     assert [app["name"] for app in report["apps"]] == ["hello"]
+    # KUnit on the board: the kernel crate's doctests ran at boot, hello_rust's suite as it loaded
+    assert {test["suite"] for test in report["boot_tests"]} == {"rust_doctests_kernel"}
+    assert not [test for test in report["boot_tests"] if test["status"] == "failed"]
+    hello = next(module for module in report["modules"] if module["name"] == "hello_rust")
+    assert [(test["test"], test["status"]) for test in hello["tests"]] == [
+        ("greeting_says_hello", "ok"),
+        ("greeting_names_its_phase", "ok"),
+    ]
+    failing = _deploy_a_failing_suite(uboot_board, tmp_path)
+    assert not failing["ok"]
+    assert [(test["test"], test["status"]) for test in failing["modules"][-1]["tests"]] == [("passes", "ok"), ("fails", "failed")]
 
     rollback(board, uboot_board.settings.access(), reboot=True)
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
     assert _on_board(uboot_board, f"cat {CONF}").stdout == stock_conf
     listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
     assert "crossboard" not in listing and uboot_build.kernel_release not in listing
+
+
+KUNIT_FAILS = """\
+// SPDX-License-Identifier: GPL-2.0
+//! A module whose KUnit suite has a failing test, for the tests of crossboard's report.
+use kernel::prelude::*;
+
+module! {
+    type: KunitFails,
+    name: "kunit_fails",
+    authors: ["crossboard tests"],
+    description: "A KUnit suite with a failing test",
+    license: "GPL",
+}
+
+struct KunitFails;
+
+impl kernel::Module for KunitFails {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        Ok(KunitFails)
+    }
+}
+
+#[kunit_tests(kunit_fails)]
+mod tests {
+    #[test]
+    fn passes() {
+        assert_eq!(1 + 1, 2);
+    }
+
+    #[test]
+    fn fails() {
+        assert_eq!(1 + 1, 3);
+    }
+}
+"""
+
+
+def _deploy_a_failing_suite(uboot_board, tmp_path) -> dict:
+    """A project copy whose board has one more module, with a failing KUnit test: built against the
+    same 7.3 kernel build (cached), deployed to the board; its report."""
+    boards = copy_project(tmp_path)
+    module = boards.parent / "modules" / "kunit_fails"
+    module.mkdir()
+    (module / "Kbuild").write_text("obj-m := kunit_fails.o\n")
+    (module / "kunit_fails.rs").write_text(KUNIT_FAILS)
+    ours = uboot_board.board
+    overrides = {
+        "modules": ["modules/hello_rust", "modules/kunit_fails"],
+        "apps": [],
+        "connection": {"port": ours.spec.connection.port, "key": str(ours.project_root / ours.spec.connection.key)},
+    }
+    board = load_board(ours.name, boards, overrides=overrides)
+    settings = dataclasses.replace(uboot_board.settings, out_dir=tmp_path / "out")
+    build(board, settings, QUIET)
+    with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards"):
+        deploy_many([board], settings.out_dir, DeployOptions(echo=False), settings.access())
+    return json.loads((settings.out_dir / ours.name / "deploy.json").read_text())
 
 
 def _board_with_broken_kernel(uboot_board, uboot_build, out_root, corrupt):

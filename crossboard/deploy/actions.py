@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..board.schema import App, ModuleExpect
 from ..errors import UserError
 from ..remote.connection import Session
+from . import ktap
 from .preflight import BoardFacts
 
 
@@ -23,10 +24,11 @@ class ModuleReport:
     load_messages: list[str] = field(default_factory=list)
     unload_messages: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    tests: list[dict] = field(default_factory=list)  # its KUnit suites' results, run as it loaded
 
     @property
     def ok(self) -> bool:
-        return not (self.refused or self.error or self.missing)
+        return not (self.refused or self.error or self.missing or any(test["status"] == "failed" for test in self.tests))
 
 
 @dataclass
@@ -60,10 +62,13 @@ def check_privilege(board: Session, facts: BoardFacts) -> None:
         )
 
 
+MARK_PREFIX = "crossboard-mark-"  # written to the kernel log before each action whose messages deploy reads
+
+
 def _messages_since_mark(board: Session, action: str) -> tuple[int, str, list[str]]:
     """Run `action` as root between a mark written to the kernel log and a read of it, in one round
     trip; only the kernel messages after the mark belong to the action."""
-    mark = f"crossboard-mark-{uuid.uuid4().hex}"
+    mark = f"{MARK_PREFIX}{uuid.uuid4().hex}"
     script = f'echo {mark} > /dev/kmsg; {action}; echo "{mark} exit=$?"; dmesg'
     result = board.run(script, privileged=True)
     head, _, log = result.stdout.partition(f"{mark} exit=")
@@ -72,6 +77,14 @@ def _messages_since_mark(board: Session, action: str) -> tuple[int, str, list[st
     after = next((i for i in range(len(lines) - 1, -1, -1) if mark in lines[i]), -1)
     code = int(code_text) if code_text.isdigit() else result.code or 1
     return code, (result.stderr or head).strip(), lines[after + 1 :]
+
+
+def boot_tests(board: Session) -> list[dict]:
+    """The KUnit results in the kernel log from before crossboard first loaded a module there: the suites
+    built into the kernel, run at boot (the `kernel` crate's doctests). Empty when the log has lost them."""
+    lines = board.run("dmesg", privileged=True).stdout.splitlines()
+    first_mark = next((i for i, line in enumerate(lines) if MARK_PREFIX in line), len(lines))
+    return [asdict(result) for result in ktap.parse(lines[:first_mark])]
 
 
 def _missing(expected: list[str], lines: list[str]) -> list[str]:
@@ -106,6 +119,7 @@ def load_module(
         return report
     report.loaded = True
     report.missing = _missing(expect.load, report.load_messages)
+    report.tests = [asdict(result) for result in ktap.parse(report.load_messages)]
     if keep_loaded:
         return report
     code, output, report.unload_messages = _messages_since_mark(board, f"rmmod {shlex.quote(name)} && rm -f {marker}")

@@ -20,7 +20,9 @@ from ..progress import Progress, size
 from ..remote.access import Access
 from ..remote.connection import Cancellation
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
-from .actions import as_dict, check_privilege, load_module, run_app
+from . import ktap
+from .actions import as_dict, boot_tests, check_privilege, load_module, run_app
+from .ktap import KunitResult
 from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
 
 REPORT_NAME = "deploy.json"
@@ -73,6 +75,7 @@ def deploy_board(
         "sent": [],
         "modules": [],
         "apps": [],
+        "boot_tests": [],  # KUnit results of the suites that ran at boot
     }
     try:
         built_now = finished_build(out_dir, board.name)
@@ -112,6 +115,7 @@ def deploy_board(
             modules = [a for a in built_now.of_kind("module") if not options.modules or a.module_name in options.modules]
             if modules:
                 check_privilege(remote, facts)
+                report["boot_tests"] = boot_tests(remote)
             for artifact in modules:
                 name = artifact.module_name
                 problem = module_problem(name, artifact.release or "", facts, built_now.kernel_builds)
@@ -145,7 +149,7 @@ def deploy_board(
                         report["apps"].append({"name": binary, "refused": problem, "ok": False})
                         continue
                     report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app)))
-        report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"])
+        report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"]) and not _failed_tests(report)
     except CrossboardError as error:
         report["error"] = str(error)
     except Exception as error:  # a bug of ours: this board's report says so, the other boards go on
@@ -179,6 +183,7 @@ def describe(report: dict) -> list[str]:
         lines.append(f"  module {module['name']}: {state}")
         lines += [f"    | {line}" for line in module["load_messages"] + module["unload_messages"]]
         lines += [f"    missing: {text}" for text in module["missing"]]
+    lines += _test_table(report)
     for app in report["apps"]:
         if app.get("refused"):
             lines.append(f"  app {app['name']}: refused: {app['refused']}")
@@ -187,6 +192,26 @@ def describe(report: dict) -> list[str]:
         lines += [f"    | {line}" for line in app["stdout"].splitlines()]
         lines += [f"    missing: {text}" for text in app["missing"]]
     return lines
+
+
+def _tests(report: dict) -> list[dict]:
+    """Every KUnit result of the deploy: the boot's, then each loaded module's."""
+    return report["boot_tests"] + [test for module in report["modules"] for test in module.get("tests", [])]
+
+
+def _failed_tests(report: dict) -> list[str]:
+    return [KunitResult(**test).name for test in _tests(report) if test["status"] == "failed"]
+
+
+def _test_table(report: dict) -> list[str]:
+    """KUnit's results, a line per suite, then each failed test by name."""
+    results = [KunitResult(**test) for test in _tests(report)]
+    if not results:
+        return []
+    rows = [("kunit suite", "ok", "failed", "skipped")] + [(suite, *map(str, counts)) for suite, *counts in ktap.summary(results)]
+    width = max(len(row[0]) for row in rows)
+    lines = [f"  {row[0]:<{width}}  {row[1]:>5}  {row[2]:>6}  {row[3]:>7}" for row in rows]
+    return lines + [f"  FAILED {name}" for name in _failed_tests(report)]
 
 
 def deploy_many(

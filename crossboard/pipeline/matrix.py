@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..artifacts.manifest import earlier_manifest
+from ..artifacts.manifest import Manifest, earlier_manifest
 from ..board.load import LoadedBoard
 from ..errors import CrossboardError, StepFailed
 from ..settings import Settings
@@ -61,21 +61,21 @@ def _build_one(
     board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str, runtime: Runtime | None
 ) -> MatrixRow:
     started = time.monotonic()
+    error: CrossboardError | None = None
     try:
-        manifest = build(board, settings, options, runtime_kind, runtime)
-        result, detail = "built", manifest.kernel_release or "done"
-    except KeyboardInterrupt:
-        raise
-    except CrossboardError as error:
-        result, detail = _failure(board, settings, error)
+        build(board, settings, options, runtime_kind, runtime)
+    except CrossboardError as failure:  # this profile's row says so; the others still build
+        error = failure
     seconds = round(time.monotonic() - started, 1)
     recorded = earlier_manifest(build_folders(board, settings)["out"], board.name)
+    result, detail = _outcome(recorded, error)
     return MatrixRow(board.spec.toolchain, board.build_name, result, detail, _tools(recorded.tools if recorded else {}), seconds)
 
 
-def _failure(board: LoadedBoard, settings: Settings, error: CrossboardError) -> tuple[str, str]:
+def _outcome(recorded: Manifest | None, error: CrossboardError | None) -> tuple[str, str]:
     """`refused` when the kernel's minimum tool versions turned the profile away before compiling."""
-    recorded = earlier_manifest(build_folders(board, settings)["out"], board.name)
+    if error is None:
+        return "built", (recorded.kernel_release if recorded else "") or "done"
     failed = [step.name for step in recorded.steps if step.status == "failed"] if recorded else []
     if isinstance(error, StepFailed) and failed == ["toolchain-check"]:
         return "refused", str(error)

@@ -250,3 +250,10 @@ def test_a_lab_keeps_its_board_files_and_host_keys_where_invoke_yaml_says(tmp_pa
     (tmp_path / "invoke.yaml").write_text(f"crossboard:\n  boards: {boards}\n")
     listed = invoke("boards", INVOKE_RUNTIME_CONFIG=str(tmp_path / "invoke.yaml"), timeout=60)
     assert listed.returncode == 0 and listed.stdout.split("  ")[0] == "play-7" and len(listed.stdout.splitlines()) == 1, listed
+
+
+def test_an_unknown_toolchain_profile_is_one_line_naming_the_known_ones():
+    for arguments in (["toolchain", "--profile", "sid"], ["build", "--toolchain", "sid", "--dry-run"]):
+        result = invoke(*arguments)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().endswith("no toolchain profile 'sid' (profiles: trixie, trixie-backports)"), result.stderr

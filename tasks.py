@@ -97,6 +97,17 @@ def build(
         print(f"{board}: built {manifest.kernel_release}, {len(manifest.artifacts)} artifacts in {manifest.out_dir}")
 
 
+@task(help={"board": "board name; default: the settings' board (qemu-arm64)"})
+@reports_errors
+def ide(c, board=None):
+    """Write rust-project.json and compile_commands.json into the board's module folders, for the editor."""
+    settings = settings_of(c)
+    board = board or settings.board
+    for file in commands.ide(board, settings):
+        print(f"{board}: wrote {file}")
+    print("open a module folder in an editor with rust-analyzer; paths point into ~/.cache/crossboard and the project")
+
+
 @task(help={"board": "also check the board file and its kernel's minimum tool versions"})
 @reports_errors
 def doctor(c, board=None):
@@ -236,7 +247,7 @@ def new_app(c, name, board=None):
     print(commands.new("app", name, board or settings.board, settings))
 
 
-namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback)
+namespace = Collection(boards, toolchain, doctor, build, deploy, dev, rollback, ide)
 namespace.add_collection(Collection("qemu", qemu_up, qemu_status, qemu_reset, qemu_down))
 namespace.add_collection(Collection("config", config_pull))
 namespace.add_collection(Collection("new", new_module, new_app))

@@ -82,6 +82,12 @@ def build(
     return run_build(variant, settings, options, runtime)
 
 
+def ide(board_name: str, settings: Settings) -> list:
+    from .pipeline.ide import write_editor_files
+
+    return write_editor_files(load_board(board_name, settings.boards_dir), settings)
+
+
 def new(kind: str, name: str, board_name: str, settings: Settings) -> str:
     from .new import new_app, new_module
 

@@ -198,3 +198,31 @@ def test_a_port_whose_last_connections_linger_is_free_for_the_next_board_and_a_l
             accepted.close()  # the board's side closes first: its end of the port lingers in TIME_WAIT
             client.recv(1)
     assert _port_free(port)  # as after qemu.down: qemu.up right after must not be refused
+
+
+def test_editor_files_name_host_paths_the_longest_container_folder_winning():
+    from crossboard.pipeline.ide import on_host_paths
+
+    places = {
+        "/crossboard/work/modules/hello_rust": "/home/me/project/modules/hello_rust",
+        "/crossboard/work": "/home/me/.cache/crossboard/work/b/1234",
+        "/crossboard/build": "/home/me/.cache/crossboard/build/b",
+    }
+    data = {
+        "crates": [
+            {"root_module": "/crossboard/work/modules/hello_rust/hello_rust.rs", "cfg": ["CONFIG_RUST"]},
+            {"proc_macro_dylib_path": "/crossboard/build/kernel/rust/libmacros.so", "edition": "2021"},
+        ],
+        "command": "clang -I/crossboard/build/kernel/include -o /crossboard/work/modules/hello_rust_extra.o",
+        "untouched": ["/crossboard/workshop", "/usr/include", 3],
+    }
+    assert on_host_paths(data, places) == {
+        "crates": [
+            {"root_module": "/home/me/project/modules/hello_rust/hello_rust.rs", "cfg": ["CONFIG_RUST"]},
+            {"proc_macro_dylib_path": "/home/me/.cache/crossboard/build/b/kernel/rust/libmacros.so", "edition": "2021"},
+        ],
+        # not the module's folder (another name that starts alike), so the work folder's
+        "command": "clang -I/home/me/.cache/crossboard/build/b/kernel/include "
+        "-o /home/me/.cache/crossboard/work/b/1234/modules/hello_rust_extra.o",
+        "untouched": ["/crossboard/workshop", "/usr/include", 3],
+    }

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..artifacts.files import write_atomically
 
-# Folders a content hash leaves out: build products beside the sources.
-NOT_INPUTS = frozenset({"target", ".git"})
+# What a content hash leaves out: build products beside the sources, and the editor files `invoke ide`
+# writes there.
+NOT_INPUTS = frozenset({"target", ".git", "rust-project.json", "compile_commands.json"})
 
 
 def digest(*parts: str | bytes) -> str:

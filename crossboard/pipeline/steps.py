@@ -269,6 +269,8 @@ def _sync_sources(source_dir: Path, work_dir: Path) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     for file in source_dir.rglob("*"):
         target = work_dir / file.relative_to(source_dir)
+        if stamps.NOT_INPUTS & set(file.relative_to(source_dir).parts):
+            continue
         if file.is_dir():
             target.mkdir(exist_ok=True)
         elif not target.is_file() or target.read_bytes() != file.read_bytes():

@@ -1,6 +1,7 @@
 """invoke ide against a real build: the editor files name only paths that exist on this machine, and
 rust-analyzer of the profile's rustc release, reading them there, resolves every import of hello_rust."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def absolute_paths(value) -> list[str]:
 @pytest.fixture(scope="module")
 def editor_files(qemu_build, settings, tmp_path_factory):
     """A project copy (its module folder gets the files, not the project's), built on qemu-arm64's kernel."""
-    boards = copy_project(tmp_path_factory.mktemp("ide"))
-    board = load_board("qemu-arm64", boards, overrides={"apps": []})
-    build(board, settings, QUIET)
-    return board, write_editor_files(board, settings, echo=False)
+    folder = tmp_path_factory.mktemp("ide")
+    board = load_board("qemu-arm64", copy_project(folder), overrides={"apps": []})
+    ours = dataclasses.replace(settings, out_dir=folder / "out")  # the project's out/qemu-arm64 stays as built
+    build(board, ours, QUIET)
+    return board, write_editor_files(board, ours, echo=False)
 
 
 def test_every_path_the_editor_files_name_exists_on_this_machine(editor_files):

@@ -226,3 +226,44 @@ def test_editor_files_name_host_paths_the_longest_container_folder_winning():
         "-o /home/me/.cache/crossboard/work/b/1234/modules/hello_rust_extra.o",
         "untouched": ["/crossboard/workshop", "/usr/include", 3],
     }
+
+
+def test_a_module_joins_the_kernels_rust_project_as_the_samples_do_with_the_cfgs_of_its_own_build(tmp_path):
+    from crossboard.pipeline.ide import with_module
+
+    tree = "/crossboard/sources/linux"
+    sample = {
+        "display_name": "rust_minimal",
+        "root_module": f"{tree}/samples/rust/rust_minimal.rs",
+        "deps": [{"crate": 0, "name": "core"}, {"crate": 1, "name": "kernel"}],
+        "cfg": ["CONFIG_RUST", 'CONFIG_RUST="y"'],
+        "edition": "2021",
+        "is_workspace_member": True,
+    }
+    kernel = {
+        "display_name": "kernel",
+        "root_module": f"{tree}/rust/kernel/lib.rs",
+        "deps": [],
+        "cfg": [],
+        "is_workspace_member": True,
+    }
+    core = dict(kernel, display_name="core", root_module="/usr/lib/rustlib/src/rust/library/core/src/lib.rs")
+    project = {"sysroot": "/usr", "crates": [core, kernel, sample]}
+    (tmp_path / "Kbuild").write_text("obj-m := hello.o\n")
+    (tmp_path / "hello.rs").write_text("")
+    (tmp_path / "helper.rs").write_text("")  # not a crate root: no helper.o in Kbuild
+    (tmp_path / ".hello.o.cmd").write_text(
+        "cmd := rustc --cfg MODULE --cfg module_authors @rustc_cfg --cfg=CONFIG_RUST hello.rs\n"
+    )
+
+    added = with_module(project, tree, tmp_path, "/crossboard/work/modules/hello")
+    assert added["sysroot"] == "/usr" and added["crates"][:3] == [
+        dict(c, is_workspace_member=False) for c in (core, kernel, sample)
+    ]
+    assert added["crates"][3] == dict(
+        sample,
+        display_name="hello",
+        root_module="/crossboard/work/modules/hello/hello.rs",
+        cfg=["CONFIG_RUST", 'CONFIG_RUST="y"', "MODULE", "module_authors"],
+    )
+    assert len(added["crates"]) == 4 and project["crates"][2]["is_workspace_member"]  # the kernel's own is left as it was

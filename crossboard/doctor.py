@@ -60,7 +60,7 @@ def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedB
             tag
             for image in client.images.list(REPOSITORY)
             for tag in image.tags
-            if tag.startswith(f"{REPOSITORY}:{profile.name}-")
+            if tag.rsplit("-", 1)[0] == f"{REPOSITORY}:{profile.name}"  # <profile>-<hash>: not trixie-backports for trixie
         ]
         return [
             Check(

@@ -30,10 +30,9 @@ from .context import BuildContext, BuildOptions
 from .pipeline import build_folders, make_runtime
 from .steps import module_work_dir
 
-EDITOR_FILES = ("rust-project.json", "compile_commands.json")
 RUST_LIBRARY = "lib/rustlib/src/rust/library"  # the standard library's sources, under rustc's sysroot
 PROC_MACRO_SERVER = "libexec/rust-analyzer-proc-macro-srv"  # where rust-analyzer looks for it, likewise
-MODEL_SAMPLE = "samples/rust/rust_minimal.rs"  # the in-tree module whose crate entry a module's copies
+MODEL_SAMPLE = "samples/rust/rust_minimal.rs"  # the in-tree sample whose crate entry each module's copies
 CFG_FLAG = re.compile(r"--cfg[= ](\S+)")
 
 

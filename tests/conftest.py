@@ -1,6 +1,7 @@
 """Shared fixtures: the real toolchain image (built once, cached by its context hash) and settings."""
 
 import dataclasses
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -24,17 +25,28 @@ def docker():
     return docker_client()
 
 
+# The trixie-backports image, being built in a thread since the trixie image was ready.
+BACKPORTS_BUILD = pytest.StashKey[Future]()
+
+
 @pytest.fixture(scope="session")
-def toolchain_image(settings, docker):
+def toolchain_image(request, settings, docker):
     """The default profile's image (trixie): made from nothing (debootstrap + import + build) on a fresh
-    machine."""
-    return commands.toolchain(settings, "trixie", echo=False)[0]
+    machine. When the session has tests that need the trixie-backports image, that one is built
+    meanwhile, in a thread: mostly downloads and unpacking, beside the first kernel's compiling."""
+    image = commands.toolchain(settings, "trixie", echo=False)[0]
+    if any("backports_image" in item.fixturenames for item in request.session.items):
+        builder = ThreadPoolExecutor(1, thread_name_prefix="backports-image")
+        request.session.stash[BACKPORTS_BUILD] = builder.submit(commands.toolchain, settings, "trixie-backports", echo=False)
+        builder.shutdown(wait=False)
+    return image
 
 
 @pytest.fixture(scope="session")
-def backports_image(settings, toolchain_image):
-    """The trixie-backports profile's image, on the same base."""
-    return commands.toolchain(settings, "trixie-backports", echo=False)[0]
+def backports_image(request, settings, toolchain_image):
+    """The trixie-backports profile's image, on the same base: the one started beside the first, if it was."""
+    started = request.session.stash.get(BACKPORTS_BUILD, None)
+    return (started.result() if started else commands.toolchain(settings, "trixie-backports", echo=False))[0]
 
 
 QUIET = BuildOptions(echo=False)

@@ -26,7 +26,7 @@ CONF = "/boot/firmware/extlinux/extlinux.conf"
 
 
 @pytest.fixture(scope="module")
-def uboot_build(qemu_build, settings):
+def uboot_build(qemu_build, backports_image, settings):
     """The kernel to install: Linux 7.3 with qemu-arm64's configuration and the 7.x Rust samples, built
     with the trixie-backports profile (a second image and a second cold build)."""
     return build(load_board("qemu-arm64-uboot"), settings, QUIET)

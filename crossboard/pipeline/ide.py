@@ -25,9 +25,8 @@ from ..board.load import LoadedBoard
 from ..errors import StepFailed
 from ..settings import Settings
 from ..toolchain.stream import Tee
-from . import source
 from .context import BuildContext, BuildOptions
-from .pipeline import build_folders, make_runtime
+from .pipeline import build_context, build_folders, make_runtime
 from .steps import module_work_dir
 
 RUST_LIBRARY = "lib/rustlib/src/rust/library"  # the standard library's sources, under rustc's sysroot
@@ -41,9 +40,7 @@ def write_editor_files(board: LoadedBoard, settings: Settings, echo: bool = True
     folders = build_folders(board, settings)
     finished_build(folders["out"], board.name)  # the kernel and the modules' copies must be built
     runtime = make_runtime("docker", settings, board, folders, echo, prepare=True)
-    manifest = Manifest(board=board.name, out_dir=folders["out"])
-    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
-    ctx = BuildContext(board, settings, runtime, manifest, BuildOptions(echo=echo), plan)
+    ctx = build_context(board, settings, runtime, Manifest(board=board.name, out_dir=folders["out"]), BuildOptions(echo=echo))
     written = []
     with runtime, Tee(folders["out"] / "logs" / "ide.log", echo=False) as tee:
         sysroot_inside, sysroot_on_host = _sysroot_copy(ctx, tee)

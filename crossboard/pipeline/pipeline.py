@@ -98,7 +98,7 @@ def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, ru
     manifest = Manifest(board=board.name, out_dir=folders["out"])
     if isinstance(runtime, DockerRuntime):
         manifest.image = {"ref": runtime.image}  # the image a build would use (its id once it exists)
-    ctx = _context(board, settings, runtime, manifest, options)
+    ctx = build_context(board, settings, runtime, manifest, options)
     print(f"build plan for {board.name} with toolchain profile {board.spec.toolchain}, {where(runtime)}:")
     for name, host_path in folders.items():
         print(f"  folder {name}: {host_path} -> {runtime.path(name)}")
@@ -119,7 +119,7 @@ def steps_that_would_run(board: LoadedBoard, settings: Settings, options: BuildO
         manifest.image = runtime.toolchain()
     except CrossboardError:
         return [step.name for step in selected_steps(options, runtime.name)]
-    ctx = _context(board, settings, runtime, manifest, options)
+    ctx = build_context(board, settings, runtime, manifest, options)
     would: list[str] = []
     changed = False
     for step in selected_steps(options, runtime.name):
@@ -179,7 +179,7 @@ def _build_locked(
         )
         manifest.image = runtime.toolchain()
         with runtime:
-            ctx = _context(board, settings, runtime, manifest, options)
+            ctx = build_context(board, settings, runtime, manifest, options)
             for step in steps:
                 _run_step(ctx, step)
         unfinished = [record.name for record in manifest.steps if record.status not in ("done", "skipped")]
@@ -221,7 +221,8 @@ def _start_manifest(board: LoadedBoard, out_dir: Path, runtime_kind: str, steps,
     return manifest
 
 
-def _context(board, settings, runtime, manifest, options) -> BuildContext:
+def build_context(board, settings, runtime, manifest, options) -> BuildContext:
+    """What the board's steps see: its source plan under its profile, the runtime, the manifest, the options."""
     return BuildContext(
         board=board,
         settings=settings,

@@ -53,11 +53,10 @@ class LoadedBoard:
             profile = self.profile
         except UserError as error:
             return ("toolchain",), str(error)
-        package = self.spec.kernel.source.debian
-        if package is not None and package not in profile.kernel_sources():
-            held = ", ".join(profile.kernel_sources()) or "none"
+        package, held = self.spec.kernel.source.debian, profile.kernel_sources()
+        if package is not None and package not in held:
             return ("kernel", "source", "debian"), (
-                f"toolchain profile {profile.name} does not hold {package} (it holds {held}): "
+                f"toolchain profile {profile.name} does not hold {package} (it holds {', '.join(held) or 'none'}): "
                 "pin it in the profile's packages.txt, or choose a profile that holds it"
             )
         return None

@@ -88,18 +88,19 @@ def build_image(
     use_cache: bool = True,
 ) -> None:
     """Build the profile's image as `ref` on its base; `use_cache=False`: every step again (benchmarks)."""
+    files = profile.context_files()  # read once: hashed for the label, sent as the context
     # Few labels: the legacy builder commits one layer for each.
     labels = {
         f"{LABEL_PREFIX}profile": profile.name,
         f"{LABEL_PREFIX}packages": " ".join(f"{name}={version}" for name, version in profile.pinned_packages().items()),
         f"{LABEL_PREFIX}base-image": settings.base_image,
-        f"{LABEL_PREFIX}context-hash": context_hash(profile.context_files(), settings.base_image),
+        f"{LABEL_PREFIX}context-hash": context_hash(files, settings.base_image),
     }
     tee.line(f"building {ref} from {profile.folder.relative_to(PROJECT_ROOT)} (log: {tee.log_path})")
     progress = Progress(f"toolchain image {profile.name}", unit="Dockerfile steps", pattern=None, mode=progress_mode)
     try:
         for chunk in client.api.build(
-            fileobj=context_tar(profile.context_files()),
+            fileobj=context_tar(files),
             custom_context=True,
             tag=ref,
             buildargs={"BASE_IMAGE": settings.base_image, "APT_SUITES": " ".join(profile.apt_suites)},

@@ -54,7 +54,7 @@ def main() -> None:
     settings = Settings.from_environment()
     name = sys.argv[1] if len(sys.argv) > 1 else "qemu-arm64"
     board = load_board(name)
-    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
+    plan = source.plan_source(board, settings.cache_dir)
     if not plan.tree_on_host.is_dir():
         sys.exit(f"run `invoke build --board {name}` once first: the benchmark reuses its unpacked source")
     scratch = Path(tempfile.mkdtemp(prefix="crossboard-bench-"))

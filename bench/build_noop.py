@@ -31,7 +31,7 @@ def main() -> None:
     invoke_build = [sys.executable, "-m", "invoke", "build", "--board", "qemu-arm64", "--quiet", "--app-builder", "cargo"]
     subprocess.run(invoke_build, cwd=PROJECT_ROOT, check=True, capture_output=True)  # warm: everything built
     folders = build_folders(board, settings)
-    tree = f"/crossboard/sources/{source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).key}"
+    tree = f"/crossboard/sources/{source.plan_source(board, settings.cache_dir).key}"
     make = kernel_make(tree)
     raw_commands = [
         make + ["Image", "modules"],

@@ -41,7 +41,7 @@ def main() -> None:
     original = SOURCE.read_text()
     subprocess.run(INVOKE + ["qemu.up"], cwd=PROJECT_ROOT, check=True, capture_output=True)
     folders = build_folders(board, settings)
-    tree = f"/crossboard/sources/{plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).key}"
+    tree = f"/crossboard/sources/{plan_source(board, settings.cache_dir).key}"
     work = settings.cache_dir / "build/qemu-arm64/modules/hello_rust"
     timings = {"raw": [], "dev": []}
     try:

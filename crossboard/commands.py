@@ -181,7 +181,7 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
         f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
         f"and boards/{board_name}.local.yaml now builds on it"
     ]
-    source_version = tree_version(plan_source(board.spec.kernel.source, settings.cache_dir, board.profile).tree_on_host)
+    source_version = tree_version(plan_source(board, settings.cache_dir).tree_on_host)
     if source_version and source_version != split_release(release)[0]:
         lines.append(
             f"warning: kernel.source is {'.'.join(map(str, source_version))} but the board runs {release}: "

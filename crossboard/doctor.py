@@ -73,7 +73,7 @@ def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedB
     folders = {}
     plan = None
     if board is not None:
-        plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, profile)
+        plan = source.plan_source(board, settings.cache_dir)
         folders["sources"] = plan.mount
     with DockerRuntime(client, ref, folders, label="doctor") as runtime:
         code, versions = runtime.output(["cat", "/etc/crossboard-versions"])

@@ -166,6 +166,8 @@ class RecordingRuntime(Runtime):
             (out / ".config").write_text(text + "".join(Path(f).read_text() for f in fragments))
         elif argv[0] == "make":
             self._make(argv)
+        elif argv[:2] == ["sh", "-c"] and "install-extmod-build" in argv[2]:
+            self._assemble_devel_bundle(argv[2])
         elif argv[0] == "cargo":
             target_dir = Path(argv[argv.index("--target-dir") + 1])
             manifest = Path(argv[argv.index("--manifest-path") + 1])
@@ -177,13 +179,28 @@ class RecordingRuntime(Runtime):
             binary.write_bytes(b"\x7fELF fake app " + (manifest.parent / "src/main.rs").read_bytes())
         return 0
 
+    @staticmethod
+    def _assemble_devel_bundle(script: str) -> None:
+        """What the kernel's install-extmod-build and crossboard's Rust part copy, of the fake tree."""
+        import shlex
+
+        def last_word(prefix: str) -> str:
+            return shlex.split(next(line for line in script.splitlines() if line.startswith(prefix)))[-1]
+
+        dest, kernel = Path(last_word("dest=").removeprefix("dest=")), Path(last_word("cd "))
+        for name in (".config", "Module.symvers", "include/config/kernel.release", "rust/libkernel.rmeta"):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(kernel / name, dest / name)
+        (dest / "Makefile").write_text(FAKE_MAKEFILE)
+        (dest / ".builds-on").write_text("x86_64\n")
+
     def _make(self, argv) -> None:
         import re
         import time
 
         values = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
         targets = [arg for arg in argv[3:] if "=" not in arg and not arg.startswith("-")]
-        kernel = Path(values["O"])
+        kernel = Path(values.get("O", argv[2]))  # a devel bundle is its own build folder
         config = kernel / ".config"
         if "M" in values:
             module = Path(values["M"])

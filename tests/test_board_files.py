@@ -99,7 +99,19 @@ MALFORMED = [
         "two kernel sources",
         "    debian: linux-source-6.12\n",
         "    debian: linux-source-6.12\n    path: /usr/src/linux\n",
-        "boards/t.yaml:6: kernel.source: give exactly one of debian, tarball, git, path (got debian, path)",
+        "boards/t.yaml:6: kernel.source: give exactly one of debian, tarball, git, path, devel (got debian, path)",
+    ),
+    (
+        "devel bundle that is not there",
+        "    debian: linux-source-6.12\n",
+        "    devel: out/x/kernel-devel-6.12.tar.gz\n",
+        "boards/t.yaml:7: kernel.source.devel: no such file out/x/kernel-devel-6.12.tar.gz (invoke build writes one",
+    ),
+    (
+        "no config for a kernel to build",
+        "  config:\n    base: allnoconfig\n    fragments: [fragments/a.config]\n",
+        "",
+        "boards/t.yaml:5: kernel: config is required (a devel bundle source is the one kind that needs none)",
     ),
     (
         "bad sha256",

@@ -49,6 +49,37 @@ def test_qemu_build_has_every_artifact(qemu_build):
     )
 
 
+def test_the_devel_bundle_holds_what_a_rust_module_build_reads_and_names_its_tools(qemu_build):
+    import json
+    import tarfile
+
+    release = qemu_build.kernel_release
+    top = f"kernel-devel-{release}"
+    with tarfile.open(qemu_build.out_dir / f"{top}.tar.gz") as archive:
+        names = {name.removeprefix(f"{top}/") for name in archive.getnames()}
+        info = json.loads(archive.extractfile(f"{top}/crossboard-devel.json").read())
+        macros = archive.extractfile(f"{top}/rust/libmacros.so").read(20)
+    for needed in (
+        "Makefile",
+        ".config",
+        "Module.symvers",
+        "include/config/auto.conf",
+        "include/generated/autoconf.h",
+        "include/generated/rustc_cfg",
+        "scripts/mod/modpost",
+        "scripts/basic/fixdep",
+        "scripts/module.lds",
+        "rust/libkernel.rmeta",
+        "rust/libcore.rmeta",
+        "rust/libmacros.so",
+    ):
+        assert needed in names, needed
+    assert not [name for name in names if name.endswith((".o", ".cmd"))]
+    assert macros[:4] == b"\x7fELF" and macros[18] == 62  # EM_X86_64: it runs in the compiler, on the build machine
+    assert info["kernel_release"] == release and info["kernel_build_id"] == qemu_build.kernel_build_id
+    assert info["tools"]["rustc"].startswith("rustc 1.85.1") and info["toolchain"] == "trixie" and info["builds_on"] == "x86_64"
+
+
 def test_manifest_matches_the_files(qemu_build):
     manifest = load_manifest(qemu_build.out_dir)
     assert manifest["status"] == "done"
@@ -57,7 +88,7 @@ def test_manifest_matches_the_files(qemu_build):
     assert manifest["image"]["ref"].startswith("crossboard/toolchain:")
     assert manifest["config_sha256"] == sha256_of(qemu_build.out_dir / "config")
     kinds = {artifact["kind"] for artifact in manifest["artifacts"]}
-    assert kinds == {"kernel", "config", "module", "app", "modules-tree"}
+    assert kinds == {"kernel", "config", "module", "app", "modules-tree", "devel"}
     for artifact in manifest["artifacts"]:
         file = qemu_build.out_dir / artifact["path"]
         assert artifact["sha256"] == sha256_of(file) and artifact["size"] == file.stat().st_size

@@ -57,6 +57,8 @@ def kinds(commands) -> list[str]:
                 if module
                 else "make " + " ".join(a for a in argv[3:] if "=" not in a and not a.startswith("-"))
             )
+        elif argv[:2] == ["sh", "-c"]:
+            named.append("install-extmod-build" if "install-extmod-build" in argv[2] else "sh -c")
         elif argv[0] == "sh":
             named.append(argv[1].rsplit("/", 1)[1])
         else:
@@ -72,6 +74,7 @@ def test_a_first_build_runs_everything_and_a_second_runs_no_command(lab):
         "make olddefconfig",
         "make Image modules",
         "make modules_install",
+        "install-extmod-build",
         "make M=hello_rust",
         "cargo",
     } <= set(kinds(commands))
@@ -84,6 +87,7 @@ def test_a_first_build_runs_everything_and_a_second_runs_no_command(lab):
         "configure": "skipped",
         "dtbs": "skipped",
         "kernel": "skipped",
+        "devel": "skipped",
         "modules": "done",
         "apps": "skipped",
         "collect": "skipped",
@@ -120,6 +124,7 @@ def test_a_changed_fragment_configures_and_builds_the_kernel_and_modules_again_b
         "make olddefconfig",
         "make Image modules",
         "make modules_install",
+        "install-extmod-build",
         "make M=hello_rust",
     ]
 
@@ -289,7 +294,7 @@ def test_the_plan_says_which_steps_would_run(lab):
     assert would("sha256:fake-2") == list(STEP_NAMES)  # a new image: everything again
     fragment = lab.project / "boards/fragments/qemu-arm64.config"
     fragment.write_text(fragment.read_text() + "CONFIG_PRINTK_TIME=y\n")
-    assert would() == ["source", "configure", "dtbs", "kernel", "modules", "apps", "collect"]
+    assert would() == ["source", "configure", "dtbs", "kernel", "devel", "modules", "apps", "collect"]
 
 
 def test_every_profile_builds_into_its_own_folder_and_a_refused_one_does_not_stop_the_others(lab):
@@ -329,3 +334,62 @@ def test_a_build_with_another_profile_plans_folders_of_its_own():
         "--toolchain trixie: toolchain profile trixie does not hold linux-source-7.3 (it holds linux-source-6.12): "
         "pin it in the profile's packages.txt, or choose a profile that holds it"
     )
+
+
+def test_a_kernel_build_writes_a_devel_bundle_that_names_its_kernel_and_tools(lab):
+    import tarfile
+
+    manifest, _ = lab.build()
+    bundles = [a for a in manifest.artifacts if a["kind"] == "devel"]
+    assert [a["path"] for a in bundles] == ["kernel-devel-6.12.0-fake.tar.gz"]
+    with tarfile.open(manifest.out_dir / bundles[0]["path"]) as archive:
+        names = set(archive.getnames())
+        info = json.loads(archive.extractfile("kernel-devel-6.12.0-fake/crossboard-devel.json").read())
+    assert {"kernel-devel-6.12.0-fake/rust/libkernel.rmeta", "kernel-devel-6.12.0-fake/Module.symvers"} <= names
+    assert "kernel-devel-6.12.0-fake/.builds-on" not in names
+    assert info["kernel_release"] == "6.12.0-fake" and info["builds_on"] == "x86_64" and info["board"] == "fake"
+    assert info["tools"]["rustc"] == "rustc 1.85.1 (fake)" and info["toolchain"] == "trixie"
+
+
+def bundle_board(lab, name="against-bundle"):
+    first, _ = lab.build()
+    bundle = first.out_dir / next(a["path"] for a in first.artifacts if a["kind"] == "devel")
+    return first, lab.board(name, kernel_source=f"devel: {bundle}")
+
+
+def test_a_board_on_a_devel_bundle_builds_its_modules_and_apps_only(lab):
+    first, board = bundle_board(lab)
+    manifest, commands = lab.build(board)
+    assert [record.name for record in manifest.steps] == ["source", "toolchain-check", "modules", "apps", "collect"]
+    assert kinds(commands) == ["rustc", "bindgen", "clang", "make M=hello_rust", "cargo", "llvm-readelf"]
+    module_make = next(argv for argv in commands if argv[0] == "make")
+    assert not any(arg.startswith("O=") for arg in module_make)  # the bundle is source and build folder in one
+    assert module_make[2].startswith(f"{lab.settings.cache_dir}/sources/devel_")
+    assert sorted(a["kind"] for a in manifest.artifacts) == ["app", "config", "module"]
+    assert manifest.kernel_release == first.kernel_release and manifest.kernel_build_id == first.kernel_build_id
+    assert manifest.devel_bundle["board"] == "fake" and len(manifest.devel_bundle["sha256"]) == 64
+    again, commands = lab.build(board)
+    assert kinds(commands) == [] and again.step("collect").status == "skipped"
+
+
+def test_a_devel_bundle_refuses_another_rustc_and_kernel_steps(lab):
+    _, board = bundle_board(lab)
+    runtime = RecordingRuntime(build_folders(board, lab.settings), versions={"rustc": "rustc 1.96.1 (fake)"})
+    with pytest.raises(
+        UserError, match=r"built with rustc 1.85.1 \(fake\) \(toolchain profile trixie\), this build has rustc 1.96.1"
+    ):
+        build(board, lab.settings, OPTIONS, runtime=runtime)
+    assert not any(argv[0] == "make" for argv in runtime.commands)
+    with pytest.raises(UserError, match="--only kernel: kernel.source is a devel bundle"):
+        lab.build(board, options=dataclasses.replace(OPTIONS, only=frozenset({"kernel", "modules"})))
+
+
+def test_a_damaged_devel_bundle_is_refused_and_nothing_is_kept(lab, tmp_path):
+    damaged = tmp_path / "kernel-devel-broken.tar.gz"
+    damaged.write_bytes(b"not a tarball")
+    board = lab.board("damaged", kernel_source=f"devel: {damaged}")
+    with pytest.raises(
+        UserError, match=r"kernel.source.devel: .*kernel-devel-broken.tar.gz: not a readable tar archive; nothing was kept$"
+    ):
+        lab.build(board)
+    assert [path.name for path in (lab.settings.cache_dir / "sources").iterdir() if not path.name.endswith(".lock")] == []

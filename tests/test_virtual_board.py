@@ -150,3 +150,30 @@ def test_a_new_module_and_app_build_load_and_run_on_the_virtual_board(virtual_bo
     assert blinky["loaded"] and blinky["unloaded"] and any("blinky loaded" in line for line in blinky["load_messages"])
     greeter = next(app for app in report["apps"] if app["name"] == "greeter")
     assert greeter["stdout"].strip() == "greeter runs on aarch64"
+
+
+def test_a_module_built_against_the_devel_bundle_alone_loads_and_is_the_full_trees_module(
+    virtual_board, qemu_build, settings, tmp_path
+):
+    """Another machine, as far as the build can tell: a cache of its own, holding nothing of the kernel
+    but the bundle; the same toolchain image."""
+    bundle = qemu_build.out_dir / next(a["path"] for a in qemu_build.artifacts if a["kind"] == "devel")
+    boards = copy_project(tmp_path)
+    connection = {"port": virtual_board.board.spec.connection.port, "key": str(virtual_board.keys_dir / "id_ed25519")}
+    overrides = {"connection": connection, "kernel": {"source": {"devel": str(bundle)}}, "apps": []}
+    board = load_board("qemu-arm64", boards, overrides=overrides)
+    elsewhere = dataclasses.replace(settings, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    manifest = build(board, elsewhere, QUIET)
+    assert [record.name for record in manifest.steps] == ["source", "toolchain-check", "modules", "apps", "collect"]
+    assert sorted(path.name for path in (tmp_path / "cache/sources").iterdir() if not path.name.endswith(".lock")) == [
+        f"devel_{manifest.devel_bundle['sha256'][:16]}"
+    ]
+    assert not (tmp_path / "cache/build/qemu-arm64/kernel/vmlinux").exists()
+    assert manifest.kernel_build_id == qemu_build.kernel_build_id
+    built = (tmp_path / "out/qemu-arm64/modules/hello_rust.ko").read_bytes()
+    assert built == (qemu_build.out_dir / "modules/hello_rust.ko").read_bytes()
+    report = deploy_many([board], elsewhere.out_dir, DeployOptions(echo=False), settings.access())[0]
+    assert report["ok"], report
+    (hello,) = report["modules"]
+    assert hello["name"] == "hello_rust" and hello["loaded"] and hello["unloaded"]
+    assert any("Hello from an out-of-tree Rust module (init)" in line for line in hello["load_messages"])

@@ -3,12 +3,16 @@ atomic writes."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import mmap
 import os
 import re
 import struct
+import tarfile
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -92,6 +96,13 @@ def current_umask() -> int:
 
 def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write to a temporary file beside `path`, then rename: readers see the old or the new file, never half."""
+    with writing_atomically(path, mode) as out:
+        out.write(data)
+
+
+@contextmanager
+def writing_atomically(path: Path, mode: int | None = None) -> Iterator:
+    """A binary file to write that appears at `path` (by a rename) only once the block finished."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     umask = current_umask()
@@ -99,10 +110,30 @@ def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
         # mkstemp's 0600 would hide artifacts from other users; secrets ask for their own mode
         os.fchmod(handle, mode if mode is not None else 0o666 & ~umask)
         with os.fdopen(handle, "wb") as out:
-            out.write(data)
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def pack_tree(root: Path, prefix: str, target: Path) -> None:
+    """`root` as a tar.gz whose members are under `prefix`, the same bytes for the same files: sorted,
+    owned by root, dated 1970, modes and symbolic links kept."""
+    with (
+        writing_atomically(target) as out,
+        gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as zipped,
+    ):
+        with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for path in [root, *sorted(root.rglob("*"))]:
+                info = archive.gettarinfo(path, arcname=f"{prefix}/{path.relative_to(root)}".removesuffix("/."))
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = 0
+                if info.isfile():
+                    with open(path, "rb") as handle:
+                        archive.addfile(info, handle)
+                else:
+                    archive.addfile(info)

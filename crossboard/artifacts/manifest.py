@@ -14,9 +14,9 @@ from .files import release_of_vermagic, sha256_of, vermagic_of, write_atomically
 
 MANIFEST_NAME = "manifest.json"
 # Raised when what the manifest records changes (2: apps say which board-file app they were built from;
-# 3: the kernel's build ID; 4: the toolchain profile), so that a build collects again instead of keeping
-# a manifest of the old form.
-MANIFEST_FORMAT = 4
+# 3: the kernel's build ID; 4: the toolchain profile; 5: the devel bundle), so that a build collects again
+# instead of keeping a manifest of the old form.
+MANIFEST_FORMAT = 5
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # What build steps write into the manifest (a skipped step gives the same values again).
 STEP_FIELDS = (
@@ -27,6 +27,7 @@ STEP_FIELDS = (
     "pulled_build_id",
     "app_builder",
     "app_glibc",
+    "devel_bundle",
     "artifacts",
 )
 
@@ -37,7 +38,7 @@ class Artifact:
     boards know of it without looking anywhere else."""
 
     path: str  # relative to the output folder
-    kind: str  # kernel, dtb, config, module, app, modules-tree
+    kind: str  # kernel, dtb, config, module, app, modules-tree, devel
     size: int
     sha256: str
     source: str | None = None  # an app's path in the board file
@@ -86,6 +87,9 @@ class Manifest:
     pulled_build_id: str = ""
     app_builder: str = ""
     app_glibc: dict = field(default_factory=dict)  # app name -> highest GLIBC_x.y it needs ("" for none)
+    # the devel bundle the modules were built against (its path, sha256, board and profile); {} when this
+    # build built its kernel
+    devel_bundle: dict = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     artifacts: list[dict] = field(default_factory=list)
 

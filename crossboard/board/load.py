@@ -72,13 +72,25 @@ class LoadedBoard:
             raise UserError(f"--toolchain {profile}: {problem[1]}")
         return other
 
+    @property
+    def config_base(self) -> str:
+        """kernel.config.base; "" for a board built against a devel bundle, which configures nothing."""
+        config = self.spec.kernel.config
+        return config.base if config else ""
+
     def base_config_file(self) -> Path | None:
         """The full config file `kernel.config.base: file:NAME` names, or None for a make target."""
-        base = self.spec.kernel.config.base
+        base = self.config_base
         return self.boards_dir / base.removeprefix("file:") if base.startswith("file:") else None
 
     def fragment_paths(self) -> list[Path]:
-        return [self.boards_dir / fragment for fragment in self.spec.kernel.config.fragments]
+        config = self.spec.kernel.config
+        return [self.boards_dir / fragment for fragment in config.fragments] if config else []
+
+    def devel_bundle(self) -> Path | None:
+        """The devel bundle `kernel.source.devel` names (relative to the project), or None."""
+        bundle = self.spec.kernel.source.devel
+        return (self.project_root / Path(bundle).expanduser()).resolve() if bundle else None
 
     def module_dirs(self) -> list[Path]:
         return [(self.project_root / module).resolve() for module in self.spec.modules]
@@ -150,15 +162,21 @@ def load_board(name: str, boards_dir: Path = PROJECT_BOARDS, overrides: dict | N
     return board
 
 
+SOURCE_FORMS = "debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF, devel:BUNDLE"
+
+
 def source_override(text: str) -> dict:
-    """`--kernel-source` as board-file keys: debian:PKG, path:DIR, tarball:URL@SHA256 or git:URL@REF."""
+    """`--kernel-source` as board-file keys (SOURCE_FORMS); a devel bundle's relative path is relative to
+    where the command runs, as paths on a command line are."""
     kind, _, value = text.partition(":")
+    if kind == "devel" and value:
+        return {"kernel": {"source": {kind: str(Path(value).expanduser().resolve())}}}
     if kind in ("debian", "path") and value:
         return {"kernel": {"source": {kind: value}}}
     if kind in ("tarball", "git") and "@" in value:
         url, last = value.rsplit("@", 1)
         return {"kernel": {"source": {kind: {"url": url, ("sha256" if kind == "tarball" else "ref"): last}}}}
-    raise UserError(f"--kernel-source: {text!r} is not one of debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF")
+    raise UserError(f"--kernel-source: {text!r} is not one of {SOURCE_FORMS}")
 
 
 def _display(path: Path, root: Path) -> str:
@@ -219,6 +237,13 @@ def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
     if problem:
         blamed, why = problem
         raise UserError(f"{_where(located, blamed)} {strict_yaml.dotted(blamed)}: {why}")
+    bundle = board.devel_bundle()
+    if bundle is not None and not bundle.is_file():
+        where = _where(located, ("kernel", "source", "devel"))
+        raise UserError(
+            f"{where} kernel.source.devel: no such file {_display(bundle, board.project_root)} "
+            "(invoke build writes one as out/<board>/kernel-devel-<release>.tar.gz)"
+        )
     base_file = board.base_config_file()
     if base_file is not None and not base_file.is_file():
         where = _where(located, ("kernel", "config", "base"))

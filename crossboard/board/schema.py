@@ -27,24 +27,29 @@ class Git(Strict):
     ref: Annotated[str, Field(pattern=r"^[^-\s]\S*$")]
 
 
+SOURCE_KINDS = ("debian", "tarball", "git", "path", "devel")
+
+
 class KernelSource(Strict):
-    """Exactly one of: a Debian linux-source package, a tarball, a git ref, a local folder."""
+    """Exactly one of: a Debian linux-source package, a tarball, a git ref, a local folder, or a devel
+    bundle (a kernel another build made: only modules and apps are built against it)."""
 
     debian: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")] | None = None  # a Debian package name
     tarball: Tarball | None = None
     git: Git | None = None
     path: NonEmpty | None = None
+    devel: NonEmpty | None = None  # a kernel-devel-<release>.tar.gz that `invoke build` wrote
 
     @model_validator(mode="after")
     def exactly_one(self):
-        given = [name for name in ("debian", "tarball", "git", "path") if getattr(self, name) is not None]
+        given = [name for name in SOURCE_KINDS if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of debian, tarball, git, path (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of {', '.join(SOURCE_KINDS)} (got {', '.join(given) or 'none'})")
         return self
 
     @property
     def kind(self) -> str:
-        return next(name for name in ("debian", "tarball", "git", "path") if getattr(self, name) is not None)
+        return next(name for name in SOURCE_KINDS if getattr(self, name) is not None)
 
 
 class KernelConfig(Strict):
@@ -55,13 +60,19 @@ class KernelConfig(Strict):
 
 class Kernel(Strict):
     source: KernelSource
-    config: KernelConfig
+    config: KernelConfig | None = None  # required unless the source is a devel bundle (already configured)
     localversion: Annotated[str, Field(pattern=r"^[A-Za-z0-9._+-]*$")] = ""
     image: Literal["Image", "Image.gz"] = "Image"
     # each segment starts with a letter, digit or _: never `..`, never an option to make
     dtbs: list[Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z0-9_][A-Za-z0-9_.-]*\.dtb$")]] = []
     samples: list[Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]] = []
     boot: Literal["built-in-drivers", "initramfs"] = "built-in-drivers"
+
+    @model_validator(mode="after")
+    def config_unless_built(self):
+        if self.config is None and self.source.devel is None:
+            raise ValueError("config is required (a devel bundle source is the one kind that needs none)")
+        return self
 
 
 class Targets(Strict):

@@ -97,7 +97,10 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
     release = _checked_release(built.kernel_release, str(out_dir / "manifest.json"))
     kernel, modules_tree, dtbs = built.one("kernel"), built.one("modules-tree"), built.of_kind("dtb")
     if kernel is None or modules_tree is None:
-        raise UserError(f"{out_dir}: the build has no kernel image or modules tree: run invoke build --board {board.name}")
+        raise UserError(
+            f"{out_dir}: the build has no kernel image or modules tree (a build against a devel bundle has neither): "
+            f"run invoke build --board {board.name} on a kernel source"
+        )
     label, (dest, modules_dir) = f"crossboard-{release}", _places(partition, release)
     # the initrd is decided, never copied from the stock label: that one holds another kernel's modules
     initrd = f"/crossboard/{release}/initrd.img" if board.spec.kernel.boot == "initramfs" else None

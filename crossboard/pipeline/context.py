@@ -27,7 +27,7 @@ REPRODUCIBLE_ENV = {
 
 
 # Work whose result lives in the shared kernel build folder.
-KERNEL_WORK = frozenset({"toolchain-check", "configure", "dtbs", "kernel"})
+KERNEL_WORK = frozenset({"toolchain-check", "configure", "dtbs", "kernel", "devel"})
 STAMPS = ".crossboard-stamps"  # beside the work they describe
 
 
@@ -85,20 +85,27 @@ class BuildContext:
     def stamp(self, work: str) -> Path:
         """Where the stamp of a piece of work lives: beside the kernel build for the kernel's own
         steps (the folder all clones share), else in this project's work folder."""
-        folder = self.kernel_dir_on_host if work in KERNEL_WORK else self.work_dir
+        folder = self.build_dir / "kernel" if work in KERNEL_WORK else self.work_dir
         return folder / STAMPS / f"{work}.json"
 
     @property
+    def from_bundle(self) -> bool:
+        """The kernel is a devel bundle's, built elsewhere: only modules and apps are built here."""
+        return self.source_plan.bundle is not None
+
+    @property
     def kernel_dir(self) -> str:
-        """O=, as the runtime sees it."""
-        return f"{self.runtime.path('build')}/kernel"
+        """The built kernel, as the runtime sees it: O=, or the unpacked devel bundle."""
+        return self.source_tree if self.from_bundle else f"{self.runtime.path('build')}/kernel"
 
     @property
     def kernel_dir_on_host(self) -> Path:
-        return self.build_dir / "kernel"
+        return self.source_plan.tree_on_host if self.from_bundle else self.build_dir / "kernel"
 
     def make(self, *targets: str, module_dir: str | None = None) -> list[str]:
-        argv = ["make", "-C", self.source_tree, f"O={self.kernel_dir}", "ARCH=arm64", "LLVM=1", f"-j{self.options.jobs}"]
+        """make in the kernel tree; a devel bundle is source and build folder in one, so no O=."""
+        output = [] if self.from_bundle else [f"O={self.kernel_dir}"]
+        argv = ["make", "-C", self.source_tree, *output, "ARCH=arm64", "LLVM=1", f"-j{self.options.jobs}"]
         if module_dir:
             argv.append(f"M={module_dir}")
         return argv + list(targets)

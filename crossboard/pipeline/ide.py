@@ -22,7 +22,7 @@ from pathlib import Path
 from ..artifacts.files import write_atomically
 from ..artifacts.manifest import Manifest, finished_build
 from ..board.load import LoadedBoard
-from ..errors import StepFailed
+from ..errors import StepFailed, UserError
 from ..settings import Settings
 from ..toolchain.stream import Tee
 from .context import BuildContext, BuildOptions
@@ -37,6 +37,11 @@ CFG_FLAG = re.compile(r"--cfg[= ](\S+)")
 
 def write_editor_files(board: LoadedBoard, settings: Settings, echo: bool = True) -> list[Path]:
     """rust-project.json and compile_commands.json in each of the board's module folders."""
+    if board.devel_bundle():
+        raise UserError(
+            f"invoke ide: {board.name} builds against a devel bundle (kernel.source.devel), which holds the kernel "
+            "crates' metadata but not their sources: run invoke ide on the board that built the kernel"
+        )
     folders = build_folders(board, settings)
     finished_build(folders["out"], board.name)  # the kernel and the modules' copies must be built
     runtime = make_runtime("docker", settings, board, folders, echo, prepare=True)

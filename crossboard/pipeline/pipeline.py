@@ -36,7 +36,7 @@ def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
     """The kernel build folder is the board's, shared by every clone (it depends only on the board's
     kernel); the work folder (module copies, app targets, the virtual board's root) is this clone's.
     A board built with another profile than its own has folders of its own (`<board>@<profile>`)."""
-    plan = source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile)
+    plan = source.plan_source(board, settings.cache_dir)
     return {
         "sources": plan.mount,
         "build": settings.cache_dir / "build" / board.build_name,
@@ -55,14 +55,22 @@ def preflight(board: LoadedBoard) -> None:
             )
 
 
-def selected_steps(options: BuildOptions, runtime_kind: str) -> list[Step]:
-    """Every option checked before anything is printed or run."""
+def selected_steps(board: LoadedBoard, options: BuildOptions, runtime_kind: str) -> list[Step]:
+    """Every option checked before anything is printed or run. Against a devel bundle the kernel is
+    built already: the steps that build one are left out."""
     unknown = sorted(options.only - set(STEP_NAMES))
     if unknown:
         raise UserError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})")
     if runtime_kind not in RUNTIMES:
         raise UserError(f"--runtime: unknown runtime {runtime_kind!r} (runtimes: {', '.join(RUNTIMES)})")
-    steps = [step for step in STEPS if not options.only or step.name in options.only]
+    bundled = board.spec.kernel.source.devel is not None
+    kernel_steps = sorted(step.name for step in STEPS if step.builds_kernel and step.name in options.only)
+    if bundled and kernel_steps:
+        raise UserError(
+            f"--only {','.join(kernel_steps)}: kernel.source is a devel bundle, a kernel built already: "
+            "only source, toolchain-check, modules, apps and collect run against it"
+        )
+    steps = [step for step in STEPS if (not options.only or step.name in options.only) and not (bundled and step.builds_kernel)]
     if any(step.name == "apps" for step in steps):
         app_builder(options.app_builder, runtime_kind)
     return steps
@@ -92,7 +100,7 @@ def where(runtime: Runtime) -> str:
 
 
 def print_plan(board: LoadedBoard, settings: Settings, options: BuildOptions, runtime_kind: str) -> None:
-    steps = selected_steps(options, runtime_kind)
+    steps = selected_steps(board, options, runtime_kind)
     folders = build_folders(board, settings)
     runtime = make_runtime(runtime_kind, settings, board, folders, options.echo, prepare=False)
     manifest = Manifest(board=board.name, out_dir=folders["out"])
@@ -118,11 +126,11 @@ def steps_that_would_run(board: LoadedBoard, settings: Settings, options: BuildO
     try:
         manifest.image = runtime.toolchain()
     except CrossboardError:
-        return [step.name for step in selected_steps(options, runtime.name)]
+        return [step.name for step in selected_steps(board, options, runtime.name)]
     ctx = build_context(board, settings, runtime, manifest, options)
     would: list[str] = []
     changed = False
-    for step in selected_steps(options, runtime.name):
+    for step in selected_steps(board, options, runtime.name):
         inputs = step.inputs(ctx)
         # a reused step hands its recorded fields on, as in a build: later steps' inputs read them
         if changed or _reused(ctx, step, inputs) is None:
@@ -147,7 +155,7 @@ def build(
 ) -> Manifest:
     """`runtime`: one made by the caller (the tests' recording runtime), instead of one of `runtime_kind`."""
     runtime_kind = runtime.name if runtime else runtime_kind
-    steps = selected_steps(options, runtime_kind)
+    steps = selected_steps(board, options, runtime_kind)
     preflight(board)
     folders = build_folders(board, settings)
     say = print if options.echo else (lambda line: None)
@@ -229,7 +237,7 @@ def build_context(board, settings, runtime, manifest, options) -> BuildContext:
         runtime=runtime,
         manifest=manifest,
         options=options,
-        source_plan=source.plan_source(board.spec.kernel.source, settings.cache_dir, board.profile),
+        source_plan=source.plan_source(board, settings.cache_dir),
     )
 
 

@@ -3,20 +3,22 @@ and never modified afterwards (every build writes to O=)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
 import tarfile
 import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..artifacts.files import sha256_of
+from ..board.load import LoadedBoard
 from ..board.schema import Git, KernelSource, Tarball
 from ..errors import InfrastructureError, StepFailed, UserError
 from ..locking import holding
-from ..toolchain.profiles import Profile
 from ..toolchain.runtime import Runtime
 from ..toolchain.stream import Tee
 
@@ -27,6 +29,7 @@ class SourcePlan:
 
     mount: Path
     key: str  # "" when the mount is the tree itself (a local path)
+    bundle: Path | None = None  # a devel bundle's tarball, made absolute
 
     def tree_in(self, runtime: Runtime) -> str:
         return f"{runtime.path('sources')}/{self.key}" if self.key else runtime.path("sources")
@@ -46,20 +49,36 @@ def redacted(url: str) -> str:
     )
 
 
-def plan_source(source: KernelSource, cache_dir: Path, profile: Profile) -> SourcePlan:
-    """A Debian package's tree is keyed by the version the profile pins: profiles that pin the same
-    one share it."""
-    sources = cache_dir / "sources"
+def plan_source(board: LoadedBoard, cache_dir: Path) -> SourcePlan:
+    """A Debian package's tree is keyed by the version the board's profile pins: profiles that pin the
+    same one share it; a devel bundle's by its sha256."""
+    source, sources = board.spec.kernel.source, cache_dir / "sources"
     if source.path is not None:
         return SourcePlan(mount=Path(source.path).expanduser().resolve(), key="")
+    if bundle := board.devel_bundle():
+        return SourcePlan(mount=sources, key=f"devel_{sha256_once(bundle)[:16]}", bundle=bundle)
     if source.debian is not None:
-        version = profile.pinned_packages().get(source.debian, "unpinned")
+        version = board.profile.pinned_packages().get(source.debian, "unpinned")
         return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
     if source.tarball is not None:
         return SourcePlan(mount=sources, key=f"tarball_{source.tarball.sha256[:16]}")
     git = _git(source)
     identity = hashlib.sha256(f"{git.url}\0{git.ref}".encode()).hexdigest()[:16]
     return SourcePlan(mount=sources, key=f"git_{identity}")
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def sha256_once(path: Path) -> str:
+    """A file's sha256, hashed again only when the file changed (a build plans its source several times)."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise UserError(f"kernel.source.devel: {path}: {error.strerror}") from None
+    return _file_sha256(path, status.st_size, status.st_mtime_ns)
 
 
 def _git(source: KernelSource) -> Git:
@@ -84,6 +103,8 @@ def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
         return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
     if source.tarball is not None:
         return [f"download {redacted(source.tarball.url)}, check sha256 {source.tarball.sha256}, unpack into {plan.tree_on_host}"]
+    if source.devel is not None:
+        return [f"unpack the devel bundle {source.devel} into {plan.tree_on_host}"]
     if source.git is not None:
         return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
     return [f"use the kernel tree at {plan.tree_on_host}"]
@@ -113,6 +134,8 @@ def _unpack(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) 
             _unpack_debian(source.debian, plan, runtime, tee)
         elif source.tarball is not None:
             _unpack_tarball(source.tarball, plan.mount, partial, tee)
+        elif plan.bundle is not None:
+            _extract(plan.bundle, partial, "kernel.source.devel", str(plan.bundle))
         else:
             _clone(_git(source), partial, tee)
         if not partial.joinpath("Makefile").is_file():
@@ -146,23 +169,31 @@ def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> N
     download = mount / f".download-{expected[:16]}"
     tee.line(f"downloading {redacted(tarball.url)}")
     try:
-        with urllib.request.urlopen(tarball.url, timeout=60) as response, open(download, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+        try:
+            with urllib.request.urlopen(tarball.url, timeout=60) as response, open(download, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except OSError as error:
+            raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(tarball.url)}: {error}") from None
         actual = sha256_of(download)
         if actual != expected:
             raise UserError(
                 f"kernel.source.tarball.sha256: {redacted(tarball.url)} has sha256 {actual}, "
                 f"the board file says {expected}; nothing was unpacked"
             )
-        partial.mkdir()
-        with tarfile.open(download) as archive:
-            archive.extractall(partial, filter="data")
-    except tarfile.TarError as error:  # a member outside the tree, a link out of it, a broken archive
-        raise UserError(f"kernel.source.tarball: {redacted(tarball.url)}: {error}; nothing was kept") from None
-    except OSError as error:
-        raise InfrastructureError(f"kernel.source.tarball: cannot fetch {redacted(tarball.url)}: {error}") from None
+        _extract(download, partial, "kernel.source.tarball", redacted(tarball.url))
     finally:
         download.unlink(missing_ok=True)
+
+
+def _extract(archive_file: Path, partial: Path, key: str, shown: str) -> None:
+    partial.mkdir()
+    try:
+        with tarfile.open(archive_file) as archive:
+            archive.extractall(partial, filter="data")
+    except tarfile.ReadError:
+        raise UserError(f"{key}: {shown}: not a readable tar archive; nothing was kept") from None
+    except (tarfile.TarError, EOFError, zlib.error) as error:  # a member outside the tree, a link out of it, a cut archive
+        raise UserError(f"{key}: {shown}: {' '.join(str(error).split())}; nothing was kept") from None
 
 
 def _clone(git: Git, partial: Path, tee: Tee) -> None:

@@ -5,25 +5,22 @@ is not run again (see stamps.py)."""
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import re
 import shlex
 import shutil
-import tarfile
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts.files import build_id_of_elf, highest_glibc, sha256_of, write_atomically
+from ..artifacts.files import build_id_of_elf, highest_glibc, pack_tree, sha256_of, write_atomically
 from ..artifacts.manifest import MANIFEST_FORMAT
 from ..errors import StepFailed, UserError
 from ..toolchain.runtime import HostRuntime, Runtime
-from . import kconfig, source, stamps
+from . import devel, kconfig, source, stamps
 from .context import REPRODUCIBLE_ENV, BuildContext
-from .toolcheck import CHECKED_TOOLS, check_tools, dotted
+from .toolcheck import CHECKED_TOOLS, check_tools, dotted, tool_lines
 
 GENERATED_FRAGMENT = "crossboard-board.config"
 
@@ -45,6 +42,8 @@ class Step:
     inputs: Callable[[BuildContext], str | None] = _always
     # Whether what the step made, as its stamp recorded it, is still there to be reused.
     still_there: Callable[[BuildContext, dict], bool] = _nothing_to_check
+    # Whether it builds the kernel: such steps do not run against a devel bundle (a kernel built elsewhere).
+    builds_kernel: bool = False
 
 
 # -- source --------------------------------------------------------------------------------------
@@ -64,6 +63,9 @@ def _source_run(ctx: BuildContext) -> str:
 
 
 def _toolcheck_plan(ctx: BuildContext) -> list[str]:
+    if ctx.from_bundle:
+        asked = "; ".join(" ".join(argv) for argv in CHECKED_TOOLS.values())
+        return [f"{asked}: compared with the tools {devel.INFO_NAME} names (rustc must be the same)"]
     return [
         f"sh {ctx.source_tree}/scripts/min-tool-version.sh {tool}; {' '.join(argv)}" for tool, argv in CHECKED_TOOLS.items()
     ] + [ctx.show(ctx.make("rustavailable"))]
@@ -75,6 +77,8 @@ def _toolcheck_inputs(ctx: BuildContext) -> str | None:
 
 
 def _toolcheck_run(ctx: BuildContext) -> str:
+    if ctx.from_bundle:
+        return _check_bundle_tools(ctx)
     notes = []
     tree_version = source.tree_version(ctx.source_plan.tree_on_host)
     for verdict, version_line in check_tools(ctx.runtime, ctx.source_tree, tree_version):
@@ -89,6 +93,24 @@ def _toolcheck_run(ctx: BuildContext) -> str:
             last = tee.tail.decode(errors="replace").strip().splitlines()[-1:]
             raise StepFailed(f"`make LLVM=1 rustavailable` says Rust is not available with this toolchain: {last}")
     return "; ".join(notes)
+
+
+def _check_bundle_tools(ctx: BuildContext) -> str:
+    """A devel bundle's kernel names the tools that built it; rustc must be the same one."""
+    info = devel.read_info(ctx.kernel_dir_on_host, str(ctx.source_plan.bundle))
+    found = tool_lines(ctx.runtime)
+    ctx.manifest.tools.update(found)
+    differences = devel.tool_differences(info, found)
+    for difference in differences:
+        refused = devel.refusal(difference, info, ctx.board.spec.toolchain)
+        if refused:
+            raise UserError(refused)
+        if ctx.options.echo:
+            print(
+                f"crossboard: warning: the bundle's kernel was built with {difference.bundle}; here: {difference.here}",
+                flush=True,
+            )
+    return f"{found['rustc']}, as the bundle's kernel {info.kernel_release} from {info.board}"
 
 
 # -- configure -----------------------------------------------------------------------------------
@@ -115,7 +137,7 @@ def _configure_inputs(ctx: BuildContext) -> str | None:
     return ctx.toolchain_identity and stamps.digest(
         ctx.toolchain_identity,
         ctx.tree_identity or str(ctx.source_plan.tree_on_host),
-        ctx.board.spec.kernel.config.base,
+        ctx.board.config_base,
         base_file.read_bytes() if base_file else b"",
         *[part for name, content in _fragment_files(ctx) for part in (name, content)],
     )
@@ -123,7 +145,7 @@ def _configure_inputs(ctx: BuildContext) -> str | None:
 
 def _configure_commands(ctx: BuildContext) -> list[tuple[str, list[str]]]:
     """(what, argv) of each configure command."""
-    base = ctx.board.spec.kernel.config.base
+    base = ctx.board.config_base
     fragments = [f"{ctx.kernel_dir}/{name}" for name, _ in _fragment_files(ctx)]
     # A full config file (e.g. pulled from a board) is merge_config's starting point; a make target makes one.
     from_file = ctx.board.base_config_file() is not None
@@ -237,6 +259,60 @@ def _kernel_run(ctx: BuildContext) -> str:
         ctx.runtime.check(_install_modules_argv(ctx), tee, what="modules_install", env=REPRODUCIBLE_ENV)
     ctx.manifest.kernel_release = (ctx.kernel_dir_on_host / "include/config/kernel.release").read_text().strip()
     return ctx.manifest.kernel_release
+
+
+# -- devel bundle --------------------------------------------------------------------------------
+
+
+def devel_bundle_file(ctx: BuildContext, release: str) -> Path:
+    return ctx.build_dir / "devel" / f"{devel.bundle_name(release)}.tar.gz"
+
+
+def _devel_plan(ctx: BuildContext) -> list[str]:
+    return [
+        f"collect {devel.describe_command()} from {ctx.kernel_dir} into a {devel.bundle_name('<release>')} folder",
+        f"write {devel.INFO_NAME} (the kernel's release and build ID, the tools that built it); "
+        f"pack it as {ctx.runtime.path('build')}/devel/{devel.bundle_name('<release>')}.tar.gz",
+    ]
+
+
+def _devel_inputs(ctx: BuildContext) -> str | None:
+    return _kernel_tree_inputs(ctx, "devel", str(devel.BUNDLE_FORMAT))
+
+
+def _devel_still_there(ctx: BuildContext, record: dict) -> bool:
+    release = ctx.manifest.kernel_release  # the kernel step's, run or reused before this one
+    return bool(release) and devel_bundle_file(ctx, release).is_file()
+
+
+def _devel_run(ctx: BuildContext) -> str:
+    release = (ctx.kernel_dir_on_host / "include/config/kernel.release").read_text().strip()
+    folder = ctx.build_dir / "devel"
+    partial = folder / f".partial-{devel.bundle_name(release)}"
+    shutil.rmtree(folder, ignore_errors=True)  # one bundle: the kernel's current one
+    folder.mkdir(parents=True)
+    inside = f"{ctx.runtime.path('build')}/devel/{partial.name}"
+    try:
+        with ctx.tee("devel") as tee:
+            assemble = devel.assemble_command(ctx.source_tree, ctx.kernel_dir, inside)
+            ctx.runtime.check(assemble, tee, what="collecting the devel bundle")
+        builds_on = partial / ".builds-on"
+        info = devel.BundleInfo(
+            board=ctx.board.name,
+            toolchain=ctx.board.spec.toolchain,
+            image=ctx.manifest.image.get("ref", ""),
+            kernel_release=release,
+            kernel_build_id=build_id_of_elf(ctx.kernel_dir_on_host / "vmlinux"),
+            tools=dict(ctx.manifest.tools),  # what toolchain-check found
+            builds_on=builds_on.read_text().strip(),
+        )
+        builds_on.unlink()
+        write_atomically(partial / devel.INFO_NAME, info.text().encode())
+        pack_tree(partial, devel.bundle_name(release), devel_bundle_file(ctx, release))
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    size = devel_bundle_file(ctx, release).stat().st_size
+    return f"{devel.bundle_name(release)}.tar.gz, {size / 2**20:.1f} MiB"
 
 
 # -- out-of-tree modules -------------------------------------------------------------------------
@@ -462,8 +538,10 @@ def _apps_run(ctx: BuildContext) -> str:
 
 
 def _collect_plan(ctx: BuildContext) -> list[str]:
+    if ctx.from_bundle:
+        return [f"copy the bundle's .config, the modules and apps into {ctx.out_dir}; record them in {ctx.manifest.path}"]
     return [
-        f"copy Image, DTBs, modules and apps into {ctx.out_dir}; pack the modules tree; "
+        f"copy Image, DTBs, modules, apps and the devel bundle into {ctx.out_dir}; pack the modules tree; "
         f"record sizes, sha256 and vermagic in {ctx.manifest.path}"
     ]
 
@@ -476,27 +554,9 @@ def _publish(source_file: Path, target: Path) -> Path:
     return target
 
 
-def _pack_modules_tree(staging: Path, release: str, target: Path) -> None:
-    """modules_install's lib/modules/<release> as a tar.gz that is the same bytes for the same files."""
-    buffer = io.BytesIO()
-    root = staging / "lib" / "modules" / release
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in [root, *sorted(root.rglob("*"))]:
-            info = archive.gettarinfo(path, arcname=f"lib/modules/{release}/{path.relative_to(root)}".rstrip("/."))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mtime = 0
-            if info.isfile():
-                with open(path, "rb") as handle:
-                    archive.addfile(info, handle)
-            else:
-                archive.addfile(info)
-    write_atomically(target, gzip.compress(buffer.getvalue(), mtime=0))
-
-
 def _collect_inputs(ctx: BuildContext) -> str | None:
     """What every other step made: when all of it is as before, so is what collect would copy."""
-    made = [_kernel_inputs(ctx), _dtbs_inputs(ctx), _apps_inputs(ctx)]
+    made = [_kernel_inputs(ctx), _dtbs_inputs(ctx), _devel_inputs(ctx), _apps_inputs(ctx)]
     made += [module_inputs(ctx, module) for module in ctx.board.module_dirs()]
     known = [part for part in made if part is not None]
     if len(known) < len(made):
@@ -518,36 +578,56 @@ def _collect_run(ctx: BuildContext) -> str:
     spec, kernel, out = ctx.board.spec, ctx.kernel_dir_on_host, ctx.out_dir
     release = ctx.manifest.kernel_release or (kernel / "include/config/kernel.release").read_text().strip()
     ctx.manifest.kernel_release = release
-    ctx.manifest.kernel_build_id = build_id_of_elf(kernel / "vmlinux")
     ctx.manifest.pulled_build_id = kconfig.pulled_build_id(ctx.board.base_config_file())
     ctx.manifest.artifacts = []
-    ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot" / spec.kernel.image, out / spec.kernel.image), "kernel")
-    for dtb in spec.kernel.dtbs:
-        ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot/dts" / dtb, out / "dtbs" / dtb), "dtb")
+    if ctx.source_plan.bundle is not None:
+        info = devel.read_info(kernel, str(ctx.source_plan.bundle))
+        ctx.manifest.kernel_build_id = info.kernel_build_id
+        ctx.manifest.config_sha256 = sha256_of(kernel / ".config")
+        ctx.manifest.devel_bundle = {
+            "path": str(ctx.source_plan.bundle),
+            "sha256": source.sha256_once(ctx.source_plan.bundle),
+            "board": info.board,
+            "toolchain": info.toolchain,
+        }
+    else:
+        ctx.manifest.kernel_build_id = build_id_of_elf(kernel / "vmlinux")
+        _collect_kernel(ctx, release)
     ctx.manifest.add_artifact(_publish(kernel / ".config", out / "config"), "config")
-    for sample in spec.kernel.samples:
-        built = kernel / "samples" / "rust" / f"{sample}.ko"
-        if not built.is_file():
-            raise StepFailed(f"kernel.samples: {sample}.ko was not built: enable its CONFIG_SAMPLE_* =m in a fragment")
-        ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
     for module in ctx.board.module_dirs():
         for built in sorted(module_work_dir(ctx, module)[0].glob("*.ko")):
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
     for app, app_dir in zip(spec.apps, ctx.board.app_dirs(), strict=True):
         name = app_name(app_dir)
         ctx.manifest.add_artifact(_publish(app_binary(ctx, app_dir)[0], out / "apps" / name), "app", source=app.path)
+    return f"{len(ctx.manifest.artifacts)} artifacts" + (" (the kernel is the devel bundle's)" if ctx.from_bundle else "")
+
+
+def _collect_kernel(ctx: BuildContext, release: str) -> None:
+    """What only a build of the kernel has: the image, DTBs, in-tree samples, the modules tree, the devel bundle."""
+    spec, kernel, out = ctx.board.spec, ctx.kernel_dir_on_host, ctx.out_dir
+    ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot" / spec.kernel.image, out / spec.kernel.image), "kernel")
+    for dtb in spec.kernel.dtbs:
+        ctx.manifest.add_artifact(_publish(kernel / "arch/arm64/boot/dts" / dtb, out / "dtbs" / dtb), "dtb")
+    for sample in spec.kernel.samples:
+        built = kernel / "samples" / "rust" / f"{sample}.ko"
+        if not built.is_file():
+            raise StepFailed(f"kernel.samples: {sample}.ko was not built: enable its CONFIG_SAMPLE_* =m in a fragment")
+        ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
     archive = out / f"modules-{release}.tar.gz"
-    _pack_modules_tree(ctx.build_dir / "staging", release, archive)
+    pack_tree(ctx.build_dir / "staging/lib/modules" / release, f"lib/modules/{release}", archive)
     ctx.manifest.add_artifact(archive, "modules-tree")
-    return f"{len(ctx.manifest.artifacts)} artifacts"
+    bundle = devel_bundle_file(ctx, release)
+    ctx.manifest.add_artifact(_publish(bundle, out / bundle.name), "devel")
 
 
 STEPS = [
     Step("source", _source_plan, _source_run),
     Step("toolchain-check", _toolcheck_plan, _toolcheck_run, _toolcheck_inputs),
-    Step("configure", _configure_plan, _configure_run, _configure_inputs, _config_still_there),
-    Step("dtbs", _dtbs_plan, _dtbs_run, _dtbs_inputs, _dtbs_still_there),
-    Step("kernel", _kernel_plan, _kernel_run, _kernel_inputs, _kernel_still_there),
+    Step("configure", _configure_plan, _configure_run, _configure_inputs, _config_still_there, builds_kernel=True),
+    Step("dtbs", _dtbs_plan, _dtbs_run, _dtbs_inputs, _dtbs_still_there, builds_kernel=True),
+    Step("kernel", _kernel_plan, _kernel_run, _kernel_inputs, _kernel_still_there, builds_kernel=True),
+    Step("devel", _devel_plan, _devel_run, _devel_inputs, _devel_still_there, builds_kernel=True),
     Step("modules", _modules_plan, _modules_run),
     Step("apps", _apps_plan, _apps_run, _apps_inputs, _apps_still_there),
     Step("collect", _collect_plan, _collect_run, _collect_inputs, _artifacts_still_there),

@@ -64,15 +64,22 @@ class ToolVerdict:
         return f"{self.tool} {dotted(self.found)} meets the kernel's minimum {dotted(self.minimum)}"
 
 
+def tool_lines(runtime) -> dict[str, str]:
+    """Each checked tool's own version line ("" when it does not answer)."""
+    lines = {}
+    for tool, version_argv in CHECKED_TOOLS.items():
+        code, text = runtime.output(version_argv)
+        lines[tool] = text.strip().splitlines()[0] if code == 0 and text.strip() else ""
+    return lines
+
+
 def check_tools(runtime, source_tree: str, tree: tuple[int, ...] | None = None) -> list[tuple[ToolVerdict, str]]:
     """Each checked tool's verdict against the kernel tree's minimum, with the tool's own version line."""
     results = []
-    for tool, version_argv in CHECKED_TOOLS.items():
+    for tool, found_line in tool_lines(runtime).items():
         code, minimum_text = runtime.output(["sh", f"{source_tree}/scripts/min-tool-version.sh", tool])
         minimum = version_in(minimum_text) if code == 0 else None
         if minimum is None:
             raise StepFailed(f"the kernel's scripts/min-tool-version.sh {tool} gave no version: {minimum_text.strip()}")
-        code, found_text = runtime.output(version_argv)
-        found_line = found_text.strip().splitlines()[0] if code == 0 and found_text.strip() else ""
         results.append((ToolVerdict(tool, minimum, version_in(found_line) if found_line else None, tree), found_line))
     return results

@@ -60,11 +60,12 @@ impl Drop for {type_name} {{
     }}
 }}
 """
-# module! took `author:` in Linux 6.12 and takes `authors:` in 7.x: the tree's macro tells which
+# module! took `author:` in Linux 6.12 and takes `authors:` in 7.x: the kernel's macros library (in a
+# built tree and in a devel bundle) tells which
 MODULE_KBUILD = """\
 obj-m := {name}.o
 
-ifneq ($(shell grep -slw authors $(srctree)/rust/macros/module.rs),)
+ifeq ($(shell grep -aqw authors $(objtree)/rust/libmacros.so && echo y),y)
 rustflags-y += --cfg module_authors
 endif
 """

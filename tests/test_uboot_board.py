@@ -239,3 +239,19 @@ def test_the_toolchain_matrix_offers_linux_7_3_only_to_the_profile_that_holds_it
     assert "not offered: toolchain profile trixie does not hold linux-source-7.3" in rows["trixie"]
     backports = rows["trixie-backports"]
     assert "rustc 1.96.1, bindgen 0.71.1, llvm 21.1.8" in backports and f"built: {uboot_build.kernel_release}" in backports
+
+
+def test_hello_rust_built_against_the_7_3_bundle_alone_is_the_full_trees_and_another_rustc_is_refused(
+    uboot_build, settings, tmp_path
+):
+    bundle = uboot_build.out_dir / f"kernel-devel-{uboot_build.kernel_release}.tar.gz"
+    boards = copy_project(tmp_path)
+    elsewhere = dataclasses.replace(settings, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    overrides = {"kernel": {"source": {"devel": str(bundle)}}, "apps": []}
+    manifest = build(load_board("qemu-arm64-uboot", boards, overrides=overrides), elsewhere, QUIET)
+    built = (manifest.out_dir / "modules/hello_rust.ko").read_bytes()
+    assert built == (uboot_build.out_dir / "modules/hello_rust.ko").read_bytes()
+    with pytest.raises(UserError) as refused:
+        build(load_board("qemu-arm64-uboot", boards, overrides=overrides | {"toolchain": "trixie"}), elsewhere, QUIET)
+    assert "was built with rustc 1.96.1" in str(refused.value) and "this build has rustc 1.85.1" in str(refused.value)
+    assert str(refused.value).endswith("build with --toolchain trixie-backports")

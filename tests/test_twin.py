@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu, pytest.m
 def beagleplay_build(settings, toolchain_image):
     board = load_board("beagleplay")
     runtime = make_runtime("docker", settings, board, build_folders(board, settings), echo=False, prepare=False)
-    stale = steps_that_would_run(board, settings, BuildOptions(echo=False, only=KERNEL_WORK), runtime)
+    # the devel bundle of a kernel built before it existed takes seconds: not a reason to skip
+    stale = steps_that_would_run(board, settings, BuildOptions(echo=False, only=KERNEL_WORK - {"devel"}), runtime)
     if stale:
         pytest.skip(
             f"beagleplay's full kernel is not built on this machine ({', '.join(stale)} would run, 60-100 min): "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .artifacts.manifest import finished_build
 from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
 from .errors import StepFailed, UserError
+from .remote.places import reserved
 from .settings import Settings
 from .toolchain.image import prepare_toolchain
 from .toolchain.profiles import load_profile, profile_names
@@ -125,7 +126,8 @@ def deploy(
     for name in names:  # a board never built is bad input: refused before any board is touched
         finished_build(settings.out_dir / name, name)
     boards_to_deploy = [_board_or_twin(name, settings, twin) for name in names]
-    return deploy_many(boards_to_deploy, settings.out_dir, options, settings.access(trust_new_host))
+    with reserved(boards_to_deploy, options.echo) as reachable:
+        return deploy_many(reachable, settings.out_dir, options, settings.access(trust_new_host))
 
 
 def _board_or_twin(board_name: str, settings: Settings, twin: bool):
@@ -147,7 +149,8 @@ def virtual_board(board_name: str, settings: Settings):
 def dev(
     board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True, twin: bool = False
 ) -> dict:
-    return reload_module(_board_or_twin(board_name, settings, twin), module, settings, trust_new_host, echo)
+    with reserved([_board_or_twin(board_name, settings, twin)], echo) as (board,):
+        return reload_module(board, module, settings, trust_new_host, echo)
 
 
 def reload_module(board, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True) -> dict:
@@ -175,8 +178,8 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
     from .deploy.config_pull import pull_config, split_release
     from .pipeline.source import plan_source, tree_version
 
-    board = load_board(board_name, settings.boards_dir)
-    config_file, release = pull_config(board, settings.access(trust_new_host))
+    with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
+        config_file, release = pull_config(board, settings.access(trust_new_host))
     lines = [
         f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
         f"and boards/{board_name}.local.yaml now builds on it"
@@ -194,8 +197,8 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
 def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import install_kernel as install
 
-    board = load_board(board_name, settings.boards_dir)
-    record = install(board, settings.out_dir, settings.access(trust_new_host), reboot)
+    with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
+        record = install(board, settings.out_dir, settings.access(trust_new_host), reboot)
     how = f"tried once ({record['tried']}) and " if record.get("tried") else ""
     print(
         f"{board_name}: installed {record['release']} ({record['kernel']}; initrd {record['initrd']}) "
@@ -209,7 +212,8 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
 def rollback(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import rollback as undo
 
-    record = undo(load_board(board_name, settings.boards_dir), settings.access(trust_new_host), reboot)
+    with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
+        record = undo(board, settings.access(trust_new_host), reboot)
     print(
         f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
         + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")

@@ -114,6 +114,12 @@ MALFORMED = [
         "boards/t.yaml:5: kernel: config is required (a devel bundle source is the one kind that needs none)",
     ),
     (
+        "a host and a labgrid place",
+        "  host: 127.0.0.1\n",
+        "  host: 127.0.0.1\n  labgrid: {place: bench-1}\n",
+        "boards/t.yaml:15: connection: give exactly one of host and labgrid (a place that names the host)",
+    ),
+    (
         "bad sha256",
         "    debian: linux-source-6.12\n",
         "    tarball: {url: 'http://x/l.tar.xz', sha256: abc}\n",

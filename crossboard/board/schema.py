@@ -89,8 +89,19 @@ class App(Strict):
     expect_stdout: list[str] = []
 
 
+class LabgridPlace(Strict):
+    """A board shared through labgrid: the place to reserve, and the coordinator (else LG_COORDINATOR,
+    else labgrid's default 127.0.0.1:20408)."""
+
+    place: NonEmpty
+    coordinator: NonEmpty | None = None
+
+
 class Connection(Strict):
-    host: NonEmpty
+    # Exactly one of: the board's address, or the labgrid place whose NetworkService gives it (and its
+    # port and user, unless set here).
+    host: NonEmpty | None = None
+    labgrid: LabgridPlace | None = None
     # Unset port and user come from ~/.ssh/config, else 22 and root.
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     user: NonEmpty | None = None
@@ -98,6 +109,12 @@ class Connection(Strict):
     host_key_policy: Literal["strict", "trust-new"] = "strict"
     sudo: bool = False
     connect_timeout: Annotated[int, Field(gt=0)] = 10
+
+    @model_validator(mode="after")
+    def host_or_place(self):
+        if (self.host is None) == (self.labgrid is None):
+            raise ValueError("give exactly one of host and labgrid (a place that names the host)")
+        return self
 
 
 class Boot(Strict):

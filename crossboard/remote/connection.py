@@ -76,13 +76,17 @@ def read_ssh_config(path: Path, depth: int = 0) -> str:
 def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: Path | None = None) -> Target:
     """The board file's values win over ~/.ssh/config's, which win over the defaults. A relative
     key path is relative to the project (`base_dir`)."""
+    host = connection.host
+    if host is None:  # the labgrid place's NetworkService names it once the place is reserved (lab.py)
+        place = connection.labgrid.place if connection.labgrid else "?"
+        raise UserError(f"connection.labgrid.place {place}: not reserved, so no address to connect to")
     ssh_config = ssh_config or USER_SSH_CONFIG
-    config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(connection.host) if ssh_config.is_file() else {}
+    config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(host) if ssh_config.is_file() else {}
     port = connection.port or int(config.get("port", 22))
     user = connection.user or config.get("user", "root")
-    hostname = config.get("hostname", connection.host)
+    hostname = str(config.get("hostname", host))
     if connection.key and not (base_dir / Path(connection.key).expanduser()).is_file():
-        raise UserError(f"{connection.host}: connection.key: no such file {base_dir / Path(connection.key).expanduser()}")
+        raise UserError(f"{host}: connection.key: no such file {base_dir / Path(connection.key).expanduser()}")
     # ssh passes over IdentityFile entries that do not exist; so does crossboard
     keys = (
         [connection.key]
@@ -97,7 +101,7 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         proxy = shlex.join(command + [jumps[-1]])
     known = tuple(Path(file).expanduser() for file in config.get("userknownhostsfile", "").split())
     return Target(
-        name=connection.host,
+        name=host,
         hostname=hostname,
         port=port,
         user=user,

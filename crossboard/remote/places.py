@@ -1,0 +1,168 @@
+"""Boards shared through labgrid: a board file names a place (`connection.labgrid`), and commands that
+reach the board reserve it for as long as they work on it.
+
+labgrid's own client library talks to the coordinator (gRPC since labgrid 25): crossboard acquires a
+free place, uses one its user already holds as it is, and never takes one someone else holds. The SSH
+address comes from the place's NetworkService. What crossboard acquired it releases, also when the work
+failed or was interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..board.load import LoadedBoard
+from ..errors import InfrastructureError, UserError
+
+DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's own default
+
+
+def coordinator_of(board: LoadedBoard) -> str:
+    lab = board.spec.connection.labgrid
+    assert lab is not None
+    return lab.coordinator or os.environ.get("LG_COORDINATOR") or DEFAULT_COORDINATOR
+
+
+@dataclass(frozen=True)
+class Reserved:
+    board: LoadedBoard  # with the NetworkService's address, port and user
+    acquired_here: bool  # False: its user held the place already, and keeps it
+
+
+@contextmanager
+def reserved(boards: list[LoadedBoard], echo: bool = True) -> Iterator[list[LoadedBoard]]:
+    """The boards, those in labgrid places reserved and given their SSH address; the places acquired
+    here are released at the end, whatever happened in between."""
+    if not any(board.spec.connection.labgrid for board in boards):
+        yield boards
+        return
+    sessions: dict[str, Any] = {}
+    held: list[tuple[Any, str, LoadedBoard]] = []
+    try:
+        ready = []
+        for board in boards:
+            if board.spec.connection.labgrid is None:
+                ready.append(board)
+                continue
+            coordinator = coordinator_of(board)
+            session = sessions.get(coordinator) or sessions.setdefault(coordinator, _session(coordinator, board))
+            reservation = _reserve(session, board, coordinator)
+            if reservation.acquired_here:
+                held.append((session, coordinator, board))
+            if echo:
+                how = "acquired" if reservation.acquired_here else "already yours"
+                print(f"{board.name}: labgrid place {board.spec.connection.labgrid.place} {how}", flush=True)
+            ready.append(reservation.board)
+        yield ready
+    finally:
+        problems = [problem for session, coordinator, board in held if (problem := _release(session, coordinator, board))]
+        for session in sessions.values():
+            _stop(session)
+        if problems:
+            raise InfrastructureError("; ".join(problems))
+
+
+def _session(coordinator: str, board: LoadedBoard):
+    from labgrid.remote.client import start_session
+
+    try:
+        return start_session(coordinator)
+    except Exception as error:  # labgrid raises its own errors and grpc's for a coordinator that is not there
+        raise InfrastructureError(
+            f"{board.file.name}: connection.labgrid: the labgrid coordinator at {coordinator} does not answer ({error})"
+        ) from None
+
+
+def _reserve(session, board: LoadedBoard, coordinator: str) -> Reserved:
+    from labgrid.remote.generated import labgrid_coordinator_pb2
+
+    lab = board.spec.connection.labgrid
+    assert lab is not None
+    where = f"{board.file.name}: connection.labgrid.place {lab.place}"
+    place = session.places.get(lab.place)
+    if place is None:
+        known = ", ".join(sorted(session.places)) or "none"
+        raise UserError(f"{where}: no such place at the coordinator {coordinator} (places: {known})")
+    me = f"{session.gethostname()}/{session.getuser()}"
+    if place.acquired and place.acquired != me and me not in place.allowed:
+        raise UserError(f"{where} is acquired by {place.acquired}: crossboard does not take a place someone else holds")
+    acquired_here = not place.acquired
+    if acquired_here:
+        _call(session, "AcquirePlace", labgrid_coordinator_pb2.AcquirePlaceRequest(placename=lab.place), where)
+        place = session.places[lab.place]
+    try:
+        return Reserved(_reached_through(board, session, place, where), acquired_here)
+    except BaseException:
+        if acquired_here:
+            _release(session, coordinator, board)
+        raise
+
+
+def _reached_through(board: LoadedBoard, session, place, where: str) -> LoadedBoard:
+    """The board with the address, port and user of the place's NetworkService."""
+    services = []
+    for exporter, group, cls, name in place.acquired_resources:
+        if cls == "NetworkService":
+            resource = session.resources.get(exporter, {}).get(group, {}).get(name)
+            if resource is not None:
+                services.append(resource.params)
+    if len(services) != 1:
+        raise UserError(f"{where}: the place has {len(services)} NetworkService resources; crossboard needs exactly one")
+    service = services[0]
+    connection = board.spec.connection.model_copy(
+        update={
+            "host": service["address"],
+            "port": board.spec.connection.port or service.get("port") or 22,
+            "user": board.spec.connection.user or service.get("username") or None,
+        }
+    )
+    return replace(board, spec=board.spec.model_copy(update={"connection": connection}))
+
+
+def _release(session, coordinator: str, board: LoadedBoard) -> str | None:
+    """Release a place acquired here; what went wrong, or None."""
+    from labgrid.remote.generated import labgrid_coordinator_pb2
+
+    lab = board.spec.connection.labgrid
+    assert lab is not None
+    try:
+        _call(session, "ReleasePlace", labgrid_coordinator_pb2.ReleasePlaceRequest(placename=lab.place), lab.place)
+    except (InfrastructureError, UserError) as error:
+        return (
+            f"{board.name}: labgrid place {lab.place} could not be released at {coordinator} ({error}): "
+            f"it may still be yours; labgrid-client -p {lab.place} release"
+        )
+    return None
+
+
+COORDINATOR_TIMEOUT = 15  # seconds a coordinator may take to answer one request
+
+
+def _call(session, method: str, request, where: str) -> None:
+    """One coordinator request, then the session's view brought up to date with it."""
+    import asyncio
+
+    import grpc
+
+    async def call_and_sync() -> None:
+        await getattr(session.stub, method)(request)
+        await session.sync_with_coordinator()
+
+    try:
+        session.loop.run_until_complete(asyncio.wait_for(call_and_sync(), COORDINATOR_TIMEOUT))
+    except grpc.aio.AioRpcError as error:
+        raise InfrastructureError(f"{where}: the labgrid coordinator says: {error.details()}") from None
+    except TimeoutError:
+        raise InfrastructureError(f"{where}: the labgrid coordinator did not answer in {COORDINATOR_TIMEOUT} s") from None
+
+
+def _stop(session) -> None:
+    try:
+        session.loop.run_until_complete(session.stop())
+        session.loop.run_until_complete(session.close())
+    except Exception:  # a coordinator gone away leaves nothing to close cleanly; nothing more to do
+        pass

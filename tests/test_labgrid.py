@@ -1,0 +1,171 @@
+"""Boards in a labgrid lab, for real: a labgrid coordinator and an exporter on 127.0.0.1 export an sshd
+standing in for a board as a place's NetworkService; `invoke deploy` reserves the place, deploys through
+it and releases it."""
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from fakes import fake_built_board
+
+from crossboard import commands
+from crossboard.deploy.run import DeployOptions
+from crossboard.errors import InfrastructureError, UserError
+
+pytestmark = [pytest.mark.root, pytest.mark.labgrid]
+PLACE = "bench-1"
+
+
+def labgrid_tool(name: str) -> list[str]:
+    """A labgrid command of the installed labgrid, run by this Python."""
+    return [sys.executable, "-c", f"import sys; from labgrid.remote.{name} import main; sys.exit(main())"]
+
+
+def wait_for_port(port: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
+class Lab:
+    """A coordinator and an exporter, and labgrid-client as another lab user would run it."""
+
+    def __init__(self, folder: Path, ssh_port: int, user: str):
+        from sshd import free_port
+
+        self.port = free_port()
+        self.coordinator = f"127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen] = []
+        self.start_coordinator(folder)
+        exported = folder / "exporter.yaml"
+        exported.write_text(f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {ssh_port}\n    username: {user}\n")
+        self.processes.append(
+            subprocess.Popen(
+                labgrid_tool("exporter") + ["-c", self.coordinator, "-n", "exporter", "--hostname", "127.0.0.1", str(exported)],
+                stdout=open(folder / "exporter.log", "w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+        self.wait_for_resource()
+        self.client("-p", PLACE, "create")
+        self.client("-p", PLACE, "add-match", "exporter/board/*")
+
+    def start_coordinator(self, folder: Path) -> None:
+        self.coordinator_process = subprocess.Popen(
+            labgrid_tool("coordinator") + ["-l", self.coordinator],
+            cwd=folder,  # where it keeps its places
+            stdout=open(folder / "coordinator.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append(self.coordinator_process)
+        wait_for_port(self.port)
+
+    def wait_for_resource(self, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if "exporter/board/NetworkService" in self.client("resources").stdout:
+                return
+            time.sleep(0.3)
+        raise AssertionError("the exporter's NetworkService never reached the coordinator")
+
+    def client(self, *arguments: str, user: str | None = None) -> subprocess.CompletedProcess:
+        env = os.environ | {"LG_COORDINATOR": self.coordinator}
+        if user:
+            env |= {"LG_USERNAME": user, "LG_HOSTNAME": "another-bench"}
+        return subprocess.run(labgrid_tool("client") + list(arguments), env=env, capture_output=True, text=True, timeout=30)
+
+    def holder(self) -> str:
+        """Who holds the place, as `labgrid-client who` shows it ("" when nobody)."""
+        rows = [line.split() for line in self.client("who").stdout.splitlines()[1:]]
+        return next((f"{row[1]}/{row[0]}" for row in rows if len(row) >= 3 and row[2] == PLACE), "")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def lab(tmp_path, ssh_lab, settings):
+    from sshd import SUDO_USER
+
+    server = ssh_lab.server()
+    remote_root = f"/tmp/crossboard-test-{uuid.uuid4().hex}"
+    project = tmp_path / "project"
+    fake_built_board(project, tmp_path / "out", "lab-board", server.port, SUDO_USER, ssh_lab.key, remote_root)
+    labgrid = Lab(tmp_path, server.port, SUDO_USER)
+    board_file = project / "boards/lab-board.yaml"
+    text = board_file.read_text()
+    by_address = f"  host: 127.0.0.1\n  port: {server.port}\n  user: {SUDO_USER}\n"
+    assert by_address in text
+    board_file.write_text(text.replace(by_address, f"  labgrid: {{place: {PLACE}, coordinator: '{labgrid.coordinator}'}}\n"))
+    labgrid.settings = dataclasses.replace(
+        settings, boards_dir=project / "boards", out_dir=tmp_path / "out", known_hosts=tmp_path / "known_hosts"
+    )
+    yield labgrid
+    labgrid.stop()
+    shutil.rmtree(remote_root, ignore_errors=True)
+
+
+QUIET = DeployOptions(echo=False)
+
+
+def test_deploy_reserves_the_place_reaches_the_board_through_it_and_releases_it(lab):
+    assert lab.holder() == ""
+    (report,) = commands.deploy("lab-board", lab.settings, QUIET)
+    assert report["ok"], report
+    assert report["apps"][0]["stdout"].startswith("Hello, lab! from ")
+    assert lab.holder() == ""  # released
+
+
+def test_a_place_someone_else_holds_is_refused_and_left_to_them(lab):
+    assert lab.client("-p", PLACE, "acquire", user="alice").returncode == 0
+    with pytest.raises(UserError, match=f"connection.labgrid.place {PLACE} is acquired by another-bench/alice"):
+        commands.deploy("lab-board", lab.settings, QUIET)
+    assert lab.holder() == "another-bench/alice"
+    assert not (lab.settings.out_dir / "lab-board/deploy.json").exists()  # nothing was sent
+
+
+def test_a_place_the_user_holds_already_is_used_and_kept(lab):
+    assert lab.client("-p", PLACE, "acquire").returncode == 0
+    holder = lab.holder()
+    (report,) = commands.deploy("lab-board", lab.settings, QUIET)
+    assert report["ok"], report
+    assert lab.holder() == holder != ""
+
+
+def test_the_coordinator_going_away_mid_deploy_is_a_clear_error(lab):
+    """The deploy goes on over SSH; releasing the place then cannot be done, and says so."""
+    slow_app = '#!/bin/sh\nsleep 3\necho "Hello, $1! from $(uname -m)"\n'
+    out = lab.settings.out_dir / "lab-board/apps/hello"
+    out.write_text(slow_app)
+    from crossboard.artifacts.manifest import Manifest
+
+    manifest = Manifest(board="lab-board", out_dir=out.parent.parent)
+    manifest.add_artifact(out, "app", source="apps/hello")
+    manifest.finish("done")
+    stopper = threading.Timer(1.5, lab.coordinator_process.terminate)
+    stopper.start()
+    try:
+        with pytest.raises(
+            InfrastructureError, match=f"labgrid place {PLACE} could not be released .* labgrid-client -p {PLACE} release"
+        ):
+            commands.deploy("lab-board", lab.settings, QUIET)
+    finally:
+        stopper.cancel()

@@ -48,9 +48,18 @@ class Lab:
         self.port = free_port()
         self.coordinator = f"127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen] = []
+        self.switched: list[str] = []  # what the power switch was told, in order
+        self.power_switch = self.start_power_switch()
         self.start_coordinator(folder)
         exported = folder / "exporter.yaml"
-        exported.write_text(f"board:\n  NetworkService:\n    address: 127.0.0.1\n    port: {ssh_port}\n    username: {user}\n")
+        exported.write_text(
+            "board:\n"
+            f"  NetworkService: {{address: 127.0.0.1, port: {ssh_port}, username: {user}}}\n"
+            "  NetworkPowerPort:\n"
+            "    model: simplerest\n"
+            f"    host: 'http://127.0.0.1:{self.power_switch.server_port}/relay/{{index}}/{{value}}'\n"
+            "    index: 0\n"
+        )
         self.processes.append(
             subprocess.Popen(
                 labgrid_tool("exporter") + ["-c", self.coordinator, "-n", "exporter", "--hostname", "127.0.0.1", str(exported)],
@@ -61,6 +70,25 @@ class Lab:
         self.wait_for_resource()
         self.client("-p", PLACE, "create")
         self.client("-p", PLACE, "add-match", "exporter/board/*")
+
+    def start_power_switch(self):
+        """An HTTP relay as labgrid's `simplerest` power model drives one: it records each request."""
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        switched = self.switched
+
+        class Relay(BaseHTTPRequestHandler):
+            def do_GET(self):
+                switched.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *arguments):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
 
     def start_coordinator(self, folder: Path) -> None:
         self.coordinator_process = subprocess.Popen(
@@ -92,6 +120,8 @@ class Lab:
         return next((f"{row[1]}/{row[0]}" for row in rows if len(row) >= 3 and row[2] == PLACE), "")
 
     def stop(self) -> None:
+        self.power_switch.shutdown()
+        self.power_switch.server_close()
         for process in self.processes:
             process.terminate()
         for process in self.processes:
@@ -169,3 +199,15 @@ def test_the_coordinator_going_away_mid_deploy_is_a_clear_error(lab):
             commands.deploy("lab-board", lab.settings, QUIET)
     finally:
         stopper.cancel()
+
+
+def test_the_places_power_switch_is_the_boards_power_cycle(lab):
+    from crossboard.board.load import load_board
+    from crossboard.deploy.reboot import power_cycle
+    from crossboard.remote.places import reserved
+
+    with reserved([load_board("lab-board", lab.settings.boards_dir)], echo=False) as (board,):
+        assert board.spec.deploy.power_cycle.endswith(f"-x {lab.coordinator} -p {PLACE} power cycle")
+        assert power_cycle(board)
+    assert lab.switched == ["/relay/0/0", "/relay/0/1"]  # off, then on
+    assert lab.holder() == ""

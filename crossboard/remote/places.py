@@ -3,16 +3,20 @@ reach the board reserve it for as long as they work on it.
 
 labgrid's own client library talks to the coordinator (gRPC since labgrid 25): crossboard acquires a
 free place, uses one its user already holds as it is, and never takes one someone else holds. The SSH
-address comes from the place's NetworkService. What crossboard acquired it releases, also when the work
-failed or was interrupted.
+address comes from the place's NetworkService; a power switch in the place becomes the board's power
+cycle (`labgrid-client ... power cycle`, run while crossboard holds the place). What crossboard acquired
+it releases, also when the work failed or was interrupted.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..board.load import LoadedBoard
@@ -95,21 +99,22 @@ def _reserve(session, board: LoadedBoard, coordinator: str) -> Reserved:
         _call(session, "AcquirePlace", labgrid_coordinator_pb2.AcquirePlaceRequest(placename=lab.place), where)
         place = session.places[lab.place]
     try:
-        return Reserved(_reached_through(board, session, place, where), acquired_here)
+        return Reserved(_reached_through(board, session, place, where, coordinator), acquired_here)
     except BaseException:
         if acquired_here:
             _release(session, coordinator, board)
         raise
 
 
-def _reached_through(board: LoadedBoard, session, place, where: str) -> LoadedBoard:
-    """The board with the address, port and user of the place's NetworkService."""
-    services = []
+def _reached_through(board: LoadedBoard, session, place, where: str, coordinator: str) -> LoadedBoard:
+    """The board with the address, port and user of the place's NetworkService; with the place's power
+    switch as its power cycle, unless the board file has one."""
+    resources: dict[str, list[dict]] = {}
     for exporter, group, cls, name in place.acquired_resources:
-        if cls == "NetworkService":
-            resource = session.resources.get(exporter, {}).get(group, {}).get(name)
-            if resource is not None:
-                services.append(resource.params)
+        resource = session.resources.get(exporter, {}).get(group, {}).get(name)
+        if resource is not None:
+            resources.setdefault(cls, []).append(resource.params)
+    services = resources.get("NetworkService", [])
     if len(services) != 1:
         raise UserError(f"{where}: the place has {len(services)} NetworkService resources; crossboard needs exactly one")
     service = services[0]
@@ -120,7 +125,23 @@ def _reached_through(board: LoadedBoard, session, place, where: str) -> LoadedBo
             "user": board.spec.connection.user or service.get("username") or None,
         }
     )
-    return replace(board, spec=board.spec.model_copy(update={"connection": connection}))
+    client = shlex.join([_labgrid_client(), "-x", coordinator, "-p", place.name])
+    deploy = board.spec.deploy
+    if deploy.power_cycle is None and any(cls in POWER_RESOURCES for cls in resources):
+        deploy = deploy.model_copy(update={"power_cycle": f"{client} power cycle"})
+    return replace(board, spec=board.spec.model_copy(update={"connection": connection, "deploy": deploy}))
+
+
+# labgrid resources a place's power switch may be (labgrid's resource classes that `power` drives)
+POWER_RESOURCES = frozenset(
+    {"NetworkPowerPort", "PDUDaemonPort", "USBPowerPort", "SiSPMPowerPort", "YKUSHPowerPort", "ModbusTCPCoil"}
+)
+
+
+def _labgrid_client() -> str:
+    """labgrid-client of the labgrid crossboard runs with (installed beside this Python)."""
+    beside = Path(sys.executable).with_name("labgrid-client")
+    return str(beside) if beside.is_file() else "labgrid-client"
 
 
 def _release(session, coordinator: str, board: LoadedBoard) -> str | None:

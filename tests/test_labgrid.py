@@ -211,3 +211,24 @@ def test_the_places_power_switch_is_the_boards_power_cycle(lab):
         assert power_cycle(board)
     assert lab.switched == ["/relay/0/0", "/relay/0/1"]  # off, then on
     assert lab.holder() == ""
+
+
+def test_invoke_deploy_on_a_labgrid_board_says_what_it_reserved_and_refuses_a_held_place_in_one_line(lab):
+    from fakes import invoke
+
+    where = {
+        "CROSSBOARD_BOARDS": str(lab.settings.boards_dir),
+        "CROSSBOARD_OUT": str(lab.settings.out_dir),
+        "CROSSBOARD_KNOWN_HOSTS": str(lab.settings.known_hosts),
+    }
+    done = invoke("deploy", "--board", "lab-board", **where)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"lab-board: labgrid place {PLACE} acquired" in done.stdout
+    assert lab.holder() == ""
+    assert lab.client("-p", PLACE, "acquire", user="alice").returncode == 0
+    refused = invoke("deploy", "--board", "lab-board", **where)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines() == [
+        f"crossboard: error: lab-board.yaml: connection.labgrid.place {PLACE} is acquired by another-bench/alice: "
+        "crossboard does not take a place someone else holds"
+    ]

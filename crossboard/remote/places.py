@@ -10,6 +10,7 @@ it releases, also when the work failed or was interrupted.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -53,7 +54,9 @@ def reserved(boards: list[LoadedBoard], echo: bool = True) -> Iterator[list[Load
                 ready.append(board)
                 continue
             coordinator = coordinator_of(board)
-            session = sessions.get(coordinator) or sessions.setdefault(coordinator, _session(coordinator, board))
+            if coordinator not in sessions:
+                sessions[coordinator] = _session(coordinator, board)
+            session = sessions[coordinator]
             reservation = _reserve(session, board, coordinator)
             if reservation.acquired_here:
                 held.append((session, coordinator, board))
@@ -73,12 +76,15 @@ def reserved(boards: list[LoadedBoard], echo: bool = True) -> Iterator[list[Load
 def _session(coordinator: str, board: LoadedBoard):
     from labgrid.remote.client import start_session
 
+    logging.disable(logging.CRITICAL)  # labgrid logs a coordinator it cannot reach; the error below says it once
     try:
         return start_session(coordinator)
     except Exception as error:  # labgrid raises its own errors and grpc's for a coordinator that is not there
         raise InfrastructureError(
             f"{board.file.name}: connection.labgrid: the labgrid coordinator at {coordinator} does not answer ({error})"
         ) from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _reserve(session, board: LoadedBoard, coordinator: str) -> Reserved:

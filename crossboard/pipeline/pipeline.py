@@ -63,12 +63,12 @@ def selected_steps(board: LoadedBoard, options: BuildOptions, runtime_kind: str)
         raise UserError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEP_NAMES)})")
     if runtime_kind not in RUNTIMES:
         raise UserError(f"--runtime: unknown runtime {runtime_kind!r} (runtimes: {', '.join(RUNTIMES)})")
-    bundled = board.spec.kernel.source.devel is not None
+    bundled = board.devel_bundle() is not None
     kernel_steps = sorted(step.name for step in STEPS if step.builds_kernel and step.name in options.only)
     if bundled and kernel_steps:
         raise UserError(
             f"--only {','.join(kernel_steps)}: kernel.source is a devel bundle, a kernel built already: "
-            "only source, toolchain-check, modules, apps and collect run against it"
+            f"only {', '.join(step.name for step in STEPS if not step.builds_kernel)} run against it"
         )
     steps = [step for step in STEPS if (not options.only or step.name in options.only) and not (bundled and step.builds_kernel)]
     if any(step.name == "apps" for step in steps):

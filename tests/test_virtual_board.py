@@ -177,3 +177,32 @@ def test_a_module_built_against_the_devel_bundle_alone_loads_and_is_the_full_tre
     (hello,) = report["modules"]
     assert hello["name"] == "hello_rust" and hello["loaded"] and hello["unloaded"]
     assert any("Hello from an out-of-tree Rust module (init)" in line for line in hello["load_messages"])
+
+
+def test_deploy_through_a_labgrid_place_loads_the_modules_on_the_virtual_board(virtual_board, settings, tmp_path):
+    """The virtual board exported by a labgrid exporter (its SSH port as the place's NetworkService): the
+    board file names the place, not an address."""
+    from labgrid_lab import PLACE, Lab
+
+    from crossboard import commands
+
+    lab = Lab(tmp_path, virtual_board.board.spec.connection.port, "debian")
+    try:
+        boards = copy_project(tmp_path)
+        board_file = boards / "qemu-arm64.yaml"
+        by_address = "  host: 127.0.0.1\n  port: 2222\n"
+        assert by_address in board_file.read_text()
+        place = f"  labgrid: {{place: {PLACE}, coordinator: '{lab.coordinator}'}}\n"
+        board_file.write_text(board_file.read_text().replace(by_address, place))
+        (boards / "qemu-arm64.local.yaml").write_text(f"connection: {{key: '{virtual_board.keys_dir / 'id_ed25519'}'}}\n")
+        mine = dataclasses.replace(settings, boards_dir=boards)
+        (report,) = commands.deploy("qemu-arm64", mine, DeployOptions(echo=False))
+        assert report["ok"], report
+        assert {module["name"] for module in report["modules"] if module["loaded"]} == {
+            "rust_minimal",
+            "rust_print",
+            "hello_rust",
+        }
+        assert lab.holder() == ""
+    finally:
+        lab.stop()

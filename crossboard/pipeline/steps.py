@@ -580,13 +580,14 @@ def _collect_run(ctx: BuildContext) -> str:
     ctx.manifest.kernel_release = release
     ctx.manifest.pulled_build_id = kconfig.pulled_build_id(ctx.board.base_config_file())
     ctx.manifest.artifacts = []
-    if ctx.source_plan.bundle is not None:
-        info = devel.read_info(kernel, str(ctx.source_plan.bundle))
+    bundle = ctx.source_plan.bundle
+    if bundle is not None:
+        info = devel.read_info(kernel, str(bundle))
         ctx.manifest.kernel_build_id = info.kernel_build_id
         ctx.manifest.config_sha256 = sha256_of(kernel / ".config")
         ctx.manifest.devel_bundle = {
-            "path": str(ctx.source_plan.bundle),
-            "sha256": source.sha256_once(ctx.source_plan.bundle),
+            "path": str(bundle),
+            "sha256": source.sha256_once(bundle),
             "board": info.board,
             "toolchain": info.toolchain,
         }
@@ -600,7 +601,7 @@ def _collect_run(ctx: BuildContext) -> str:
     for app, app_dir in zip(spec.apps, ctx.board.app_dirs(), strict=True):
         name = app_name(app_dir)
         ctx.manifest.add_artifact(_publish(app_binary(ctx, app_dir)[0], out / "apps" / name), "app", source=app.path)
-    return f"{len(ctx.manifest.artifacts)} artifacts" + (" (the kernel is the devel bundle's)" if ctx.from_bundle else "")
+    return f"{len(ctx.manifest.artifacts)} artifacts" + (" (the kernel is the devel bundle's)" if bundle else "")
 
 
 def _collect_kernel(ctx: BuildContext, release: str) -> None:

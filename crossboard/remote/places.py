@@ -16,7 +16,7 @@ import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,6 @@ def coordinator_of(board: LoadedBoard) -> str:
     lab = board.spec.connection.labgrid
     assert lab is not None
     return lab.coordinator or os.environ.get("LG_COORDINATOR") or DEFAULT_COORDINATOR
-
-
-@dataclass(frozen=True)
-class Reserved:
-    board: LoadedBoard  # with the NetworkService's address, port and user
-    acquired_here: bool  # False: its user held the place already, and keeps it
 
 
 @contextmanager
@@ -57,13 +51,13 @@ def reserved(boards: list[LoadedBoard], echo: bool = True) -> Iterator[list[Load
             if coordinator not in sessions:
                 sessions[coordinator] = _session(coordinator, board)
             session = sessions[coordinator]
-            reservation = _reserve(session, board, coordinator)
-            if reservation.acquired_here:
+            acquired_here, place = _reserve(session, board, coordinator)
+            if acquired_here:
                 held.append((session, coordinator, board))
             if echo:
-                how = "acquired" if reservation.acquired_here else "already yours"
-                print(f"{board.name}: labgrid place {board.spec.connection.labgrid.place} {how}", flush=True)
-            ready.append(reservation.board)
+                how = "acquired" if acquired_here else "already yours"
+                print(f"{board.name}: labgrid place {place.name} {how}", flush=True)
+            ready.append(_reached_through(board, session, place, coordinator))
         yield ready
     finally:
         problems = [problem for session, coordinator, board in held if (problem := _release(session, coordinator, board))]
@@ -87,7 +81,8 @@ def _session(coordinator: str, board: LoadedBoard):
         logging.disable(logging.NOTSET)
 
 
-def _reserve(session, board: LoadedBoard, coordinator: str) -> Reserved:
+def _reserve(session, board: LoadedBoard, coordinator: str) -> tuple[bool, Any]:
+    """(whether the place was acquired here, the place as the coordinator now has it)."""
     from labgrid.remote.generated import labgrid_coordinator_pb2
 
     lab = board.spec.connection.labgrid
@@ -100,19 +95,13 @@ def _reserve(session, board: LoadedBoard, coordinator: str) -> Reserved:
     me = f"{session.gethostname()}/{session.getuser()}"
     if place.acquired and place.acquired != me and me not in place.allowed:
         raise UserError(f"{where} is acquired by {place.acquired}: crossboard does not take a place someone else holds")
-    acquired_here = not place.acquired
-    if acquired_here:
-        _call(session, "AcquirePlace", labgrid_coordinator_pb2.AcquirePlaceRequest(placename=lab.place), where)
-        place = session.places[lab.place]
-    try:
-        return Reserved(_reached_through(board, session, place, where, coordinator), acquired_here)
-    except BaseException:
-        if acquired_here:
-            _release(session, coordinator, board)
-        raise
+    if place.acquired:
+        return False, place
+    _call(session, "AcquirePlace", labgrid_coordinator_pb2.AcquirePlaceRequest(placename=lab.place), where)
+    return True, session.places[lab.place]
 
 
-def _reached_through(board: LoadedBoard, session, place, where: str, coordinator: str) -> LoadedBoard:
+def _reached_through(board: LoadedBoard, session, place, coordinator: str) -> LoadedBoard:
     """The board with the address, port and user of the place's NetworkService; with the place's power
     switch as its power cycle, unless the board file has one."""
     resources: dict[str, list[dict]] = {}
@@ -122,6 +111,7 @@ def _reached_through(board: LoadedBoard, session, place, where: str, coordinator
             resources.setdefault(cls, []).append(resource.params)
     services = resources.get("NetworkService", [])
     if len(services) != 1:
+        where = f"{board.file.name}: connection.labgrid.place {place.name}"
         raise UserError(f"{where}: the place has {len(services)} NetworkService resources; crossboard needs exactly one")
     service = services[0]
     connection = board.spec.connection.model_copy(

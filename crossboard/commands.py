@@ -7,6 +7,7 @@ from .board.load import board_names, expand_board_names, group_names, load_board
 from .errors import StepFailed, UserError
 from .remote.places import reserved
 from .settings import Settings
+from .toolchain.engine import engine_url, is_local
 from .toolchain.image import prepare_toolchain
 from .toolchain.profiles import load_profile, profile_names
 
@@ -60,6 +61,8 @@ def build(
     from .pipeline.pipeline import print_plan
 
     board = load_board(board_name, settings.boards_dir, source_override(kernel_source) if kernel_source else None)
+    if runtime == "volumes" or (runtime == "docker" and not is_local(engine_url())):
+        return _build_on_engine(board, settings, options, kernel_source, toolchain)
     if toolchain == "all" and options.dry_run:
         for name in profile_names():
             try:
@@ -81,6 +84,17 @@ def build(
         print_plan(variant, settings, options, runtime)
         return None
     return run_build(variant, settings, options, runtime)
+
+
+def _build_on_engine(board, settings: Settings, options, kernel_source: str | None, toolchain: str | None):
+    """The build on an engine that cannot see this machine's folders (pipeline/engine_build.py)."""
+    from .pipeline.engine_build import build_on_engine
+
+    if toolchain == "all":
+        raise UserError("--toolchain all: not on a remote Docker engine (or --runtime volumes): name one profile")
+    variant = board.with_toolchain(toolchain) if toolchain else board
+    client, image = prepare_toolchain(settings, variant.profile, options.echo, options.verbose, options.plain)
+    return build_on_engine(client, engine_url(), board, settings, options, kernel_source, toolchain, image)
 
 
 def ide(board_name: str, settings: Settings) -> list:

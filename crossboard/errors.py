@@ -28,6 +28,14 @@ class Cancelled(CrossboardError):
     """Work stopped because the user interrupted it (Ctrl-C, SIGTERM)."""
 
 
+class FailedElsewhere(CrossboardError):
+    """crossboard running elsewhere (on a remote Docker engine) failed: its message and exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 EXIT_CODES: dict[type[BaseException], int] = {
     UserError: 2,
     InfrastructureError: 3,
@@ -38,6 +46,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
 
 
 def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, FailedElsewhere):  # mapped there already
+        return error.exit_code
     for kind, code in EXIT_CODES.items():
         if isinstance(error, kind):
             return code

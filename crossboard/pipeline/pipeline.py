@@ -15,12 +15,12 @@ from ..locking import holding
 from ..settings import Settings
 from ..toolchain.engine import engine_if_running
 from ..toolchain.image import image_ref, prepare_toolchain
-from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime
+from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime, image_inside
 from . import source, stamps
 from .context import BuildContext, BuildOptions
 from .steps import STEP_NAMES, STEPS, Step, app_builder
 
-RUNTIMES = ("docker", "host")
+RUNTIMES = ("docker", "host", "volumes")  # volumes: commands.build hands it to engine_build
 
 
 def project_key(project_root: Path) -> str:
@@ -88,7 +88,7 @@ def make_runtime(
 ) -> Runtime:
     """The runtime the board's steps run in; with `prepare`, its profile's image is built if it changed."""
     if kind == "host":
-        return HostRuntime(folders)
+        return HostRuntime(folders, image_inside())
     if not prepare:  # a plan: the engine, where it runs, only says what the image is
         return DockerRuntime(engine_if_running(), image_ref(settings, board.profile), folders)
     client, image = prepare_toolchain(settings, board.profile, echo, verbose, plain)

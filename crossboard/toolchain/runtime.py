@@ -83,8 +83,17 @@ class HostRuntime(Runtime):
 
     name = "host"
 
+    def __init__(self, folders: dict[str, Path], image: dict[str, str] | None = None):
+        super().__init__(folders)
+        self.image = image or {}
+
     def path(self, folder: str) -> str:
         return str(self.folders[folder])
+
+    def toolchain(self) -> dict[str, str]:
+        """Known when crossboard runs inside the toolchain image and was told which (a build on a
+        remote engine): then what it built is reused as a docker build's is."""
+        return dict(self.image)
 
     def run(self, argv, tee, env=None, cwd=None) -> int:
         try:
@@ -177,7 +186,7 @@ class DockerRuntime(Runtime):
                 init=True,
                 user=self.user,
                 volumes=volumes,
-                labels={RUNTIME_LABEL: self.label, OWNER_LABEL: _owner()},
+                labels={RUNTIME_LABEL: self.label, OWNER_LABEL: owner_label()},
                 network_mode="host" if self.network else "none",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
@@ -217,7 +226,16 @@ class DockerRuntime(Runtime):
             raise InfrastructureError(f"the Docker engine failed running {argv[0]} in the toolchain container: {error}") from None
 
 
-def _owner(pid: int | None = None) -> str:
+IMAGE_INSIDE = "CROSSBOARD_TOOLCHAIN_IMAGE"  # `<ref>@<id>` of the toolchain image this process runs in
+
+
+def image_inside() -> dict[str, str]:
+    """The toolchain image crossboard runs inside, as the engine build told it; {} when not told."""
+    ref, _, image_id = os.environ.get(IMAGE_INSIDE, "").rpartition("@")
+    return {"ref": ref, "id": image_id} if ref and image_id else {}
+
+
+def owner_label(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 

@@ -1,0 +1,41 @@
+"""The far end of a build on an engine that cannot see the project (engine_build.py): run inside the
+toolchain image, it builds as `invoke build --runtime host` would, and leaves its error, if any, in a
+file for the near end to report as its own one line.
+
+    python3 -m crossboard.pipeline.engine_agent REQUEST_JSON RESULT_FILE
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import CrossboardError, exit_code_for
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(request_text: str, result_file: str) -> int:
+    from ..commands import build
+    from ..settings import Settings
+    from .context import BuildOptions
+
+    # the near end stops a build it was told to stop with SIGTERM: unwind as for Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)
+    request = json.loads(request_text)
+    options = BuildOptions(**{**request["options"], "only": frozenset(request["options"]["only"])})
+    try:
+        build(request["board"], Settings.from_environment(), options, "host", request["kernel_source"], request["toolchain"])
+    except (CrossboardError, KeyboardInterrupt) as error:
+        code = exit_code_for(error)
+        Path(result_file).write_text(json.dumps({"error": str(error) or "interrupted", "code": code}))
+        return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

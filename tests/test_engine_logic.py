@@ -1,0 +1,94 @@
+"""A build on an engine that cannot see this machine (pipeline/engine_build.py): its pure logic, no engine."""
+
+import hashlib
+import json
+
+import pytest
+
+from crossboard.errors import FailedElsewhere, exit_code_for
+from crossboard.pipeline.engine_build import BUNDLES, changes, fingerprint, project_files, project_volume
+from crossboard.toolchain import engine
+from crossboard.toolchain.runtime import IMAGE_INSIDE, HostRuntime, image_inside
+
+pytestmark = pytest.mark.fast
+
+
+def test_project_files_leave_out_what_builds_write_and_take_a_bundle_that_is_in_out(tmp_path):
+    for name in (
+        "boards/qemu.yaml",
+        "modules/m/Kbuild",
+        "apps/a/src/main.rs",
+        "apps/a/target/debug/a",
+        ".git/HEAD",
+        "out/qemu/Image",
+        "crossboard/__pycache__/x.pyc",
+        "crossboard.egg-info/PKG-INFO",
+        "out/qemu/bundle.tar.gz",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    files = project_files(tmp_path, extra=(tmp_path / "out/qemu/bundle.tar.gz",))
+    assert sorted(files) == ["apps/a/src/main.rs", "boards/qemu.yaml", "modules/m/Kbuild", "out/qemu/bundle.tar.gz"]
+
+
+def test_changes_send_new_and_changed_files_and_remove_the_gone():
+    sent = {"a": "1:-", "b": "2:-", "gone": "3:-"}
+    local = {"a": "1:-", "b": "2:x", "new": "4:-"}
+    assert changes(local, sent) == (["b", "new"], ["gone"])
+    assert changes(local, local) == ([], [])
+
+
+def test_a_file_made_executable_counts_as_changed(tmp_path):
+    script = tmp_path / "make-root"
+    script.write_text("#!/bin/sh\n")
+    before = fingerprint(script)
+    script.chmod(0o755)
+    assert fingerprint(script) != before and fingerprint(script).endswith(":x")
+
+
+def test_each_project_on_a_machine_has_its_own_volume(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    assert project_volume(tmp_path / "one") != project_volume(tmp_path / "two")
+    assert project_volume(tmp_path / "one") == project_volume(tmp_path / "one")
+    assert BUNDLES.startswith(".")  # beside the project's own files, never one of them
+
+
+def test_a_host_runtime_inside_the_image_reports_it(monkeypatch):
+    monkeypatch.setenv(IMAGE_INSIDE, "crossboard/toolchain:trixie-0123@sha256:abcd")
+    assert image_inside() == {"ref": "crossboard/toolchain:trixie-0123", "id": "sha256:abcd"}
+    assert HostRuntime({}, image_inside()).toolchain()["id"] == "sha256:abcd"
+    monkeypatch.setenv(IMAGE_INSIDE, "no-id")
+    assert image_inside() == {}
+    monkeypatch.delenv(IMAGE_INSIDE)
+    assert HostRuntime({}).toolchain() == {}
+
+
+def test_the_engine_is_docker_host_else_the_current_context(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", "ssh://builder@lab")
+    assert engine.engine_url() == "ssh://builder@lab" and not engine.is_local("ssh://builder@lab")
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("HOME", str(tmp_path))  # the docker CLI's config and contexts live in ~/.docker
+    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    assert engine.is_local(engine.engine_url())
+    context = tmp_path / ".docker/contexts/meta" / hashlib.sha256(b"builder").hexdigest()
+    context.mkdir(parents=True)
+    (context / "meta.json").write_text(
+        json.dumps(
+            {"Name": "builder", "Metadata": {}, "Endpoints": {"docker": {"Host": "tcp://10.0.0.5:2375", "SkipTLSVerify": False}}}
+        )
+    )
+    (tmp_path / ".docker/config.json").write_text(json.dumps({"currentContext": "builder"}))  # docker context use builder
+    assert engine.engine_url() == "tcp://10.0.0.5:2375"
+    (tmp_path / ".docker/config.json").write_text("{}")
+    assert engine.is_local(engine.engine_url())
+    monkeypatch.setenv("DOCKER_CONTEXT", "builder")
+    assert engine.engine_url() == "tcp://10.0.0.5:2375"
+    monkeypatch.setenv("DOCKER_CONTEXT", "nowhere")
+    with pytest.raises(Exception, match="no Docker context named 'nowhere'"):
+        engine.engine_url()
+
+
+def test_an_error_from_elsewhere_keeps_its_exit_code():
+    assert exit_code_for(FailedElsewhere("boards/x.yaml: bad", 2)) == 2

@@ -292,33 +292,39 @@ def build_on_engine(
             "options": {**asdict(options), "only": sorted(options.only)},
         }
         result_file = f"/tmp/crossboard-result-{uuid.uuid4().hex[:12]}.json"
-        code = _run_agent(agent, request, result_file, tty=options.echo and sys.stdout.isatty(), echo=options.echo)
+        out_dir = settings.out_dir / variant.build_name
+        try:
+            code = _run_agent(agent, request, result_file, tty=options.echo and sys.stdout.isatty(), echo=options.echo)
+        except KeyboardInterrupt:
+            if not options.dry_run:
+                agent.fetch_outputs(variant.build_name, out_dir)  # its manifest says it was interrupted
+            raise
         if options.dry_run:
             _finished(agent, code, result_file)
             return None
         started = time.monotonic()
-        fetched = agent.fetch_outputs(variant.build_name, settings.out_dir / variant.build_name)
+        fetched = agent.fetch_outputs(variant.build_name, out_dir)
         say(
-            f"==> [{board.name}] {fetched} changed artifacts fetched into "
-            f"{settings.out_dir / variant.build_name} ({time.monotonic() - started:.1f} s)",
+            f"==> [{board.name}] {fetched} changed artifacts fetched into {out_dir} ({time.monotonic() - started:.1f} s)",
             flush=True,
         )
         _finished(agent, code, result_file)
-    return earlier_manifest(settings.out_dir / variant.build_name, board.name)
+    return earlier_manifest(out_dir, board.name)
 
 
 def _run_agent(agent: Agent, request: dict, result_file: str, tty: bool, echo: bool) -> int:
     """The build on the engine, its output shown as it comes; on Ctrl-C it is asked to stop (so its
     manifest says so) and waited for, a bounded time."""
-    argv = ["python3", "-m", "crossboard.pipeline.engine_agent", json.dumps(request), result_file]
-    exec_id, stream = agent.run(argv, tty=tty)
+    agent_pid = f"{result_file}.pid"
+    argv = ["sh", "-c", f'echo $$ > {agent_pid}; exec python3 -m crossboard.pipeline.engine_agent "$0" {result_file}']
+    exec_id, stream = agent.run([*argv, json.dumps(request)], tty=tty)
     try:
         for chunk in stream:
             if echo:
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
     except KeyboardInterrupt:
-        _, stopping = agent.run(["kill", "-TERM", "-1"])  # every process but the container's init
+        _, stopping = agent.run(["sh", "-c", f"kill -TERM $(cat {agent_pid})"])
         for _ in stopping:
             pass
         deadline = time.monotonic() + STOP_SECONDS

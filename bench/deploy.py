@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import median_seconds  # noqa: E402
+from timing import machine_busy_seconds, median_seconds  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -30,12 +30,6 @@ from crossboard.remote.transfer import Upload, push  # noqa: E402
 
 ROUNDS = 3
 SIZE = 20 * 2**20
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all processes spent, from /proc/stat (user to steal, without idle and iowait)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

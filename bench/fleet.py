@@ -128,7 +128,8 @@ def main() -> None:
             print(
                 f"round trip {round_trip_ms:g} ms, median of {ROUNDS}: 1 board {one:.2f} s, {BOARDS} boards in parallel "
                 f"{eight:.2f} s: ratio {eight / one:.2f}x{target}; per board per deploy, crossboard's own CPU "
-                f"{cpu * 1000:.0f} ms, the machine's {busy * 1000:.0f} ms ({os.cpu_count()} cores shared with the boards' sshd, app and link)",
+                f"{cpu * 1000:.0f} ms, the machine's {busy * 1000:.0f} ms "
+                f"({os.cpu_count()} cores shared with the boards' sshd, app and link)",
                 flush=True,
             )
     finally:

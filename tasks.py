@@ -58,7 +58,8 @@ def toolchain(c, profile="all", base_image=None, mirror=None, verbose=False, qui
         "dry-run": "print the plan (commands and where they run) and do nothing",
         "strict-toolchain": "fail when a tool is newer than the kernel's minimum, not only older",
         "only": "comma-separated steps to run: source,toolchain-check,configure,dtbs,kernel,devel,modules,apps,collect",
-        "runtime": "docker (default: the pinned toolchain image; on a remote engine, as volumes), host (already inside the image) or volumes (no bind mounts: the engine's named volumes)",
+        "runtime": "docker (default: the pinned toolchain image; on a remote engine as volumes), host (already inside the "
+        "image) or volumes (no bind mounts: the build runs on the engine's named volumes)",
         "kernel-source": "override the board's kernel source: debian:PKG, path:DIR, tarball:URL@SHA256, git:URL@REF, "
         "or devel:BUNDLE (a kernel-devel tarball a build wrote: modules and apps only)",
         "app-builder": "auto (cross where installed, else cargo in the image), cross or cargo",

@@ -225,9 +225,10 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
 
 def rollback(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
     from .deploy.kernel_install import rollback as undo
+    from .remote.console import REBOOT_LOG
 
     with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
-        record = undo(board, settings.access(trust_new_host), reboot)
+        record = undo(board, settings.access(trust_new_host), reboot, settings.out_dir / board.name / REBOOT_LOG)
     print(
         f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
         + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")

@@ -98,3 +98,23 @@ def prepare_lab(folder: Path) -> Path:
     ensure_user(SUDO_USER, public, sudo=True)
     ensure_user(PLAIN_USER, public, sudo=False)
     return client_key
+
+
+ENGINE_USER = "cbengine"  # a lab's build account: in the docker group, nothing more
+
+
+def docker_over_ssh(folder: Path, server: SshServer, client_key: Path) -> dict[str, str]:
+    """The environment that reaches this machine's Docker engine as a remote one, through `server` as
+    ENGINE_USER: docker's SSH transport reads ~/.ssh as the docker CLI does, so a home of its own (and
+    crossboard's cache where it was, not in that home)."""
+    ensure_user(ENGINE_USER, Path(f"{client_key}.pub").read_text(), sudo=False)
+    subprocess.run(["usermod", "-aG", "docker", ENGINE_USER], check=True)
+    home = folder / "engine-home"
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    kind, key = Path(f"{server.host_key}.pub").read_text().split()[:2]
+    (home / ".ssh/known_hosts").write_text(f"[127.0.0.1]:{server.port} {kind} {key}\n")
+    (home / ".ssh/config").write_text(f"Host 127.0.0.1\n  IdentityFile {client_key}\n")
+    cache = os.environ.get("CROSSBOARD_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "crossboard"
+    )
+    return {"HOME": str(home), "DOCKER_HOST": f"ssh://{ENGINE_USER}@127.0.0.1:{server.port}", "CROSSBOARD_CACHE": cache}

@@ -3,7 +3,6 @@
 DOCKER_HOST=ssh://... and a test sshd, as a lab's build server is reached. Both build qemu-arm64's
 modules and app against the devel bundle of its local build (seconds), not its kernel (minutes)."""
 
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,8 +17,6 @@ from crossboard.pipeline.steps import STEP_NAMES
 from crossboard.toolchain.runtime import RUNTIME_LABEL
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.root]
-
-ENGINE_USER = "cbengine"  # a lab's build account: in the docker group, nothing more
 
 
 def artifacts_by_path(manifest: dict) -> dict[str, dict]:
@@ -83,24 +80,11 @@ def test_a_volumes_build_sends_the_project_brings_back_the_outputs_and_then_move
 
 
 def test_a_remote_engine_through_ssh_builds_as_the_local_one(bundle, qemu_build, ssh_lab, docker, tmp_path):
-    from sshd import ensure_user
+    from sshd import ENGINE_USER, docker_over_ssh
 
-    ensure_user(ENGINE_USER, (ssh_lab.key.parent / "client_key.pub").read_text(), sudo=False)
-    subprocess.run(["usermod", "-aG", "docker", ENGINE_USER], check=True)
     server = ssh_lab.server()
-    # docker's SSH transport reads ~/.ssh as the docker CLI does: a home of the test's own
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    host_key = Path(f"{server.host_key}.pub").read_text().split()
-    (home / ".ssh/known_hosts").write_text(f"[127.0.0.1]:{server.port} {host_key[0]} {host_key[1]}\n")
-    (home / ".ssh/config").write_text(f"Host 127.0.0.1\n  IdentityFile {ssh_lab.key}\n")
     out = tmp_path / "out"
-    environment = {
-        "HOME": str(home),
-        "DOCKER_HOST": f"ssh://{ENGINE_USER}@127.0.0.1:{server.port}",
-        "CROSSBOARD_CACHE": str(Path("~/.cache/crossboard").expanduser()),
-        "CROSSBOARD_OUT": str(out),
-    }
+    environment = docker_over_ssh(tmp_path, server, ssh_lab.key) | {"CROSSBOARD_OUT": str(out)}
     built = invoke("build", "--quiet", "--kernel-source", f"devel:{bundle}", timeout=600, **environment)
     assert built.returncode == 0, built.stdout + built.stderr
     assert f"on the engine at ssh://{ENGINE_USER}@127.0.0.1:{server.port}" in built.stdout

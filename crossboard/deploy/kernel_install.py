@@ -17,6 +17,7 @@ from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
 from ..remote.access import Access
 from ..remote.connection import Session
+from ..remote.console import REBOOT_LOG, console_hint, reading_console
 from ..remote.transfer import Upload, push
 from . import extlinux
 from . import try_once as try_once_script
@@ -200,7 +201,7 @@ cp -p {q(conf)} {q(conf + ".crossboard-" + time.strftime("%Y%m%d%H%M%S"))}{finis
     if not reboot:
         return {**record, "state": "installed"}
     if not try_once:
-        reboot_into(board, access, release)
+        reboot_into(board, access, release, out_dir / REBOOT_LOG)
         return {**record, "state": "installed"}
     return _try(board, out_root, access, {**record, "state": "trying"}, stage)
 
@@ -254,29 +255,31 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
     from .run import DeployOptions, deploy_board
 
     release, previous, deploy = record["release"], record["previous_release"], board.spec.deploy
-    before = start_reboot(board, access)
-    came_back, how = wait_for_new_boot(board, access, before, deploy.reboot_timeout), "rebooted"
-    if came_back is None:
-        if not power_cycle(board):
-            raise StepFailed(
-                f"{board.name}: {release} did not come up within {deploy.reboot_timeout} s; the try was once, so the "
-                f"board's next power cycle boots its stock kernel {previous}: power-cycle it (deploy.power_cycle does "
-                f"that unattended), then invoke rollback --board {board.name}; see {deploy.console}"
-            )
-        how = f"hung, so it was power-cycled ({deploy.power_cycle})"
-        came_back = wait_for_new_boot(board, access, before, deploy.reboot_timeout)
+    console_log = out_root / board.name / REBOOT_LOG
+    with reading_console(board, console_log) as console:
+        before = start_reboot(board, access)
+        came_back, how = wait_for_new_boot(board, access, before, deploy.reboot_timeout), "rebooted"
         if came_back is None:
-            raise StepFailed(f"{board.name}: did not come back after the power cycle either; see {deploy.console}")
+            if not power_cycle(board):
+                raise StepFailed(
+                    f"{board.name}: {release} did not come up within {deploy.reboot_timeout} s; the try was once, so "
+                    f"the board's next power cycle boots its stock kernel {previous}: power-cycle it (deploy.power_cycle "
+                    f"does that unattended), then invoke rollback --board {board.name}; {console_hint(board, console)}"
+                )
+            how = f"hung, so it was power-cycled ({deploy.power_cycle})"
+            came_back = wait_for_new_boot(board, access, before, deploy.reboot_timeout)
+            if came_back is None:
+                raise StepFailed(f"{board.name}: did not come back after the power cycle either; {console_hint(board, console)}")
     if came_back != release:
         rollback(board, access)
         raise StepFailed(
             f"{board.name}: {release} did not come up ({how}, and U-Boot booted the stock menu); the board is back on "
-            f"{came_back} by itself and {release} was removed from it; see {deploy.console}"
+            f"{came_back} by itself and {release} was removed from it; {console_hint(board, console)}"
         )
     health = deploy_board(board, out_root, DeployOptions(echo=False), access)
     if not health["ok"]:
         failed = health["error"] or ", ".join(e["name"] for e in health["modules"] + health["apps"] if not e["ok"])
-        reboot_into(board, access, previous)  # the menu on the board is the stock one again
+        reboot_into(board, access, previous, console_log)  # the menu on the board is the stock one again
         rollback(board, access)
         raise StepFailed(
             f"{board.name}: {release} came up but did not pass ({failed}; see out/{board.name}/deploy.json); "
@@ -289,9 +292,10 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
     return {**record, "state": "installed", "tried": how}
 
 
-def rollback(board: LoadedBoard, access: Access, reboot: bool = False) -> dict:
+def rollback(board: LoadedBoard, access: Access, reboot: bool = False, console_log: Path | None = None) -> dict:
     """Restore the default label from before, and remove what crossboard installed. With `reboot`,
-    boot the board again and check it runs the kernel it ran before the install."""
+    boot the board again and check it runs the kernel it ran before the install (its console read into
+    `console_log`)."""
     partition, conf = _boot(board)
     with access.open(board) as remote:
         text = _read(remote, f"{partition}/{RECORD}")
@@ -325,5 +329,5 @@ sync""",
             "rolling back",
         )
     if reboot:
-        reboot_into(board, access, record["previous_release"])
+        reboot_into(board, access, record["previous_release"], console_log)
     return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import paramiko
 
@@ -11,6 +12,7 @@ from ..board.load import LoadedBoard
 from ..errors import InfrastructureError, StepFailed
 from ..remote.access import Access
 from ..remote.connection import Session
+from ..remote.console import console_hint, reading_console
 
 # A new boot has a new boot_id: the only sure sign that the board went down and came up again (a
 # board still shutting down, or QEMU's port forward with no guest behind it, also accepts connections).
@@ -68,19 +70,21 @@ def power_cycle(board: LoadedBoard) -> bool:
     return True
 
 
-def reboot_into(board: LoadedBoard, access: Access, expected_release: str, timeout: int | None = None) -> str:
-    """Reboot the board, wait for it to answer from a new boot and check it runs `expected_release`.
-    Returns the release; StepFailed when it does not come back or comes back on another kernel."""
-    timeout = timeout or board.spec.deploy.reboot_timeout
-    release = wait_for_new_boot(board, access, start_reboot(board, access), timeout)
-    if release is None:
-        raise StepFailed(
-            f"{board.name}: did not come back within {timeout} s of rebooting into {expected_release}; "
-            f"see {board.spec.deploy.console}"
-        )
-    if release != expected_release:
-        raise StepFailed(
-            f"{board.name}: came back on {release}, not {expected_release}: the bootloader did not "
-            f"boot that kernel or fell back to another label; see {board.spec.deploy.console}"
-        )
+def reboot_into(board: LoadedBoard, access: Access, expected_release: str, console_log: Path | None = None) -> str:
+    """Reboot the board, wait for it to answer from a new boot and check it runs `expected_release`,
+    its console read into `console_log` meanwhile (console.py). Returns the release; StepFailed when it
+    does not come back or comes back on another kernel."""
+    timeout = board.spec.deploy.reboot_timeout
+    with reading_console(board, console_log) as console:
+        release = wait_for_new_boot(board, access, start_reboot(board, access), timeout)
+        if release is None:
+            raise StepFailed(
+                f"{board.name}: did not come back within {timeout} s of rebooting into {expected_release}; "
+                f"{console_hint(board, console)}"
+            )
+        if release != expected_release:
+            raise StepFailed(
+                f"{board.name}: came back on {release}, not {expected_release}: the bootloader did not "
+                f"boot that kernel or fell back to another label; {console_hint(board, console)}"
+            )
     return release

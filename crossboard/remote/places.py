@@ -22,6 +22,7 @@ from typing import Any
 
 from ..board.load import LoadedBoard
 from ..errors import InfrastructureError, UserError
+from .console import console_url
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's own default
 
@@ -103,7 +104,7 @@ def _reserve(session, board: LoadedBoard, coordinator: str) -> tuple[bool, Any]:
 
 def _reached_through(board: LoadedBoard, session, place, coordinator: str) -> LoadedBoard:
     """The board with the address, port and user of the place's NetworkService; with the place's power
-    switch as its power cycle, unless the board file has one."""
+    switch as its power cycle and its serial port as its console, unless the board file has them."""
     resources: dict[str, list[dict]] = {}
     for exporter, group, cls, name in place.acquired_resources:
         resource = session.resources.get(exporter, {}).get(group, {}).get(name)
@@ -125,6 +126,10 @@ def _reached_through(board: LoadedBoard, session, place, coordinator: str) -> Lo
     deploy = board.spec.deploy
     if deploy.power_cycle is None and any(cls in POWER_RESOURCES for cls in resources):
         deploy = deploy.model_copy(update={"power_cycle": f"{client} power cycle"})
+    serial = resources.get("NetworkSerialPort", [])
+    if serial and console_url(board) is None:  # ser2net's telnet mode unless the exporter says raw
+        scheme = "socket" if serial[0].get("protocol") == "raw" else "rfc2217"
+        deploy = deploy.model_copy(update={"console": f"{scheme}://{serial[0]['host']}:{serial[0]['port']}"})
     return replace(board, spec=board.spec.model_copy(update={"connection": connection, "deploy": deploy}))
 
 

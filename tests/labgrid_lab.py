@@ -1,5 +1,6 @@
 """A labgrid lab on 127.0.0.1 for the tests: a coordinator, an exporter exporting one board (a
-NetworkService, and an HTTP relay as its power switch), and labgrid-client as lab users run it."""
+NetworkService, a raw TCP serial console, and an HTTP relay as its power switch), and labgrid-client as
+lab users run it."""
 
 import os
 import socket
@@ -30,19 +31,23 @@ def wait_for_port(port: int, seconds: float = 15) -> None:
 class Lab:
     """A coordinator and an exporter, and labgrid-client as another lab user would run it."""
 
-    def __init__(self, folder: Path, ssh_port: int, user: str):
+    def __init__(self, folder: Path, ssh_port: int, user: str, console: str = "127.0.0.1:1", power_on=None):
+        """`console`: the board's raw TCP console, host:port; `power_on`: what switching the relay on
+        does (the virtual board's QMP reset), besides being recorded."""
         from sshd import free_port
 
         self.port = free_port()
         self.coordinator = f"127.0.0.1:{self.port}"
         self.processes: list[subprocess.Popen] = []
         self.switched: list[str] = []  # what the power switch was told, in order
-        self.power_switch = self.start_power_switch()
+        self.power_switch = self.start_power_switch(power_on)
+        console_host, console_port = console.rsplit(":", 1)
         self.start_coordinator(folder)
         exported = folder / "exporter.yaml"
         exported.write_text(
             "board:\n"
             f"  NetworkService: {{address: 127.0.0.1, port: {ssh_port}, username: {user}}}\n"
+            f"  NetworkSerialPort: {{host: {console_host}, port: {console_port}, protocol: raw}}\n"
             "  NetworkPowerPort:\n"
             "    model: simplerest\n"
             f"    host: 'http://127.0.0.1:{self.power_switch.server_port}/relay/{{index}}/{{value}}'\n"
@@ -59,7 +64,7 @@ class Lab:
         self.client("-p", PLACE, "create")
         self.client("-p", PLACE, "add-match", "exporter/board/*")
 
-    def start_power_switch(self):
+    def start_power_switch(self, power_on):
         """An HTTP relay as labgrid's `simplerest` power model drives one: it records each request."""
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -68,6 +73,8 @@ class Lab:
         class Relay(BaseHTTPRequestHandler):
             def do_GET(self):
                 switched.append(self.path)
+                if power_on is not None and self.path.endswith("/1"):
+                    power_on()
                 self.send_response(200)
                 self.end_headers()
 

@@ -88,13 +88,14 @@ def test_the_coordinator_going_away_mid_deploy_is_a_clear_error(lab):
         stopper.cancel()
 
 
-def test_the_places_power_switch_is_the_boards_power_cycle(lab):
+def test_the_places_power_switch_is_the_boards_power_cycle_and_its_serial_port_its_console(lab):
     from crossboard.board.load import load_board
     from crossboard.deploy.reboot import power_cycle
     from crossboard.remote.places import reserved
 
     with reserved([load_board("lab-board", lab.settings.boards_dir)], echo=False) as (board,):
         assert board.spec.deploy.power_cycle.endswith(f"-x {lab.coordinator} -p {PLACE} power cycle")
+        assert board.spec.deploy.console == "socket://127.0.0.1:1"  # the exporter's raw TCP console
         assert power_cycle(board)
     assert lab.switched == ["/relay/0/0", "/relay/0/1"]  # off, then on
     assert lab.holder() == ""

@@ -5,6 +5,7 @@ on the stock one again."""
 
 import dataclasses
 import json
+import re
 import shlex
 import struct
 
@@ -18,6 +19,7 @@ from crossboard.deploy.kernel_install import install_kernel, rollback
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
 from crossboard.pipeline.pipeline import build
+from crossboard.remote.console import REBOOT_LOG
 from crossboard.virtual import qemu
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
@@ -207,28 +209,58 @@ def panicking(image: bytes) -> bytes:
 HANGING_IMAGE = struct.pack("<IIQQQQQQII", 0x14000000, 0, 0, 0x10000, 0, 0, 0, 0, 0x644D5241, 0).ljust(0x10000, b"\0")
 
 
+@pytest.mark.labgrid
 @pytest.mark.parametrize(
     "corrupt, how, console",
     [
-        (lambda data: bytes(len(data)), "rebooted", "Bad Linux ARM64 Image magic"),  # the script resets
-        (panicking, "rebooted", "Kernel panic - not syncing: No working init found"),  # panic=10 reboots it
-        (lambda data: HANGING_IMAGE, r"hung, so it was power-cycled \(invoke qemu.reset", "Starting kernel"),
+        (lambda data: bytes(len(data)), "rebooted", "its console said: Bad Linux ARM64 Image magic"),  # the script resets
+        (panicking, "rebooted", "its console said: Kernel panic - not syncing: No working init found"),  # panic=10
+        (
+            lambda data: HANGING_IMAGE,
+            r"hung \(its console's last lines then: .*Starting kernel \.\.\.\), so it was power-cycled \(.*labgrid-client",
+            "its console's last lines: ",
+        ),
     ],
     ids=["a kernel U-Boot refuses", "a kernel that panics", "a kernel that hangs"],
 )
 def test_a_kernel_that_does_not_come_up_leaves_the_board_on_its_stock_kernel_by_itself(
     uboot_board, uboot_build, qemu_build, tmp_path, corrupt, how, console
 ):
+    """Through a labgrid place, as a lab shares the board: its NetworkService, its serial console (QEMU's,
+    over TCP) read while it reboots, its power switch an HTTP relay that resets QEMU through QMP."""
+    from labgrid_lab import PLACE, Lab
+
+    from crossboard.board.schema import LabgridPlace
+    from crossboard.remote.places import reserved
+
     stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
     board = _board_with_broken_kernel(uboot_board, uboot_build, tmp_path / "out", corrupt)
-    with pytest.raises(
-        StepFailed,
-        match=rf"{uboot_build.kernel_release} did not come up \({how}.*\); "
-        rf"the board is back on {qemu_build.kernel_release} by itself",
-    ):
-        install_kernel(board, tmp_path / "out", uboot_board.settings.access(), reboot=True)
+    serial = qemu.console_url(uboot_board).removeprefix("socket://")
+    lab = Lab(tmp_path, uboot_board.port, "debian", console=serial, power_on=lambda: qemu.reset(uboot_board))
+    spec = board.spec
+    in_place = dataclasses.replace(
+        board,
+        spec=spec.model_copy(
+            update={
+                "connection": spec.connection.model_copy(
+                    update={"host": None, "labgrid": LabgridPlace(place=PLACE, coordinator=lab.coordinator)}
+                ),
+                "deploy": spec.deploy.model_copy(update={"power_cycle": None, "console": "the place's serial port"}),
+            }
+        ),
+    )
+    try:
+        with reserved([in_place], echo=False) as (reached,), pytest.raises(StepFailed) as failed:
+            install_kernel(reached, tmp_path / "out", uboot_board.settings.access(), reboot=True)
+    finally:
+        lab.stop()
+    message = str(failed.value)
+    expected = (
+        rf"{uboot_build.kernel_release} did not come up \({how}.*\); the board is back on {qemu_build.kernel_release} by itself"
+    )
+    assert re.search(expected, message), message
+    assert console in message and message.endswith(f"(all of it: {tmp_path / 'out' / board.name / REBOOT_LOG})")
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
-    assert console in uboot_board.console_log.read_text(errors="replace")
     _back_on_stock(uboot_board, stock_conf)
 
 

@@ -41,6 +41,7 @@ def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
         assert remote.run("test -f /mnt/out/manifest.json").code == 0  # out/<board>/ over 9p
     assert f"crossboard virtual board: {qemu_build.kernel_release} up" in virtual_board.console_log.read_text()
     assert "SSH answering" in qemu.status(virtual_board)
+    assert f"console {qemu.console_url(virtual_board)} (log {virtual_board.console_log})" in qemu.status(virtual_board)
 
 
 def test_build_deploy_insmod_loop(virtual_board):

@@ -266,7 +266,8 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
                     f"the board's next power cycle boots its stock kernel {previous}: power-cycle it (deploy.power_cycle "
                     f"does that unattended), then invoke rollback --board {board.name}; {console_hint(board, console)}"
                 )
-            how = f"hung, so it was power-cycled ({deploy.power_cycle})"
+            seen = f" (its console's last lines then: {console.tail()})" if console else ""
+            how = f"hung{seen}, so it was power-cycled ({deploy.power_cycle})"
             came_back = wait_for_new_boot(board, access, before, deploy.reboot_timeout)
             if came_back is None:
                 raise StepFailed(f"{board.name}: did not come back after the power cycle either; {console_hint(board, console)}")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,10 @@ from ..board.load import LoadedBoard
 
 SCHEMES = ("socket://", "rfc2217://")
 TAIL_LINES = 6
+# What kernels and U-Boot print when a boot fails: the lines an error quotes first.
+FAILURE = re.compile(
+    r"Kernel panic|Oops|BUG:|Unable to handle|Internal error|Bad Linux ARM64 Image magic|Wrong Image Format|Bad Data CRC"
+)
 REBOOT_LOG = "logs/console-reboot.log"  # in the board's output folder: the console of its last reboot
 
 
@@ -57,13 +62,19 @@ class Capture:
         self.port.close()
         self.file.close()
 
+    def lines(self) -> list[str]:
+        return [line.strip() for line in self.log.read_bytes().decode(errors="replace").splitlines() if line.strip()]
+
     def tail(self) -> str:
         """The last lines the console printed, on one line: for an error message."""
-        lines = [line.strip() for line in self.log.read_bytes().decode(errors="replace").splitlines() if line.strip()]
-        return " | ".join(lines[-TAIL_LINES:]) or "(it printed nothing)"
+        return " | ".join(self.lines()[-TAIL_LINES:]) or "(it printed nothing)"
 
     def hint(self) -> str:
-        """What an error says where the board's console would help."""
+        """What an error says where the board's console would help: what it said about a failure (a
+        board that came back by itself has printed its next boot since), else its last lines."""
+        failures = [line for line in self.lines() if FAILURE.search(line)]
+        if failures:
+            return f"its console said: {' | '.join(failures[:TAIL_LINES])} (all of it: {self.log})"
         return f"its console's last lines: {self.tail()} (all of it: {self.log})"
 
 

@@ -328,8 +328,11 @@ def qemu_command(vboard: VirtualBoard, media: list[str]) -> list[str]:
         "none",
         "-daemonize",
         *media,
+        # the console on a TCP port QEMU picks (console_url), all of it also in console.log
+        "-chardev",
+        f"socket,id=console,host=127.0.0.1,port=0,server=on,wait=off,logfile={vboard.console_log}",
         "-serial",
-        f"file:{vboard.console_log}",
+        "chardev:console",
         "-pidfile",
         str(vboard.pidfile),
         "-qmp",
@@ -406,8 +409,8 @@ def down(vboard: VirtualBoard) -> bool:
     return True
 
 
-def reset(vboard: VirtualBoard) -> None:
-    """Power-cycle the running board, as pressing its reset button would: a QMP system_reset."""
+def _monitor(vboard: VirtualBoard, command: str):
+    """A QMP command's answer from the running board's QEMU."""
     if vboard.pid() is None:
         raise UserError(f"{vboard.board.name} is not running: invoke qemu.up --board {vboard.board.name}")
     try:
@@ -416,15 +419,31 @@ def reset(vboard: VirtualBoard) -> None:
             monitor.connect(str(vboard.monitor))
             replies = monitor.makefile("rb")
             replies.readline()  # QEMU's greeting
-            for command in ("qmp_capabilities", "system_reset"):
-                monitor.sendall(json.dumps({"execute": command}).encode() + b"\n")
+            for each in ("qmp_capabilities", command):
+                monitor.sendall(json.dumps({"execute": each}).encode() + b"\n")
                 reply = json.loads(replies.readline())
                 while "event" in reply:  # events may come before the answer
                     reply = json.loads(replies.readline())
                 if "error" in reply:
-                    raise InfrastructureError(f"QEMU refused {command}: {reply['error']}")
+                    raise InfrastructureError(f"QEMU refused {each}: {reply['error']}")
+            return reply["return"]
     except (OSError, ValueError) as error:
         raise InfrastructureError(f"{vboard.board.name}: cannot reach QEMU's monitor {vboard.monitor}: {error}") from None
+
+
+def reset(vboard: VirtualBoard) -> None:
+    """Power-cycle the running board, as pressing its reset button would: a QMP system_reset."""
+    _monitor(vboard, "system_reset")
+
+
+def console_url(vboard: VirtualBoard) -> str:
+    """The running board's serial console as a board file names one (`deploy.console`)."""
+    for device in _monitor(vboard, "query-chardev"):
+        if device["label"] == "console":
+            # "disconnected:tcp:127.0.0.1:40123,server=on" (or "tcp:..." while a client reads it)
+            address = device["filename"].split("tcp:", 1)[1].split(",", 1)[0]
+            return f"socket://{address}"
+    raise InfrastructureError(f"{vboard.board.name}: QEMU has no console chardev (started by another crossboard?)")
 
 
 def status(vboard: VirtualBoard) -> str:
@@ -432,4 +451,5 @@ def status(vboard: VirtualBoard) -> str:
     if pid is None:
         return f"{vboard.board.name}: down"
     ssh = "SSH answering" if _banner(vboard.port) else "no SSH banner yet"
-    return f"{vboard.board.name}: up, pid {pid}, 127.0.0.1:{vboard.port}, {ssh}, console {vboard.console_log}"
+    console = f"console {console_url(vboard)} (log {vboard.console_log})"
+    return f"{vboard.board.name}: up, pid {pid}, 127.0.0.1:{vboard.port}, {ssh}, {console}"

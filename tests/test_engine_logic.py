@@ -92,3 +92,16 @@ def test_the_engine_is_docker_host_else_the_current_context(monkeypatch, tmp_pat
 
 def test_an_error_from_elsewhere_keeps_its_exit_code():
     assert exit_code_for(FailedElsewhere("boards/x.yaml: bad", 2)) == 2
+
+
+def test_commands_that_bind_mount_refuse_a_remote_engine_before_asking_it_anything(monkeypatch, tmp_path):
+    from crossboard.board.load import load_board
+    from crossboard.errors import UserError
+    from crossboard.pipeline.pipeline import make_runtime
+    from crossboard.settings import Settings
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.5:2375")  # nothing answers there: it must not be asked
+    with pytest.raises(UserError, match=r"the Docker engine at tcp://10\.0\.0\.5:2375 cannot see this machine's folders"):
+        make_runtime(
+            "docker", Settings.from_environment(), load_board("qemu-arm64"), {"work": tmp_path}, echo=False, prepare=True
+        )

@@ -13,7 +13,7 @@ from ..board.load import LoadedBoard
 from ..errors import CrossboardError, StepFailed, UserError
 from ..locking import holding
 from ..settings import Settings
-from ..toolchain.engine import engine_if_running
+from ..toolchain.engine import engine_if_running, engine_url, is_local
 from ..toolchain.image import image_ref, prepare_toolchain
 from ..toolchain.runtime import DockerRuntime, HostRuntime, Runtime, image_inside
 from . import source, stamps
@@ -91,6 +91,11 @@ def make_runtime(
         return HostRuntime(folders, image_inside())
     if not prepare:  # a plan: the engine, where it runs, only says what the image is
         return DockerRuntime(engine_if_running(), image_ref(settings, board.profile), folders)
+    if not is_local(url := engine_url()):  # its bind mounts would be folders of the engine's machine
+        raise UserError(
+            f"the Docker engine at {url} cannot see this machine's folders: this command needs a local engine "
+            "(unset DOCKER_HOST or DOCKER_CONTEXT for it); invoke build runs on a remote engine"
+        )
     client, image = prepare_toolchain(settings, board.profile, echo, verbose, plain)
     return DockerRuntime(client, image.ref, folders)
 

@@ -72,14 +72,15 @@ class Board:
             stdout=subprocess.PIPE,
             text=True,
         )
+        self.link_pid = link.pid  # `ip netns exec` runs the link in its own process
         stack.callback(link.wait, 10)
         stack.callback(link.terminate)
         assert link.stdout is not None and link.stdout.readline().strip() == "ready"
 
 
-def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float, float, float]:
-    """(1 board's deploy seconds, 8 boards' in parallel, crossboard's CPU-s per board per deploy, the
-    whole machine's CPU-s per board per deploy: crossboard's, the boards' sshd and apps, the links)."""
+def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float, float, float, float]:
+    """(1 board's deploy seconds, 8 boards' in parallel; per board per deploy, CPU-s of crossboard, of
+    the whole machine (crossboard, the boards' sshd and apps, the links) and of the links)."""
     remote_root = f"/tmp/crossboard-fleet-{uuid.uuid4().hex}"
     access = Access(folder / "known_hosts", trust_new_host=True)
     with ExitStack() as stack:
@@ -111,10 +112,21 @@ def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float
 
         fresh(loaded)  # host keys learned, the namespaces' sshd up
         one = median_seconds(lambda: fresh(loaded[:1]), ROUNDS)
-        cpu, busy = time.process_time(), machine_busy_seconds()
+        cpu, busy, carried = time.process_time(), machine_busy_seconds(), links_cpu(links)
         eight = median_seconds(lambda: fresh(loaded), ROUNDS)
-        cpu, busy = (time.process_time() - cpu) / (ROUNDS * BOARDS), (machine_busy_seconds() - busy) / (ROUNDS * BOARDS)
-    return one, eight, cpu, busy
+        deploys = ROUNDS * BOARDS
+        cpu, busy = (time.process_time() - cpu) / deploys, (machine_busy_seconds() - busy) / deploys
+        carried = (links_cpu(links) - carried) / deploys
+    return one, eight, cpu, busy, carried
+
+
+def links_cpu(links: list[Board]) -> float:
+    """CPU seconds the delaying links have spent (/proc/PID/stat's utime and stime)."""
+    ticks = 0
+    for link in links:
+        fields = Path(f"/proc/{link.link_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -123,13 +135,13 @@ def main() -> None:
     try:
         key = prepare_lab(folder)
         for round_trip_ms in latencies:
-            one, eight, cpu, busy = measure(round_trip_ms, folder, key)
+            one, eight, cpu, busy, carried = measure(round_trip_ms, folder, key)
             target = f" (target <= {TARGET}x)" if round_trip_ms == 20 else ""
             print(
                 f"round trip {round_trip_ms:g} ms, median of {ROUNDS}: 1 board {one:.2f} s, {BOARDS} boards in parallel "
                 f"{eight:.2f} s: ratio {eight / one:.2f}x{target}; per board per deploy, crossboard's own CPU "
-                f"{cpu * 1000:.0f} ms, the machine's {busy * 1000:.0f} ms "
-                f"({os.cpu_count()} cores shared with the boards' sshd, app and link)",
+                f"{cpu * 1000:.0f} ms; the machine's {busy * 1000:.0f} ms on its {os.cpu_count()} cores, of which "
+                f"the delaying links {carried * 1000:.0f} ms, the boards' sshd and app the rest",
                 flush=True,
             )
     finally:

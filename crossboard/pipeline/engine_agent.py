@@ -8,8 +8,10 @@ file for the near end to report as its own one line.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from ..errors import CrossboardError, exit_code_for
@@ -31,10 +33,17 @@ def main(request_text: str, result_file: str) -> int:
     try:
         build(request["board"], Settings.from_environment(), options, "host", request["kernel_source"], request["toolchain"])
     except (CrossboardError, KeyboardInterrupt) as error:
-        code = exit_code_for(error)
-        Path(result_file).write_text(json.dumps({"error": str(error) or "interrupted", "code": code}))
-        return code
+        return _report(result_file, str(error) or "interrupted", exit_code_for(error))
+    except Exception as error:  # a bug of ours: one line there too, as the command line says it
+        if os.environ.get("CROSSBOARD_DEBUG"):
+            traceback.print_exc()
+        return _report(result_file, f"internal error on the engine: {type(error).__name__}: {error} (a bug in crossboard)", 1)
     return 0
+
+
+def _report(result_file: str, message: str, code: int) -> int:
+    Path(result_file).write_text(json.dumps({"error": message, "code": code}))
+    return code
 
 
 if __name__ == "__main__":

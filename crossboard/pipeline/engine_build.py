@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import sys
 import tarfile
@@ -156,7 +157,8 @@ class Agent:
 
     def run(self, argv: list[str], tty: bool = False) -> tuple[str, Iterator[bytes]]:
         assert self.container is not None
-        exec_id = self.client.api.exec_create(self.container.id, argv, tty=tty)["Id"]
+        debug = {"CROSSBOARD_DEBUG": "1"} if os.environ.get("CROSSBOARD_DEBUG") else {}  # tracebacks there too
+        exec_id = self.client.api.exec_create(self.container.id, argv, tty=tty, environment=debug)["Id"]
         return exec_id, self.client.api.exec_start(exec_id, stream=True, tty=tty)
 
     def exit_code(self, exec_id: str) -> int | None:

@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import serial
-
 from ..board.load import LoadedBoard
 
 SCHEMES = ("socket://", "rfc2217://")
@@ -38,6 +36,8 @@ class Capture:
     def __init__(self, url: str, log: Path):
         self.url, self.log = url, log
         self.stopping = threading.Event()
+        import serial  # here: a build run inside the toolchain image never reads a console, nor has pyserial
+
         self.port = serial.serial_for_url(url, timeout=0.2)
         log.parent.mkdir(parents=True, exist_ok=True)
         self.file = log.open("wb")
@@ -53,7 +53,7 @@ class Capture:
                 if data:
                     self.file.write(data)
                     self.file.flush()
-        except (serial.SerialException, OSError):
+        except OSError:  # pyserial's SerialException is one
             pass  # the console went away (an exporter restarted): what was read is kept
 
     def stop(self) -> None:
@@ -89,7 +89,7 @@ def reading_console(board: LoadedBoard, log: Path | None) -> Iterator[Capture | 
         return
     try:
         capture = Capture(url, log)
-    except (serial.SerialException, OSError, ValueError) as error:
+    except (OSError, ValueError) as error:  # pyserial's SerialException is an OSError
         print(f"crossboard: {board.name}: not reading its console {url} ({error})", file=sys.stderr, flush=True)
         yield None
         return

@@ -51,9 +51,9 @@ LEFT_OUT = frozenset(
 STOP_SECONDS = 30  # how long an interrupted build on the engine gets to write its manifest
 
 
-def project_files(root: Path, extra: tuple[Path, ...] = ()) -> dict[str, Path]:
+def project_files(root: Path) -> dict[str, Path]:
     """The project's files by their path relative to `root`: everything a build reads, none of what
-    builds write; `extra` files (a devel bundle in out/) go too."""
+    builds write."""
     files = {}
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
@@ -61,8 +61,6 @@ def project_files(root: Path, extra: tuple[Path, ...] = ()) -> dict[str, Path]:
             continue
         if path.is_file() and not path.is_symlink():
             files[str(relative)] = path
-    for path in extra:
-        files[str(path.relative_to(root))] = path
     return files
 
 
@@ -243,18 +241,14 @@ def agent_on(client: docker.DockerClient, image: ToolchainImage, root: Path) -> 
         agent.remove()
 
 
-def _bundle_inputs(board: LoadedBoard, root: Path, project_dir: str) -> tuple[tuple[Path, ...], dict[str, Path], str | None]:
-    """A devel bundle goes with the project: (extra project files, files under BUNDLES, the
-    --kernel-source that names it on the engine's side)."""
+def _bundle_input(board: LoadedBoard, project_dir: str) -> tuple[dict[str, Path], str | None]:
+    """A devel bundle goes with the project, under BUNDLES wherever it is here (out/ is never sent):
+    ({its name there: it}, the --kernel-source that names it on the engine's side)."""
     bundle = board.devel_bundle()
     if bundle is None:
-        return (), {}, None
-    try:
-        relative = str(bundle.relative_to(root))
-        return (bundle,), {}, f"devel:{project_dir}/{relative}"
-    except ValueError:
-        name = f"{BUNDLES}/{bundle.name}"
-        return (), {name: bundle}, f"devel:{project_dir}/{name}"
+        return {}, None
+    name = f"{BUNDLES}/{bundle.name}"
+    return {name: bundle}, f"devel:{project_dir}/{name}"
 
 
 def build_on_engine(
@@ -278,8 +272,8 @@ def build_on_engine(
     variant = board.with_toolchain(toolchain) if toolchain else board
     root = board.project_root
     with agent_on(client, image, root) as agent:
-        extra, outside, bundle_source = _bundle_inputs(board, root, agent.project_dir)
-        files = project_files(root, extra) | outside
+        bundle, bundle_source = _bundle_input(board, agent.project_dir)
+        files = project_files(root) | bundle
         started = time.monotonic()
         sent, removed = agent.sync_project(files)
         say(

@@ -260,13 +260,13 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
         before = start_reboot(board, access)
         came_back, how = wait_for_new_boot(board, access, before, deploy.reboot_timeout), "rebooted"
         if came_back is None:
+            seen = f" (its console's last lines then: {console.tail()})" if console else ""  # before the cycle
             if not power_cycle(board):
                 raise StepFailed(
                     f"{board.name}: {release} did not come up within {deploy.reboot_timeout} s; the try was once, so "
                     f"the board's next power cycle boots its stock kernel {previous}: power-cycle it (deploy.power_cycle "
                     f"does that unattended), then invoke rollback --board {board.name}; {console_hint(board, console)}"
                 )
-            seen = f" (its console's last lines then: {console.tail()})" if console else ""
             how = f"hung{seen}, so it was power-cycled ({deploy.power_cycle})"
             came_back = wait_for_new_boot(board, access, before, deploy.reboot_timeout)
             if came_back is None:

@@ -1,5 +1,5 @@
 """A fleet measured as it runs (run as root): 8 boards, each an sshd in a network namespace of its own
-behind a link with a round-trip latency (bench/delay_link.py), deployed in parallel against one
+behind a link with a round-trip latency (bench/delay_link, built here with cargo), deployed in parallel against one
 board, at each latency; and crossboard's own CPU per board per deploy, which real boards do not share.
 
     python3 bench/fleet.py [ROUND_TRIP_MS ...]    (default: 0 1 20)
@@ -31,6 +31,7 @@ ROUNDS = 5
 SSH_PORT = 22  # each board's sshd, on its namespace's loopback
 LINK_PORT = 2222  # the delayed link, on the namespace's veth address
 TARGET = 1.3  # 8 boards against 1 at 20 ms round trip
+DELAY_LINK = HERE / "delay_link/target/release/delay_link"
 
 
 def ip(*arguments: str, namespace: str | None = None) -> None:
@@ -56,31 +57,34 @@ class Board:
         ip("link", "set", "lo", "up", namespace=self.namespace)
         server = SshServer(SSH_PORT, make_key(folder / "host_key"), namespace=self.namespace).start(folder)
         stack.callback(server.stop)
+        assert server.process is not None
+        self.sshd_pid = server.process.pid  # `ip netns exec` execs sshd in its own process too
         link = subprocess.Popen(
             [
                 "ip",
                 "netns",
                 "exec",
                 self.namespace,
-                sys.executable,
-                str(HERE / "delay_link.py"),
+                str(DELAY_LINK),
                 self.address,
                 str(LINK_PORT),
                 str(SSH_PORT),
                 str(round_trip_ms),
             ],
+            stdin=subprocess.PIPE,  # the link ends when this ends: closing its stdin stops it
             stdout=subprocess.PIPE,
             text=True,
         )
         self.link_pid = link.pid  # `ip netns exec` runs the link in its own process
+        assert link.stdin is not None
         stack.callback(link.wait, 10)
-        stack.callback(link.terminate)
+        stack.callback(link.stdin.close)
         assert link.stdout is not None and link.stdout.readline().strip() == "ready"
 
 
-def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float, float, float, float]:
+def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float, float, float, float, float]:
     """(1 board's deploy seconds, 8 boards' in parallel; per board per deploy, CPU-s of crossboard, of
-    the whole machine (crossboard, the boards' sshd and apps, the links) and of the links)."""
+    the whole machine, of the links and of the boards: their sshd's sessions, shells and apps)."""
     remote_root = f"/tmp/crossboard-fleet-{uuid.uuid4().hex}"
     access = Access(folder / "known_hosts", trust_new_host=True)
     with ExitStack() as stack:
@@ -112,36 +116,49 @@ def measure(round_trip_ms: float, folder: Path, key: Path) -> tuple[float, float
 
         fresh(loaded)  # host keys learned, the namespaces' sshd up
         one = median_seconds(lambda: fresh(loaded[:1]), ROUNDS)
-        cpu, busy, carried = time.process_time(), machine_busy_seconds(), links_cpu(links)
+        links_pids, sshd_pids = [link.link_pid for link in links], [link.sshd_pid for link in links]
+        cpu, busy = time.process_time(), machine_busy_seconds()
+        carried, served = cpu_seconds(links_pids), cpu_seconds(sshd_pids, of_children=True)
         eight = median_seconds(lambda: fresh(loaded), ROUNDS)
         deploys = ROUNDS * BOARDS
         cpu, busy = (time.process_time() - cpu) / deploys, (machine_busy_seconds() - busy) / deploys
-        carried = (links_cpu(links) - carried) / deploys
-    return one, eight, cpu, busy, carried
+        carried = (cpu_seconds(links_pids) - carried) / deploys
+        served = (cpu_seconds(sshd_pids, of_children=True) - served) / deploys
+    return one, eight, cpu, busy, carried, served
 
 
-def links_cpu(links: list[Board]) -> float:
-    """CPU seconds the delaying links have spent (/proc/PID/stat's utime and stime)."""
+def cpu_seconds(pids: list[int], of_children: bool = False) -> float:
+    """CPU seconds the processes have spent (/proc/PID/stat's utime and stime), or with `of_children`
+    their ended children (cutime and cstime: an sshd's sessions, each with its shells and programs)."""
     ticks = 0
-    for link in links:
-        fields = Path(f"/proc/{link.link_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        first = 13 if of_children else 11
+        ticks += int(fields[first]) + int(fields[first + 1])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def build_delay_link() -> None:
+    """The delay line, compiled: its CPU shares the machine with what it measures (no crates needed)."""
+    manifest = HERE / "delay_link/Cargo.toml"
+    subprocess.run(["cargo", "build", "--release", "--offline", "--quiet", "--manifest-path", str(manifest)], check=True)
+
+
 def main() -> None:
+    build_delay_link()
     latencies = [float(value) for value in sys.argv[1:]] or [0.0, 1.0, 20.0]
     folder = Path(tempfile.mkdtemp(prefix="crossboard-fleet-"))
     try:
         key = prepare_lab(folder)
         for round_trip_ms in latencies:
-            one, eight, cpu, busy, carried = measure(round_trip_ms, folder, key)
+            one, eight, cpu, busy, carried, served = measure(round_trip_ms, folder, key)
             target = f" (target <= {TARGET}x)" if round_trip_ms == 20 else ""
             print(
                 f"round trip {round_trip_ms:g} ms, median of {ROUNDS}: 1 board {one:.2f} s, {BOARDS} boards in parallel "
                 f"{eight:.2f} s: ratio {eight / one:.2f}x{target}; per board per deploy, crossboard's own CPU "
                 f"{cpu * 1000:.0f} ms; the machine's {busy * 1000:.0f} ms on its {os.cpu_count()} cores, of which "
-                f"the delaying links {carried * 1000:.0f} ms, the boards' sshd and app the rest",
+                f"the boards' SSH sessions (sshd, shells, app) {served * 1000:.0f} ms and the delaying links "
+                f"{carried * 1000:.0f} ms",
                 flush=True,
             )
     finally:

@@ -291,7 +291,10 @@ class Session:
                         f"{self.target.name}: no answer within {timeout:.0f} s to: "
                         f"{command if len(command) < 80 else command[:77] + '...'}"
                     )
-                select.select([channel], [], [], 0.5)
+                if channel.eof_received:  # the streams' pipe stays readable after their end: wait for the status alone
+                    channel.status_event.wait(0.5)
+                else:
+                    select.select([channel], [], [], 0.5)
             return channel.recv_exit_status(), bytes(stdout), bytes(stderr)
 
     def channel(self, **options) -> paramiko.Channel:

@@ -83,7 +83,6 @@ def test_privileged_commands_run_as_root_and_a_sudo_that_wants_a_password_is_nam
     )
 
 
-
 def test_a_command_that_ends_its_output_before_it_exits_is_waited_for_without_spinning(ssh_lab, server, known_hosts):
     """The channel's end of output comes a second before its exit status: the wait between them must
     sleep (paramiko keeps an ended channel readable, so a select there returned at once, again and again)."""
@@ -93,6 +92,7 @@ def test_a_command_that_ends_its_output_before_it_exits_is_waited_for_without_sp
         cpu = time.thread_time() - cpu
     assert (result.code, result.stdout) == (3, "done\n")
     assert cpu < 0.25, f"{cpu:.2f} CPU-s spent waiting one second for an exit status"
+
 
 @pytest.fixture(scope="module", params=["sftp", "exec stream"])
 def transfer_server(request, ssh_lab):

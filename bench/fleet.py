@@ -1,6 +1,7 @@
 """A fleet measured as it runs (run as root): 8 boards, each an sshd in a network namespace of its own
-behind a link with a round-trip latency (bench/delay_link, built here with cargo), deployed in parallel against one
-board, at each latency; and crossboard's own CPU per board per deploy, which real boards do not share.
+behind a link with a round-trip latency (bench/delay_link, built here with cargo), deployed in parallel
+against one board, at each latency; and crossboard's own CPU per board per deploy, which real boards do
+not share.
 
     python3 bench/fleet.py [ROUND_TRIP_MS ...]    (default: 0 1 20)
 """

@@ -22,9 +22,9 @@ def boards(c):
         raise UserError(mistakes[0] + (f" (and {more} more board files with mistakes, above)" if more else ""))
 
 
-def settings_of(c, base_image=None, mirror=None) -> Settings:
+def settings_of(c, base_image=None, mirror=None, apt_proxy=None) -> Settings:
     """The settings, invoke.yaml's `crossboard:` section among them (see README)."""
-    return Settings.from_environment(base_image, mirror, config=c.config.get("crossboard"))
+    return Settings.from_environment(base_image, mirror, config=c.config.get("crossboard"), apt_proxy=apt_proxy)
 
 
 OUTPUT_HELP = {
@@ -37,19 +37,45 @@ OUTPUT_HELP = {
     help={
         "profile": "the toolchain profile to build (containers/toolchain/profiles/<name>/); default: all",
         "base-image": "base to build on (default crossboard/base:trixie, made with debootstrap; or debian:trixie)",
-        "mirror": "Debian mirror for debootstrap (default http://deb.debian.org/debian)",
+        "mirror": "Debian mirror for debootstrap and every apt in the image (default http://deb.debian.org/debian; "
+        "a snapshot.debian.org/archive/debian/<time>/ URL gives a lock's exact versions back)",
+        "apt-proxy": "an apt caching proxy, http://HOST:PORT (apt-cacher-ng), for debootstrap and the image's apt",
+        "update-lock": "build the image at what the archive offers now and rewrite packages.lock to it; shows the diff",
+        "export": "write the profile's image to this file (docker save format) for a machine that cannot build it",
+        "import": "load a toolchain image from a file written by --export",
         **OUTPUT_HELP,
     }
 )
 @reports_errors
-def toolchain(c, profile="all", base_image=None, mirror=None, verbose=False, quiet=False):
-    """Build the toolchain profiles' pinned images; a no-op for each whose context has not changed."""
-    settings = settings_of(c, base_image, mirror)
-    images = commands.toolchain(settings, profile, verbose=verbose, plain=quiet, remember=bool(base_image or mirror))
+def toolchain(
+    c,
+    profile="all",
+    base_image=None,
+    mirror=None,
+    apt_proxy=None,
+    update_lock=False,
+    export=None,
+    import_=None,
+    verbose=False,
+    quiet=False,
+):
+    """Build the toolchain profiles' images at their locked versions; a no-op for each that has its image."""
+    settings = settings_of(c, base_image, mirror, apt_proxy)
+    if export or import_:
+        for tag in commands.carry_toolchain(settings, profile, export, import_):
+            print(f"{tag}: {'written to ' + export if export else 'loaded'}")
+        return
+    remember = bool(base_image or mirror or apt_proxy)
+    if update_lock:
+        for name, changed in commands.update_locks(settings, profile, verbose=verbose, plain=quiet).items():
+            print(f"{name}: packages.lock " + (f"rewritten, {len(changed)} lines changed:" if changed else "unchanged"))
+            for line in changed:
+                print(f"  {line}")
+    images = commands.toolchain(settings, profile, verbose=verbose, plain=quiet, remember=remember)
     for image in images:
         print(f"{image.ref} {'built' if image.built_now else 'is current'} ({image.id[7:19]}, base {settings.base_image})")
-    if base_image or mirror:
-        print("later commands use this base and mirror")
+    if remember:
+        print("later commands use this base, mirror and proxy")
 
 
 @task(

@@ -70,7 +70,9 @@ def main() -> None:
         ours = time.perf_counter() - started
 
         folders = {"sources": plan.mount, "build": scratch / "raw", "out": scratch / "raw-out", "project": PROJECT_ROOT}
-        with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
+        with DockerRuntime(
+            docker_client(), image_ref(docker_client(), settings, board.profile), folders, label="bench"
+        ) as runtime:
             started = time.perf_counter()
             for argv in raw_commands(f"/crossboard/sources/{plan.key}", board.spec.kernel.config.fragments):
                 env = {**REPRODUCIBLE_ENV, "CARGO_HOME": "/crossboard/build/cargo-home"}

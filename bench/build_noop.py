@@ -38,7 +38,7 @@ def main() -> None:
         make + ["M=/crossboard/work/modules/hello_rust", "modules"],
         hello_cargo_build("/crossboard/work/apps"),
     ]
-    with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
+    with DockerRuntime(docker_client(), image_ref(docker_client(), settings, board.profile), folders, label="bench") as runtime:
 
         def raw():
             for argv in raw_commands:

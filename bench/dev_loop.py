@@ -45,7 +45,9 @@ def main() -> None:
     work = settings.cache_dir / "build/qemu-arm64/modules/hello_rust"
     timings = {"raw": [], "dev": []}
     try:
-        with DockerRuntime(docker_client(), image_ref(settings, board.profile), folders, label="bench") as runtime:
+        with DockerRuntime(
+            docker_client(), image_ref(docker_client(), settings, board.profile), folders, label="bench"
+        ) as runtime:
             for round_number in range(ROUNDS):
                 for side in ("raw", "dev"):
                     SOURCE.write_text(original + f"\n// bench {side} {round_number}\n")

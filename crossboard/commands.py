@@ -39,11 +39,37 @@ def toolchain(
     """Build each named profile's image (`all`: every profile) if its build context changed; a no-op
     otherwise. `remember`: the base image and mirror were chosen on the command line, and later commands
     use them too."""
-    names = profile_names() if profile == "all" else [profile]
-    images = [prepare_toolchain(settings, load_profile(name), echo, verbose, plain)[1] for name in names]
+    images = [prepare_toolchain(settings, load_profile(name), echo, verbose, plain)[1] for name in _profiles(profile)]
     if remember:
         settings.remember_toolchain_choice()
     return images
+
+
+def _profiles(profile: str) -> list[str]:
+    return profile_names() if profile == "all" else [load_profile(profile).name]
+
+
+def update_locks(settings: Settings, profile: str = "all", verbose: bool = False, plain: bool = False) -> dict[str, list[str]]:
+    """Each named profile's image built at what the archive offers now, and its packages.lock rewritten
+    to that: the changed lines, by profile."""
+    from .toolchain.lockfile import update_lock
+
+    return {name: update_lock(settings, load_profile(name), True, verbose, plain) for name in _profiles(profile)}
+
+
+def carry_toolchain(settings: Settings, profile: str, export: str | None, load: str | None) -> list[str]:
+    """`--export FILE` (one profile's image into a file) or `--import FILE`; what was carried, by tag."""
+    from pathlib import Path
+
+    from .toolchain.carry import export_image, import_image
+
+    if export and load:
+        raise UserError("--export and --import: give one of them")
+    if load:
+        return import_image(Path(load))
+    if profile == "all":
+        raise UserError("--export: name the profile whose image to write (--profile NAME)")
+    return [export_image(settings, load_profile(profile), Path(export or ""))]
 
 
 def build(

@@ -13,7 +13,7 @@ from .pipeline.toolcheck import check_tools
 from .settings import Settings
 from .toolchain.base_image import MADE_BY_US
 from .toolchain.engine import docker_client
-from .toolchain.image import REPOSITORY, find_image, image_ref
+from .toolchain.image import REPOSITORY, current_image
 from .toolchain.profiles import Profile, load_profile, profile_names
 from .toolchain.runtime import DockerRuntime, Runtime
 
@@ -35,7 +35,7 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
     except CrossboardError as error:
         return [Check(False, "Docker engine", str(error))]
     checks.append(Check(True, f"Docker engine {client.version()['Version']} reachable"))
-    if find_image(client, settings.base_image):
+    if client.images.list(name=settings.base_image):
         checks.append(Check(True, f"base image {settings.base_image} present"))
     elif settings.base_image.startswith(MADE_BY_US):
         can_make = shutil.which("debootstrap") or os.path.exists("/usr/sbin/debootstrap")
@@ -54,22 +54,33 @@ def run_checks(settings: Settings, board: LoadedBoard | None = None) -> list[Che
 
 
 def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedBoard | None) -> list[Check]:
-    ref = image_ref(settings, profile)
-    if find_image(client, ref) is None:
+    image = current_image(client, settings, profile)
+    if image is None:
         stale = [
             tag
-            for image in client.images.list(REPOSITORY)
+            for image in client.images.list(REPOSITORY, filters={"label": f"org.crossboard.profile={profile.name}"})
             for tag in image.tags
-            if tag.rsplit("-", 1)[0] == f"{REPOSITORY}:{profile.name}"  # <profile>-<hash>: not trixie-backports for trixie
         ]
         return [
             Check(
                 False,
-                f"toolchain image {ref} missing" + (f" (stale: {', '.join(stale)})" if stale else ""),
+                f"no toolchain image of profile {profile.name} for its packages.txt and packages.lock"
+                + (f" (stale: {', '.join(stale)})" if stale else ""),
                 f"run `invoke toolchain --profile {profile.name}`",
             )
         ]
-    checks = [Check(True, f"toolchain image {ref} is current ({profile.description})")]
+    ref = next(tag for tag in image.tags if tag.startswith(REPOSITORY))
+    moved = image.labels.get("org.crossboard.moved", "")
+    checks = [
+        Check(True, f"toolchain image {ref} is current ({profile.description})"),
+        Check(
+            True,
+            f"{profile.name}: the image holds packages.lock's versions"
+            if not moved
+            else f"{profile.name}: the archive moved past packages.lock, the image holds {moved} "
+            f"(`invoke toolchain --profile {profile.name} --update-lock` locks them)",
+        ),
+    ]
     folders = {}
     plan = None
     if board is not None:
@@ -80,7 +91,7 @@ def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedB
         checks.append(
             Check(
                 code == 0,
-                f"{profile.name} tool versions: " + ", ".join(versions.split()),
+                f"{profile.name} tool versions: " + ", ".join(word for word in versions.split() if not word.startswith("deb:")),
                 f"rebuild: invoke toolchain --profile {profile.name}",
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ class Settings:
     out_dir: Path
     base_image: str
     debian_mirror: str
+    apt_proxy: str = ""  # an apt caching proxy (http://HOST:PORT) for debootstrap and every apt in an image build
     board: str = DEFAULT_BOARD
     boards_dir: Path = PROJECT_ROOT / "boards"
     # host keys crossboard was told to trust (--trust-new-host, qemu.up), besides ~/.ssh/known_hosts
@@ -31,7 +33,11 @@ class Settings:
 
     @classmethod
     def from_environment(
-        cls, base_image: str | None = None, debian_mirror: str | None = None, config: Mapping[str, Any] | None = None
+        cls,
+        base_image: str | None = None,
+        debian_mirror: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        apt_proxy: str | None = None,
     ) -> Settings:
         """An option wins over the environment (CROSSBOARD_*), which wins over invoke's configuration
         (`config`: the `crossboard:` section of invoke.yaml), which wins over what `invoke toolchain` was
@@ -50,15 +56,22 @@ class Settings:
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         cache_dir = folder("cache", xdg_cache / "crossboard")
         remembered = _remembered(cache_dir)
+        mirror = debian_mirror or chosen("debian_mirror", remembered) or DEFAULT_MIRROR
         return cls(
             cache_dir=cache_dir,
             out_dir=folder("out", PROJECT_ROOT / "out"),
-            base_image=base_image or chosen("base_image", remembered) or DEFAULT_BASE_IMAGE,
-            debian_mirror=debian_mirror or chosen("debian_mirror", remembered) or DEFAULT_MIRROR,
+            base_image=base_image or chosen("base_image", remembered) or default_base_image(mirror),
+            debian_mirror=mirror,
+            apt_proxy=apt_proxy or chosen("apt_proxy", remembered) or "",
             board=chosen("board") or DEFAULT_BOARD,
             boards_dir=folder("boards", cls.boards_dir),
             known_hosts=folder("known_hosts", cls.known_hosts),
         )
+
+    @property
+    def mirror_chosen(self) -> bool:
+        """Another mirror than Debian's own: every apt in the image uses it too (a snapshot, a lab's)."""
+        return self.debian_mirror != DEFAULT_MIRROR
 
     def access(self, trust_new_host: bool = False) -> Access:
         """How commands reach boards under these settings."""
@@ -68,11 +81,20 @@ class Settings:
         """Keep the base image and mirror `invoke toolchain` was given for every later command."""
         write_atomically(
             self.cache_dir / TOOLCHAIN_CHOICE,
-            json.dumps({"base_image": self.base_image, "debian_mirror": self.debian_mirror}).encode(),
+            json.dumps(
+                {"base_image": self.base_image, "debian_mirror": self.debian_mirror, "apt_proxy": self.apt_proxy}
+            ).encode(),
         )
 
 
 TOOLCHAIN_CHOICE = "toolchain-choice.json"
+
+
+def default_base_image(mirror: str) -> str:
+    """The base crossboard makes with debootstrap: one per mirror, since a snapshot's trixie is another."""
+    if mirror == DEFAULT_MIRROR:
+        return DEFAULT_BASE_IMAGE
+    return f"{DEFAULT_BASE_IMAGE}-{hashlib.sha256(mirror.encode()).hexdigest()[:8]}"
 
 
 def _remembered(cache_dir: Path) -> dict[str, str]:

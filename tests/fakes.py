@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -278,3 +279,9 @@ def invoke(*arguments: str, timeout: float = 120, **settings: str) -> subprocess
         env={**os.environ, **settings},
         timeout=timeout,
     )
+
+
+def held_version(docker, image_ref: str, package: str) -> str:
+    """The upstream version of a package a toolchain image holds, from its labels: `1:21.1.8-3~bpo13+2` is 21.1.8."""
+    held = dict(item.split("=", 1) for item in docker.images.get(image_ref).labels["org.crossboard.packages"].split())
+    return re.match(r"^(?:\d+:)?([0-9.]*[0-9])", held[package])[1]  # type: ignore[index]

@@ -90,7 +90,8 @@ def make_runtime(
     if kind == "host":
         return HostRuntime(folders, image_inside())
     if not prepare:  # a plan: the engine, where it runs, only says what the image is
-        return DockerRuntime(engine_if_running(), image_ref(settings, board.profile), folders)
+        engine = engine_if_running()
+        return DockerRuntime(engine, image_ref(engine, settings, board.profile), folders)
     if not is_local(url := engine_url()):  # its bind mounts would be folders of the engine's machine
         raise UserError(
             f"the Docker engine at {url} cannot see this machine's folders: this command needs a local engine "
@@ -242,7 +243,7 @@ def build_context(board, settings, runtime, manifest, options) -> BuildContext:
         runtime=runtime,
         manifest=manifest,
         options=options,
-        source_plan=source.plan_source(board, settings.cache_dir),
+        source_plan=source.plan_source(board, settings.cache_dir, manifest.image),
     )
 
 

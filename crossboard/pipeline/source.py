@@ -19,6 +19,7 @@ from ..board.load import LoadedBoard
 from ..board.schema import Git, KernelSource, Tarball
 from ..errors import InfrastructureError, StepFailed, UserError
 from ..locking import holding
+from ..toolchain.profiles import locked_version
 from ..toolchain.runtime import Runtime
 from ..toolchain.stream import Tee
 
@@ -49,16 +50,18 @@ def redacted(url: str) -> str:
     )
 
 
-def plan_source(board: LoadedBoard, cache_dir: Path) -> SourcePlan:
-    """A Debian package's tree is keyed by the version the board's profile pins: profiles that pin the
-    same one share it; a devel bundle's by its sha256."""
+def plan_source(board: LoadedBoard, cache_dir: Path, image: dict | None = None) -> SourcePlan:
+    """A Debian package's tree is keyed by its version in the toolchain `image` (the manifest's record
+    of it: what it really holds), else in the profile's lock: profiles that hold the same one share it;
+    a devel bundle's by its sha256."""
     source, sources = board.spec.kernel.source, cache_dir / "sources"
     if source.path is not None:
         return SourcePlan(mount=Path(source.path).expanduser().resolve(), key="")
     if bundle := board.devel_bundle():
         return SourcePlan(mount=sources, key=f"devel_{sha256_once(bundle)[:16]}", bundle=bundle)
     if source.debian is not None:
-        version = board.profile.pinned_packages().get(source.debian, "unpinned")
+        held = dict(item.split("=", 1) for item in (image or {}).get("packages", "").split())
+        version = held.get(source.debian) or locked_version(board.profile.lock(), source.debian) or "unlocked"
         return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
     if source.tarball is not None:
         return SourcePlan(mount=sources, key=f"tarball_{source.tarball.sha256[:16]}")

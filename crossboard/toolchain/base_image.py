@@ -58,13 +58,15 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
     with tempfile.TemporaryDirectory(prefix="base-", dir=settings.cache_dir) as scratch:
         root = Path(scratch) / "root"
         tarball = Path(scratch) / "root.tar"
-        tee.line(f"making {ref}: debootstrap {SUITE} from {settings.debian_mirror} (log: {tee.log_path})")
+        via = f" through {settings.apt_proxy}" if settings.apt_proxy else ""
+        tee.line(f"making {ref}: debootstrap {SUITE} from {settings.debian_mirror}{via} (log: {tee.log_path})")
         memory = Remembered(settings.cache_dir / "progress.json")
         tee.progress = Progress(
             "debootstrap", unit="package steps", expected=memory.get("debootstrap"), pattern=DEBOOTSTRAP_UNIT, mode=progress_mode
         )
         try:
-            _run(tee, [debootstrap, "--variant=minbase", SUITE, str(root), settings.debian_mirror])
+            proxy = {"http_proxy": settings.apt_proxy} if settings.apt_proxy else {}
+            _run(tee, [debootstrap, "--variant=minbase", SUITE, str(root), settings.debian_mirror], proxy)
             memory.put("debootstrap", tee.progress.done)
         finally:
             tee.progress.finish()
@@ -80,8 +82,8 @@ def make_base_image(client: docker.DockerClient, ref: str, settings: Settings, t
     return client.images.get(ref).id
 
 
-def _run(tee: Tee, argv: list[str]) -> None:
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _run(tee: Tee, argv: list[str], env: dict[str, str] | None = None) -> None:
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     stdout = process.stdout
     assert stdout is not None  # stdout=PIPE
     for chunk in iter(lambda: stdout.read1(65536), b""):  # type: ignore[attr-defined]

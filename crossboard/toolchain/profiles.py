@@ -1,8 +1,10 @@
-"""Toolchain profiles: containers/toolchain/profiles/<name>/, each its own pinned image.
+"""Toolchain profiles: containers/toolchain/profiles/<name>/, each its own image.
 
-A profile is a packages.txt (name=version pins) and a profile.yaml (what it is, which Debian suites
-besides trixie it installs from). Its image is built from containers/toolchain/'s shared files with
-the profile's files beside them, and tagged by the hash of exactly that context.
+A profile says what its image needs (packages.txt: a package a line, `name[:arch][/suite] [>= floor]`),
+what it is (profile.yaml: a description, Debian suites besides trixie, apt sources of its own) and what
+exactly it was last built from (packages.lock: every package as `name:arch=version`). Its image is built
+from containers/toolchain/'s shared files with the profile's files beside them (a profile's own file of
+the same name wins, so a profile can bring its own guest-packages.txt).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
+from debian.debian_support import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import PROJECT_ROOT
@@ -23,12 +26,28 @@ CONTEXT_DIR = PROJECT_ROOT / "containers" / "toolchain"
 PROFILES_DIR = CONTEXT_DIR / "profiles"
 DEFAULT_PROFILE = "trixie"  # Debian stable's own tools: what a board builds with unless it names another
 PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+LOCK = "packages.lock"
+# packages.txt: name, optional :arch and /suite, optional `>= floor`
+SPEC_LINE = re.compile(
+    r"^(?P<name>[a-z0-9][a-z0-9+.-]*)(?::(?P<arch>[a-z0-9-]+))?(?:/(?P<suite>[a-z0-9-]+))?(?:\s+>=\s*(?P<floor>\S+))?$"
+)
+LOCK_LINE = re.compile(r"^(?P<package>[a-z0-9][a-z0-9+.-]*:[a-z0-9-]+)=(?P<version>[A-Za-z0-9.+~:-]+)$")
 
 
 class ProfileFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: Annotated[str, Field(min_length=1)]
     apt_suites: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]] = []
+    # whole sources.list lines, e.g. a lab's own repository: "deb [trusted=yes] http://apt.lab/ ./"
+    apt_sources: list[Annotated[str, Field(pattern=r"^deb \S.*$")]] = []
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    name: str
+    arch: str | None
+    suite: str | None
+    floor: str | None
 
 
 @dataclass(frozen=True)
@@ -36,41 +55,89 @@ class Profile:
     name: str
     description: str
     apt_suites: tuple[str, ...]
-
-    @property
-    def folder(self) -> Path:
-        return PROFILES_DIR / self.name
+    folder: Path
+    apt_sources: tuple[str, ...] = ()
 
     def context_files(self) -> dict[str, bytes]:
-        """The image's build context: the shared files, then the profile's own beside them."""
+        """The image's build context: the shared files, then the profile's own beside them (its lock
+        empty when it has none yet)."""
         shared = {p.name: p.read_bytes() for p in CONTEXT_DIR.iterdir() if p.is_file()}
-        return shared | {p.name: p.read_bytes() for p in self.folder.iterdir() if p.is_file()}
+        return {LOCK: b""} | shared | {p.name: p.read_bytes() for p in self.folder.iterdir() if p.is_file()}
 
-    def pinned_packages(self) -> dict[str, str]:
-        """packages.txt's `name=version` lines; unpinned helpers (make, bc, ...) are left out."""
-        pins = {}
-        for line in (self.folder / "packages.txt").read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                name, version = line.split("=", 1)
-                pins[name.strip()] = version.strip()
+    def packages(self) -> list[PackageSpec]:
+        """packages.txt's lines; a line that is not `name[:arch][/suite] [>= floor]` is one error naming it."""
+        file, specs = self.folder / "packages.txt", []
+        for number, line in enumerate(file.read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            match = SPEC_LINE.match(line)
+            if match is None or (match["floor"] and not _is_version(match["floor"])):
+                raise UserError(f"{_shown(file)}:{number}: {line!r} is not `name[:arch][/suite] [>= version]`")
+            specs.append(PackageSpec(match["name"], match["arch"], match["suite"], match["floor"]))
+        return specs
+
+    def lock(self) -> dict[str, str]:
+        """packages.lock: `name:arch` -> version; empty before the first `invoke toolchain --update-lock`."""
+        file, pins = self.folder / LOCK, dict[str, str]()
+        if not file.is_file():
+            return pins
+        for number, line in enumerate(file.read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            match = LOCK_LINE.match(line)
+            if match is None or not _is_version(match["version"]):
+                raise UserError(f"{_shown(file)}:{number}: {line!r} is not `name:arch=version`")
+            pins[match["package"]] = match["version"]
         return pins
+
+    def check_lock(self) -> None:
+        """A lock may not hold a version the profile refuses: one line naming both."""
+        lock = self.lock()
+        for spec in self.packages():
+            locked = locked_version(lock, spec.name, spec.arch)
+            if spec.floor and locked and Version(locked) < Version(spec.floor):
+                raise UserError(
+                    f"{_shown(self.folder / LOCK)}: {spec.name} {locked} is below packages.txt's floor {spec.floor}: "
+                    f"invoke toolchain --profile {self.name} --update-lock takes what the archive offers now"
+                )
 
     def kernel_sources(self) -> list[str]:
         """The Debian linux-source packages the image holds, for `kernel.source.debian`."""
-        return [name for name in self.pinned_packages() if name.startswith("linux-source-")]
+        return [spec.name for spec in self.packages() if spec.name.startswith("linux-source-")]
 
 
-def profile_names() -> list[str]:
-    return sorted(p.name for p in PROFILES_DIR.iterdir() if (p / "profile.yaml").is_file() and PROFILE_NAME.match(p.name))
+def locked_version(lock: dict[str, str], name: str, arch: str | None = None) -> str | None:
+    """A package's version in a lock (`name:arch` keys); without an arch, the first of its architectures."""
+    if arch:
+        return lock.get(f"{name}:{arch}")
+    return next((version for package, version in lock.items() if package.split(":", 1)[0] == name), None)
+
+
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(file: Path) -> str:
+    return str(file.relative_to(PROJECT_ROOT)) if file.is_relative_to(PROJECT_ROOT) else str(file)
+
+
+def profile_names(profiles_dir: Path = PROFILES_DIR) -> list[str]:
+    return sorted(p.name for p in profiles_dir.iterdir() if (p / "profile.yaml").is_file() and PROFILE_NAME.match(p.name))
 
 
 @cache
-def load_profile(name: str) -> Profile:
+def load_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> Profile:
     """The profile called `name`; an unknown name is one line listing the known ones."""
-    file = PROFILES_DIR / name / "profile.yaml"
+    file = profiles_dir / name / "profile.yaml"
     if not PROFILE_NAME.match(name) or not file.is_file():
-        raise UserError(f"no toolchain profile {name!r} (profiles: {', '.join(profile_names())})")
-    display = str(file.relative_to(PROJECT_ROOT))
+        raise UserError(f"no toolchain profile {name!r} (profiles: {', '.join(profile_names(profiles_dir))})")
+    display = _shown(file)
     try:
         spec = ProfileFile.model_validate(strict_yaml.load(file, display).value)
     except ValidationError as error:
@@ -78,4 +145,10 @@ def load_profile(name: str) -> Profile:
         raise UserError(f"{display}: {strict_yaml.dotted(first['loc'])}: {first['msg']}") from None
     if not (file.parent / "packages.txt").is_file():
         raise UserError(f"{display}: the profile has no packages.txt beside it")
-    return Profile(name=name, description=spec.description, apt_suites=tuple(spec.apt_suites))
+    return Profile(
+        name=name,
+        description=spec.description,
+        apt_suites=tuple(spec.apt_suites),
+        folder=file.parent,
+        apt_sources=tuple(spec.apt_sources),
+    )

@@ -159,9 +159,12 @@ class DockerRuntime(Runtime):
 
     def toolchain(self) -> dict[str, str]:
         try:
-            return {"ref": self.image, "id": self.engine().images.get(self.image).id}
+            image = self.engine().images.get(self.image)
         except DockerException as error:
             raise InfrastructureError(f"the Docker engine cannot show the image {self.image}: {error}") from None
+        # the versions it really holds, and those that moved from the profile's lock
+        labels = {key: image.labels.get(f"org.crossboard.{key}", "") for key in ("packages", "moved")}
+        return {"ref": self.image, "id": image.id} | {key: value for key, value in labels.items() if value}
 
     def _start_container(self) -> Container:
         """On the first command, not on entering: a build whose steps all find their inputs unchanged

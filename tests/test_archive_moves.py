@@ -1,0 +1,171 @@
+"""Toolchain images while the archive moves under their lock: a small apt repository made with Debian's
+own tools (dpkg-deb, apt-ftparchive), served by a real HTTP server on 127.0.0.1, whose one package goes
+from version 1.0 to 2.0 between builds. The profile's image starts from a base with no Debian sources,
+so these builds see only that repository."""
+
+import dataclasses
+import http.server
+import subprocess
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from crossboard.errors import InfrastructureError, UserError
+from crossboard.toolchain import image as toolchain_image
+from crossboard.toolchain.base_image import ensure_base_image
+from crossboard.toolchain.image import LABEL_PREFIX, current_image, installed_packages, prepare_toolchain
+from crossboard.toolchain.lockfile import update_lock
+from crossboard.toolchain.profiles import load_profile
+from crossboard.toolchain.stream import Tee
+
+pytestmark = [pytest.mark.docker, pytest.mark.root]
+PROBE = "crossboard-probe"
+BASE = "crossboard/test-base:no-sources"
+
+
+def make_deb(folder: Path, version: str) -> None:
+    root = folder / f"build-{version}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr/share/doc" / PROBE).mkdir(parents=True)
+    (root / "usr/share/doc" / PROBE / "version").write_text(version + "\n")
+    (root / "DEBIAN/control").write_text(
+        f"Package: {PROBE}\nVersion: {version}\nArchitecture: all\nMaintainer: crossboard tests <t@example.invalid>\n"
+        "Description: a package whose version the tests move\n"
+    )
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(root), str(folder / f"{PROBE}_{version}_all.deb")], check=True
+    )
+
+
+class Archive:
+    """A flat apt repository (`deb [trusted=yes] URL ./`) holding one version of the probe package."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir()
+        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def holds(self, version: str) -> None:
+        for old in self.folder.glob("*.deb"):
+            old.unlink()
+        make_deb(self.folder, version)
+        for build in self.folder.glob("build-*"):
+            subprocess.run(["rm", "-rf", str(build)], check=True)
+        packages = subprocess.run(["apt-ftparchive", "packages", "."], cwd=self.folder, check=True, capture_output=True).stdout
+        (self.folder / "Packages").write_bytes(packages)
+        release = subprocess.run(["apt-ftparchive", "release", "."], cwd=self.folder, check=True, capture_output=True).stdout
+        (self.folder / "Release").write_bytes(release)
+
+
+@pytest.fixture
+def archive(tmp_path):
+    archive = Archive(tmp_path / "archive")
+    yield archive
+    archive.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def no_sources_base(settings, docker):
+    """Debian's trixie base with its sources removed: only a profile's own sources are seen."""
+    with Tee(settings.cache_dir / "logs" / "test-base.log", echo=False) as tee:
+        ensure_base_image(docker, settings, tee)
+    docker.images.build(
+        fileobj=toolchain_image.context_tar(
+            {"Dockerfile": f"FROM {settings.base_image}\nRUN rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n".encode()}
+        ),
+        custom_context=True,
+        tag=BASE,
+        rm=True,
+    )
+    return BASE
+
+
+@pytest.fixture
+def probe_profile(tmp_path, archive):
+    """A profile whose image installs the probe and downloads it for a guest, with a floor of 0.5."""
+    folder = tmp_path / "profiles" / "probe"
+    folder.mkdir(parents=True)
+    (folder / "profile.yaml").write_text(f'description: the probe\napt_sources: ["deb [trusted=yes] {archive.url} ./"]\n')
+    (folder / "packages.txt").write_text(f"{PROBE} >= 0.5\n")
+    (folder / "guest-packages.txt").write_text(f"{PROBE}\n")
+    (folder / "engine-packages.txt").write_text("# none\n")
+    load_profile.cache_clear()
+    return load_profile("probe", folder.parent)
+
+
+@pytest.fixture
+def probe_settings(settings, no_sources_base, tmp_path):
+    return dataclasses.replace(settings, base_image=no_sources_base, cache_dir=tmp_path / "cache")
+
+
+def probe_version(docker, image_id: str) -> str:
+    return installed_packages(docker, image_id)[f"{PROBE}:amd64"]
+
+
+def remove_images(docker, profile):
+    for image in docker.images.list(filters={"label": f"{LABEL_PREFIX}profile={profile.name}"}):
+        docker.images.remove(image.id, force=True)
+
+
+def test_an_image_falls_back_to_what_the_archive_offers_now_and_says_what_moved(docker, archive, probe_profile, probe_settings):
+    archive.holds("1.0")
+    try:
+        # the lock written from the archive as it was
+        changed = update_lock(probe_settings, probe_profile, echo=False)
+        assert f"+{PROBE}:amd64=1.0" in changed
+        first = current_image(docker, probe_settings, probe_profile)
+        assert first is not None and probe_version(docker, first.id) == "1.0"
+        assert first.tags[0].startswith("crossboard/toolchain:probe-")
+
+        # the archive moves: 1.0 is gone; a fresh machine (no image) still builds, with 2.0, and says so
+        archive.holds("2.0")
+        remove_images(docker, probe_profile)
+        _, image = prepare_toolchain(probe_settings, probe_profile, echo=False)
+        assert image.built_now and image.moved == ((f"{PROBE}:amd64", "1.0", "2.0"),)
+        built = docker.images.get(image.ref)
+        assert probe_version(docker, built.id) == "2.0"
+        assert built.labels[f"{LABEL_PREFIX}packages"] == f"{PROBE}=2.0"
+        assert built.labels[f"{LABEL_PREFIX}moved"] == f"{PROBE}:amd64=1.0->2.0"
+        assert image.ref != first.tags[0]  # tagged by what it holds
+        versions = docker.containers.run(built.id, ["cat", "/etc/crossboard-versions"], remove=True).decode()
+        assert f"deb:{PROBE}=2.0" in versions
+        guest = docker.containers.run(built.id, ["ls", "/usr/share/crossboard/guest-debs"], remove=True).decode()
+        assert f"{PROBE}_2.0_all.deb" in guest
+        log = (probe_settings.cache_dir / "logs" / "toolchain-probe.log").read_text()
+        assert f"{PROBE}:amd64 1.0 -> 2.0" in log and "--update-lock" in log
+
+        # found again without building, and the lock, updated, names it exactly
+        assert prepare_toolchain(probe_settings, probe_profile, echo=False)[1].built_now is False
+        assert update_lock(probe_settings, probe_profile, echo=False) == [f"-{PROBE}:amd64=1.0", f"+{PROBE}:amd64=2.0"]
+        assert prepare_toolchain(probe_settings, probe_profile, echo=False)[1].moved == ()
+    finally:
+        remove_images(docker, probe_profile)
+
+
+def test_a_version_below_the_floor_is_refused_and_nothing_is_tagged(docker, archive, probe_profile, probe_settings):
+    archive.holds("0.1")
+    with pytest.raises(
+        InfrastructureError, match=rf"packages.txt: the archive offers {PROBE} 0.1, below the profile's floor 0.5"
+    ):
+        prepare_toolchain(probe_settings, probe_profile, echo=False)
+    assert docker.images.list(filters={"label": f"{LABEL_PREFIX}profile=probe"}) == []
+
+
+def test_a_lock_naming_a_package_no_suite_has_is_one_line(docker, archive, probe_profile, probe_settings):
+    archive.holds("1.0")
+    (probe_profile.folder / "packages.lock").write_text(f"{PROBE}:amd64=1.0\nno-such-package:amd64=3.0\n")
+    with pytest.raises(UserError, match="packages.lock names no-such-package which no configured suite has"):
+        prepare_toolchain(probe_settings, probe_profile, echo=False)
+    assert docker.images.list(filters={"label": f"{LABEL_PREFIX}profile=probe"}) == []
+
+
+def test_an_unreachable_proxy_is_one_line_before_anything_is_made(probe_profile, probe_settings):
+    proxied = dataclasses.replace(probe_settings, apt_proxy="http://127.0.0.1:9")
+    with pytest.raises(InfrastructureError, match=r"apt proxy http://127.0.0.1:9: cannot connect"):
+        prepare_toolchain(proxied, probe_profile, echo=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import socket
 import tarfile
@@ -252,14 +253,11 @@ def _label(client, settings: Settings, profile: Profile, image_id: str, lock, in
         f"{LABEL_PREFIX}base-image": settings.base_image,
     }
     ref = f"{REPOSITORY}:{profile.name}-{contents}"
+    # one LABEL instruction: the classic builder commits a layer for each label it is given apart
+    dockerfile = f"FROM {image_id}\nLABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items()) + "\n"
     try:
-        for chunk in client.api.build(
-            fileobj=context_tar({"Dockerfile": f"FROM {image_id}\n".encode()}),
-            custom_context=True,
-            tag=ref,
-            labels=labels,
-            decode=True,
-        ):
+        context = context_tar({"Dockerfile": dockerfile.encode()})
+        for chunk in client.api.build(fileobj=context, custom_context=True, tag=ref, decode=True):
             if "error" in chunk:
                 raise InfrastructureError(f"labelling {ref} failed: {chunk['error'].strip()}")
     except (APIError, BuildError) as error:

@@ -5,8 +5,12 @@ so these builds see only that repository."""
 
 import dataclasses
 import http.server
+import os
+import random
+import socket
 import subprocess
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -39,15 +43,26 @@ def make_deb(folder: Path, version: str) -> None:
     )
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # apt's requests are the test's business, not its output
+        pass
+
+
 class Archive:
-    """A flat apt repository (`deb [trusted=yes] URL ./`) holding one version of the probe package."""
+    """A flat apt repository (`deb [trusted=yes] URL ./`) holding one version of the probe package, its
+    Release also clearsigned as InRelease (as a Debian mirror's: a proxy then caches the file apt asks
+    for first) by a key made for the test."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir()
-        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-        handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.gnupg = {**os.environ, "GNUPGHOME": str(folder.parent / "gnupg")}
+        (folder.parent / "gnupg").mkdir(mode=0o700)
+        make_key = ["gpg", "--batch", "--quiet", "--passphrase", "", "--quick-gen-key", "crossboard test archive", "ed25519"]
+        subprocess.run([*make_key, "sign", "never"], env=self.gnupg, check=True)
+        # below 32768: apt-cacher-ng 3.7 cannot reach a port above 32767 either
+        serve = partial(QuietHandler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port_below_32768()), serve)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
 
@@ -61,6 +76,9 @@ class Archive:
         (self.folder / "Packages").write_bytes(packages)
         release = subprocess.run(["apt-ftparchive", "release", "."], cwd=self.folder, check=True, capture_output=True).stdout
         (self.folder / "Release").write_bytes(release)
+        (self.folder / "InRelease").unlink(missing_ok=True)
+        clearsign = ["gpg", "--batch", "--quiet", "--clearsign", "-o", "InRelease", "Release"]
+        subprocess.run(clearsign, cwd=self.folder, env=self.gnupg, check=True)
 
 
 @pytest.fixture
@@ -165,7 +183,92 @@ def test_a_lock_naming_a_package_no_suite_has_is_one_line(docker, archive, probe
     assert docker.images.list(filters={"label": f"{LABEL_PREFIX}profile=probe"}) == []
 
 
+def test_a_source_that_does_not_answer_is_the_machines_error_not_a_missing_package(archive, probe_profile, probe_settings):
+    archive.holds("1.0")
+    archive.server.shutdown()
+    archive.server.server_close()
+    unread = r"no configured suite has a package crossboard-probe; apt could not read every source \(W: .*127.0.0.1"
+    with pytest.raises(InfrastructureError, match=unread):
+        prepare_toolchain(probe_settings, probe_profile, echo=False)
+
+
 def test_an_unreachable_proxy_is_one_line_before_anything_is_made(probe_profile, probe_settings):
     proxied = dataclasses.replace(probe_settings, apt_proxy="http://127.0.0.1:9")
     with pytest.raises(InfrastructureError, match=r"apt proxy http://127.0.0.1:9: cannot connect"):
         prepare_toolchain(proxied, probe_profile, echo=False)
+
+
+class AptCacherNg:
+    """Debian's apt-cacher-ng on 127.0.0.1, its cache in the test's folder; `offline`: it serves what it
+    cached and asks no server (a lab's proxy that kept what the archive dropped)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port_below_32768()  # apt-cacher-ng 3.7 cannot bind a port above 32767
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, offline: bool = False) -> None:
+        self.stop()
+        (self.folder / "conf").mkdir(parents=True, exist_ok=True)
+        (self.folder / "conf/acng.conf").write_text(
+            f"CacheDir: {self.folder / 'cache'}\nLogDir: {self.folder}\nPort: {self.port}\nBindAddress: 127.0.0.1\n"
+            f"PidFile: {self.folder / 'pid'}\nSocketPath: {self.folder / 'socket'}\nForeGround: 1\n"
+            f"AllowUserPorts: 0\nOfflinemode: {int(offline)}\n"
+        )
+        argv = ["apt-cacher-ng", "-c", str(self.folder / "conf")]
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):  # bounded: 10 s
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"apt-cacher-ng did not listen on {self.port} (log: {self.folder})")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def cached(self) -> list[str]:
+        return sorted(path.name for path in (self.folder / "cache").rglob("*.deb"))
+
+
+def free_port_below_32768() -> int:
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port between 20000 and 32000")
+
+
+@pytest.fixture
+def apt_proxy(tmp_path):
+    proxy = AptCacherNg(tmp_path / "apt-cacher-ng")
+    yield proxy
+    proxy.stop()
+
+
+def test_through_an_apt_proxy_that_kept_the_locked_version_the_build_gets_it_again(
+    docker, archive, probe_profile, probe_settings, apt_proxy
+):
+    proxied = dataclasses.replace(probe_settings, apt_proxy=apt_proxy.url)
+    archive.holds("1.0")
+    apt_proxy.start()
+    try:
+        assert f"+{PROBE}:amd64=1.0" in update_lock(proxied, probe_profile, echo=False)
+        assert apt_proxy.cached() == [f"{PROBE}_1.0_all.deb"]  # every apt of the build went through it
+        # the archive moves on; the lab's proxy keeps what it has (offline: it asks the archive nothing)
+        archive.holds("2.0")
+        apt_proxy.start(offline=True)
+        remove_images(docker, probe_profile)
+        _, image = prepare_toolchain(proxied, probe_profile, echo=False)
+        assert image.built_now and image.moved == ()
+        assert probe_version(docker, image.id) == "1.0"
+    finally:
+        remove_images(docker, probe_profile)

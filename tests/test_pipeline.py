@@ -332,7 +332,7 @@ def test_a_build_with_another_profile_plans_folders_of_its_own():
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith(
         "--toolchain trixie: toolchain profile trixie does not hold linux-source-7.3 (it holds linux-source-6.12): "
-        "pin it in the profile's packages.txt, or choose a profile that holds it"
+        "name it in the profile's packages.txt, or choose a profile that holds it"
     )
 
 

@@ -57,7 +57,7 @@ class LoadedBoard:
         if package is not None and package not in held:
             return ("kernel", "source", "debian"), (
                 f"toolchain profile {profile.name} does not hold {package} (it holds {', '.join(held) or 'none'}): "
-                "pin it in the profile's packages.txt, or choose a profile that holds it"
+                "name it in the profile's packages.txt, or choose a profile that holds it"
             )
         return None
 

@@ -162,7 +162,7 @@ def _unpack_debian(package: str, plan: SourcePlan, runtime: Runtime, tee: Tee) -
     with runtime.widened(writable=frozenset({"sources"})) as unpacker:  # the one step that writes the sources
         code = unpacker.run(["sh", "-c", script], tee)
     if code == 3:
-        raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: pin it in its profile's packages.txt")
+        raise UserError(f"kernel.source.debian: {package} is not in the toolchain image: name it in its profile's packages.txt")
     if code != 0:
         raise StepFailed(f"unpacking {tarball} failed with exit code {code} (log: {tee.log_path})")
 

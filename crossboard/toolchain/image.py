@@ -35,6 +35,7 @@ INSTALLED = "/usr/share/crossboard/packages.installed"
 DOCKERFILE_STEP = re.compile(r"^Step (\d+)/(\d+) :")
 # the line apt-packages prints before it fails: the exit code crossboard should give, and why
 SCRIPT_ERROR = re.compile(r"^crossboard-error: ([23]) (.+)$", re.MULTILINE)
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 MOVED_SHOWN = 6  # moved packages named in the one line; the manifest and labels hold them all
 
 
@@ -221,6 +222,7 @@ def build_image(
 def _raise_build_error(profile: Profile, output: str, error: str, tee: Tee):
     """What apt-packages said it failed of, with its exit code (2: the profile's files, 3: the archive
     or the network); else the build's own error, as the machine's."""
+    output = ANSI_COLOUR.sub("", output)  # the classic builder colours what a step wrote to stderr
     said = SCRIPT_ERROR.findall(output)
     if said:
         code, message = said[-1]

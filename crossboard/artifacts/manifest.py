@@ -18,6 +18,8 @@ MANIFEST_NAME = "manifest.json"
 # instead of keeping a manifest of the old form.
 MANIFEST_FORMAT = 5
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# one part of an artifact's path: plain names only, so no path a manifest names leaves out/<board>/
+PLAIN_PART = re.compile(r"^[A-Za-z0-9_+@-][A-Za-z0-9._+@-]*$")
 # What build steps write into the manifest (a skipped step gives the same values again).
 STEP_FIELDS = (
     "tools",
@@ -184,7 +186,7 @@ def finished_build(out_dir: Path, board: str) -> FinishedBuild:
         raise UserError(f"{file}: no build for {board}: {rebuild}") from None
     except (OSError, ValueError) as error:
         raise UserError(f"{file}: not readable as JSON ({error}): {rebuild}") from None
-    problem = _manifest_problem(manifest)
+    problem = manifest_problem(manifest)
     if problem:
         raise UserError(f"{file}: not a manifest crossboard wrote ({problem}): {rebuild}")
     unfinished = [step["name"] for step in manifest.get("steps", []) if step.get("status") not in ("done", "skipped")]
@@ -204,7 +206,8 @@ def finished_build(out_dir: Path, board: str) -> FinishedBuild:
     )
 
 
-def _manifest_problem(manifest: object) -> str | None:
+def manifest_problem(manifest: object) -> str | None:
+    """What makes `manifest` (parsed JSON, from a file or an engine) not one crossboard wrote; None when it is."""
     if not isinstance(manifest, dict):
         return "not a JSON object"
     for key, kind in (("status", str), ("kernel_release", str), ("artifacts", list)):
@@ -217,8 +220,9 @@ def _manifest_problem(manifest: object) -> str | None:
         if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("path", "kind", "sha256")):
             return "an artifact without path, kind or sha256"
         path = PurePosixPath(artifact["path"])
-        if path.is_absolute() or ".." in path.parts or not SHA256.match(artifact["sha256"]):
-            return f"artifact {artifact['path']!r}: not a path inside the output folder with a sha256"
+        plain = not path.is_absolute() and all(PLAIN_PART.match(part) and part != ".." for part in path.parts)
+        if not plain or not SHA256.match(artifact["sha256"]):
+            return f"artifact {artifact['path']!r}: not a path inside the output folder with a sha256, of plain names"
         if not isinstance(artifact.get("size"), int) or not all(
             isinstance(artifact.get(k), str | None) for k in ("source", "vermagic", "release")
         ):

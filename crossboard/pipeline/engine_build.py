@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -31,7 +31,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from ..artifacts.files import sha256_of, write_atomically
-from ..artifacts.manifest import MANIFEST_NAME, Manifest, earlier_manifest
+from ..artifacts.manifest import MANIFEST_NAME, PLAIN_PART, Manifest, earlier_manifest, manifest_problem
 from ..board.load import LoadedBoard
 from ..errors import FailedElsewhere, InfrastructureError, UserError
 from ..settings import Settings
@@ -183,22 +183,27 @@ class Agent:
     def fetch_outputs(self, build_name: str, out_dir: Path) -> int:
         """The board's outputs into out_dir: the logs, each artifact whose sha256 differs from the local
         file's, then the manifest (last: a manifest here always describes files that are here). Returns
-        how many artifacts came."""
+        how many artifacts came. What the engine sends is checked as a local manifest is, and every file
+        lands inside out_dir with the sha256 the manifest names, or nothing is written."""
         remote = f"{self.project_dir}/out/{build_name}"
         manifest_bytes = self.read(f"{remote}/{MANIFEST_NAME}")
         if manifest_bytes is None:
             return 0
-        manifest = json.loads(manifest_bytes)
+        manifest = self._checked_manifest(build_name, manifest_bytes)
         out_dir.mkdir(parents=True, exist_ok=True)
         self._fetch_folder(f"{remote}/logs", out_dir / "logs")
         fetched = 0
-        for artifact in manifest.get("artifacts", []):
-            local = out_dir / artifact["path"]
+        for artifact in manifest["artifacts"]:
+            local = inside(out_dir, artifact["path"], f"the engine's build of {build_name}")
             if local.is_file() and sha256_of(local) == artifact["sha256"]:
                 continue
             content = self.read(f"{remote}/{artifact['path']}")
             if content is None:
                 raise InfrastructureError(f"the engine's build of {build_name} lists {artifact['path']}, which it does not have")
+            if hashlib.sha256(content).hexdigest() != artifact["sha256"]:
+                raise InfrastructureError(
+                    f"the engine's build of {build_name} sent {artifact['path']} with another sha256 than its manifest's"
+                )
             local.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(local, content)
             local.chmod(0o755 if artifact["kind"] == "app" else 0o644)
@@ -207,19 +212,39 @@ class Agent:
         write_atomically(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
         return fetched
 
+    @staticmethod
+    def _checked_manifest(build_name: str, data: bytes) -> dict:
+        try:
+            manifest = json.loads(data)
+        except ValueError as error:
+            raise InfrastructureError(f"the engine's build of {build_name} sent a manifest that is not JSON ({error})") from None
+        problem = manifest_problem(manifest)
+        if problem:
+            raise InfrastructureError(f"the engine's build of {build_name} sent a manifest crossboard did not write ({problem})")
+        return manifest
+
     def _fetch_folder(self, remote: str, local: Path) -> None:
-        """Replace `local` with the engine's folder, whole (logs: a few small files)."""
+        """Replace `local` with the engine's folder, whole (logs: a few small files), each file through
+        tarfile's `data` filter and inside `local`."""
         assert self.container is not None
         try:
             stream, _ = self.container.get_archive(remote)
         except NotFound:
             return
+        top = Path(remote).name
+        files: dict[Path, bytes] = {}
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            files = {
-                Path(member.name).relative_to(Path(remote).name): tar.extractfile(member).read()  # type: ignore[union-attr]
-                for member in tar.getmembers()
-                if member.isfile()
-            }
+            for member in tar.getmembers():
+                try:
+                    member = tarfile.data_filter(member, str(local))
+                except tarfile.FilterError as error:
+                    raise InfrastructureError(f"the engine sent {remote} with {member.name!r} in it ({error})") from None
+                path = PurePosixPath(member.name)
+                if member.isfile():
+                    if path.parts[:1] != (top,):
+                        raise InfrastructureError(f"the engine sent {remote} with {member.name!r} in it, outside {top}")
+                    where = inside(local, str(path.relative_to(top)), f"the engine's {remote}")
+                    files[where.relative_to(local)] = tar.extractfile(member).read()  # type: ignore[union-attr]
         local.mkdir(parents=True, exist_ok=True)
         for old in local.iterdir():
             if old.is_file() and old.relative_to(local) not in files:
@@ -227,6 +252,18 @@ class Agent:
         for name, content in files.items():
             (local / name).parent.mkdir(parents=True, exist_ok=True)
             write_atomically(local / name, content)
+
+
+def inside(folder: Path, relative: str, sender: str) -> Path:
+    """`folder / relative` when it is a plain path that stays inside `folder` (links already there
+    included); else an error naming who sent it."""
+    parts = PurePosixPath(relative).parts
+    if PurePosixPath(relative).is_absolute() or not parts or not all(PLAIN_PART.match(part) for part in parts):
+        raise InfrastructureError(f"{sender} names {relative!r}, not a plain path inside {folder}")
+    target = folder.joinpath(*parts)
+    if not target.resolve().is_relative_to(folder.resolve()):
+        raise InfrastructureError(f"{sender} names {relative!r}, which leads out of {folder}")
+    return target
 
 
 @contextmanager

@@ -67,3 +67,44 @@ def test_a_suite_that_failed_before_any_case_is_one_failed_result_and_other_line
     ]
     assert parse(lines) == [KunitResult("broken_suite", "", "failed")]
     assert parse([]) == []
+
+
+def test_a_suite_whose_results_stop_before_its_plan_is_failed_as_incomplete():
+    # the audit's r06: a plan of three, two results, then an oops: never passed
+    crashed = ["    # Subtest: crashy", "    1..3", "    ok 1 first", "    ok 2 second", "Unable to handle kernel paging request"]
+    assert parse(crashed) == [
+        KunitResult("crashy", "first", "ok"),
+        KunitResult("crashy", "second", "ok"),
+        KunitResult("crashy", "", "failed", "incomplete: 2 of 3 results, and no result line of its own"),
+    ]
+    short = ["    # Subtest: short", "    1..3", "    ok 1 first", "ok 1 short"]
+    assert parse(short)[-1] == KunitResult("short", "", "failed", "incomplete: 1 of 3 results")
+
+
+def test_misnesting_never_renames_a_suite():
+    lines = [
+        "    # Subtest: a",
+        "    1..1",
+        "        # Subtest: b",
+        "        ok 1 x",
+        "    # Subtest: c",  # not inside b: a and b never closed
+        "    ok 1 z",
+        "ok 1 c",
+    ]
+    assert [result.suite for result in parse(lines)] == ["a.b", "a.b", "a", "c"]
+    assert parse(lines)[-1] == KunitResult("c", "z", "ok")
+
+
+def test_a_hostile_log_is_read_in_bounded_memory_and_stops_where_it_says():
+    """r06: 40,000 unclosed `# Subtest:` lines, then 40,000 results (0.69 MiB) took 114 s and 3 GiB."""
+    import tracemalloc
+
+    lines = [f"{' ' * 4 * min(i, 200)}# Subtest: s" for i in range(40_000)] + ["    ok 1 t"] * 40_000
+    tracemalloc.start()
+    results = parse(lines)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert results[-1].status == "failed" and "deeper than" in results[-1].reason
+    flat = ["    # Subtest: s", *(f"    ok {i} t" for i in range(60_000))]
+    assert parse(flat)[-1].reason.startswith("more than 20000 KTAP results")
+    assert peak < 16 * 2**20  # the quadratic parser held 3 GiB here (its time: bench, not a test)

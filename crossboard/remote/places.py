@@ -52,9 +52,11 @@ def reserved(boards: list[LoadedBoard], echo: bool = True) -> Iterator[list[Load
             if coordinator not in sessions:
                 sessions[coordinator] = _session(coordinator, board)
             session = sessions[coordinator]
-            acquired_here, place = _reserve(session, board, coordinator)
+            place = _check_place(session, board, coordinator)
+            acquired_here = not place.acquired
             if acquired_here:
-                held.append((session, coordinator, board))
+                held.append((session, coordinator, board))  # before the request: a failure or Ctrl-C inside it releases it too
+                place = _acquire(session, board)
             if echo:
                 how = "acquired" if acquired_here else "already yours"
                 print(f"{board.name}: labgrid place {place.name} {how}", flush=True)
@@ -82,10 +84,8 @@ def _session(coordinator: str, board: LoadedBoard):
         logging.disable(logging.NOTSET)
 
 
-def _reserve(session, board: LoadedBoard, coordinator: str) -> tuple[bool, Any]:
-    """(whether the place was acquired here, the place as the coordinator now has it)."""
-    from labgrid.remote.generated import labgrid_coordinator_pb2
-
+def _check_place(session, board: LoadedBoard, coordinator: str):
+    """The board's place as the coordinator has it: free, or already this user's; else one line."""
     lab = board.spec.connection.labgrid
     assert lab is not None
     where = f"{board.file.name}: connection.labgrid.place {lab.place}"
@@ -93,13 +93,24 @@ def _reserve(session, board: LoadedBoard, coordinator: str) -> tuple[bool, Any]:
     if place is None:
         known = ", ".join(sorted(session.places)) or "none"
         raise UserError(f"{where}: no such place at the coordinator {coordinator} (places: {known})")
-    me = f"{session.gethostname()}/{session.getuser()}"
+    me = _me(session)
     if place.acquired and place.acquired != me and me not in place.allowed:
         raise UserError(f"{where} is acquired by {place.acquired}: crossboard does not take a place someone else holds")
-    if place.acquired:
-        return False, place
+    return place
+
+
+def _acquire(session, board: LoadedBoard):
+    from labgrid.remote.generated import labgrid_coordinator_pb2
+
+    lab = board.spec.connection.labgrid
+    assert lab is not None
+    where = f"{board.file.name}: connection.labgrid.place {lab.place}"
     _call(session, "AcquirePlace", labgrid_coordinator_pb2.AcquirePlaceRequest(placename=lab.place), where)
-    return True, session.places[lab.place]
+    return session.places[lab.place]
+
+
+def _me(session) -> str:
+    return f"{session.gethostname()}/{session.getuser()}"
 
 
 def _reached_through(board: LoadedBoard, session, place, coordinator: str) -> LoadedBoard:
@@ -146,12 +157,17 @@ def _labgrid_client() -> str:
 
 
 def _release(session, coordinator: str, board: LoadedBoard) -> str | None:
-    """Release a place acquired here; what went wrong, or None."""
+    """Release a place acquired here, or whose acquiring was under way; a no-op where the coordinator
+    says it is not ours (the acquiring never happened). What went wrong, or None."""
     from labgrid.remote.generated import labgrid_coordinator_pb2
 
     lab = board.spec.connection.labgrid
     assert lab is not None
     try:
+        _call(session, None, None, lab.place)  # the coordinator's view as it is now
+        place = session.places.get(lab.place)
+        if place is None or place.acquired != _me(session):
+            return None
         _call(session, "ReleasePlace", labgrid_coordinator_pb2.ReleasePlaceRequest(placename=lab.place), lab.place)
     except (InfrastructureError, UserError) as error:
         return (
@@ -164,14 +180,15 @@ def _release(session, coordinator: str, board: LoadedBoard) -> str | None:
 COORDINATOR_TIMEOUT = 15  # seconds a coordinator may take to answer one request
 
 
-def _call(session, method: str, request, where: str) -> None:
-    """One coordinator request, then the session's view brought up to date with it."""
+def _call(session, method: str | None, request, where: str) -> None:
+    """One coordinator request (none: only the sync), then the session's view brought up to date with it."""
     import asyncio
 
     import grpc
 
     async def call_and_sync() -> None:
-        await getattr(session.stub, method)(request)
+        if method is not None:
+            await getattr(session.stub, method)(request)
         await session.sync_with_coordinator()
 
     try:

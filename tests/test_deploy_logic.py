@@ -377,6 +377,27 @@ def test_the_boot_script_boots_the_stock_menu_when_it_cannot_put_it_back():
     assert text.index("fi\n") < text.index("sysboot")  # only when the restore failed: a try boots or resets first
 
 
+def test_the_boot_script_tries_the_kernel_only_once_it_removed_itself():
+    from crossboard.deploy.try_once import script_text
+
+    text = script_text("/extlinux/extlinux.conf", "/crossboard/6.12/Image", "console=ttyS2", None)
+    guarded = text.index("if fatrm ${devtype} ${devnum}:${distro_bootpart} /boot.scr; then")
+    gave_up = text.index("echo crossboard: could not remove /boot.scr, so /crossboard/6.12/Image is not tried")
+    assert guarded < text.index("booti") < gave_up  # a boot.scr that stays would try the kernel at every boot
+    after = text[gave_up:].splitlines()[1]
+    assert after == "  sysboot ${devtype} ${devnum}:${distro_bootpart} any ${pxefile_addr_r} /extlinux/extlinux.conf"
+
+
+@pytest.mark.parametrize(
+    "dtb", ["/crossboard/6.12/k3.dtb; setenv bootcmd 'echo owned'; saveenv; echo", "/crossboard/6.12/my dtb.dtb"]
+)
+def test_a_name_with_a_command_or_a_space_never_reaches_the_boot_script(dtb):
+    from crossboard.deploy.try_once import script_text
+
+    with pytest.raises(UserError, match="would reach U-Boot, which takes only plain paths"):
+        script_text("/extlinux/extlinux.conf", "/crossboard/6.12/Image", "console=ttyS2", dtb)
+
+
 def _suite(name: str, *cases: str) -> list[str]:
     """KUnit's KTAP for one suite, as the kernel logs it; a case `x!` fails."""
     lines = ["KTAP version 1", "1..1", "    KTAP version 1", f"    # Subtest: {name}", f"    1..{len(cases)}"]

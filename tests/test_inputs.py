@@ -125,6 +125,8 @@ def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
         ({"kernel": {"dtbs": ["-x.dtb"]}}, r"kernel.dtbs\[0\]: '-x.dtb' does not have"),
         ({"kernel": {"dtbs": ["ti/../../etc.dtb"]}}, r"kernel.dtbs\[0\]: 'ti/../../etc.dtb' does not have"),
         ({"modules": ["../../outside"]}, r"modules\[0\]: .*/outside is outside the project"),
+        ({"deploy": {"boot": {"partition": "/boot/firmware", "extlinux": "extlinux/my extlinux.conf"}}}, r"boot.extlinux: "),
+        ({"deploy": {"boot": {"partition": "/boot;saveenv"}}}, r"deploy.boot.partition: '/boot;saveenv' does not have"),
     ],
     ids=[
         "shell in a package name",
@@ -132,6 +134,8 @@ def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
         "an option as DTB",
         "a DTB outside the tree",
         "a module outside the project",
+        "a space in a path U-Boot reads",
+        "a command in a path U-Boot reads",
     ],
 )
 def test_values_that_would_reach_a_shell_or_leave_the_project_are_refused(tmp_path, override, message):

@@ -11,6 +11,9 @@ from ..toolchain.profiles import DEFAULT_PROFILE, PROFILE_NAME
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 NonEmpty = Annotated[str, Field(min_length=1)]
+# a path that goes into a U-Boot script or extlinux.conf: U-Boot splits its arguments at spaces, and a `;`
+# would start a command of its own
+BootPath = Annotated[str, Field(pattern=r"^[A-Za-z0-9._/+-]+$")]
 
 
 class Strict(BaseModel):
@@ -118,8 +121,8 @@ class Connection(Strict):
 
 
 class Boot(Strict):
-    partition: NonEmpty
-    extlinux: NonEmpty = "extlinux/extlinux.conf"
+    partition: BootPath
+    extlinux: BootPath = "extlinux/extlinux.conf"
     # deploy --kernel --reboot boots the new kernel once through a boot.scr before making it the default
     # (deploy/try_once.py): needs a FAT boot partition and a U-Boot with standard boot, fatwrite and fatrm
     try_once: bool = True

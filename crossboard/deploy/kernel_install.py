@@ -134,6 +134,8 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
             # where U-Boot finds them, on the boot partition
             kernel_path = f"/crossboard/{release}/{image_name}"
             fdt_path = f"/crossboard/{release}/{dtbs[0].file_name}" if dtbs else None
+            for path in (kernel_path, fdt_path, initrd, conf.removeprefix(partition)):
+                try_once_script.check_boot_path(path, board.name)
             new_conf, stock_default = extlinux.add_default_label(current, label, kernel_path, fdt_path, initrd)
         except ValueError as reason:
             raise UserError(f"{board.name}: {conf} is not usable ({reason}); nothing was changed") from None

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import PROJECT_ROOT
 from .artifacts.files import write_atomically
+from .errors import UserError
 from .remote.access import Access
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -43,6 +44,8 @@ class Settings:
         (`config`: the `crossboard:` section of invoke.yaml), which wins over what `invoke toolchain` was
         last told (remembered in the cache), which wins over the default."""
         given = config or {}
+        if not isinstance(given, Mapping):
+            raise UserError(f"invoke.yaml: crossboard: is {type(given).__name__}, not a mapping of settings (see README)")
 
         def chosen(key: str, remembered: dict[str, str] | None = None) -> str | None:
             value = os.environ.get(f"CROSSBOARD_{key.upper()}") or given.get(key)

@@ -261,3 +261,90 @@ def test_an_unknown_toolchain_profile_is_one_line_naming_the_known_ones():
         result = invoke(*arguments)
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().endswith("no toolchain profile 'sid' (profiles: trixie, trixie-backports)"), result.stderr
+
+
+# The audit of 2026-12-07 (L5): seven inputs that ended in "internal error"; each is one line now.
+
+
+def test_an_ssh_config_port_that_is_not_a_number_is_one_line(tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host board\n  Port abc\n")
+    with pytest.raises(UserError, match=r"ssh_config: Host board: Port 'abc' is not a number"):
+        resolve(Connection(host="board"), tmp_path, config)
+
+
+def test_an_invoke_yaml_crossboard_section_that_is_not_a_mapping_is_one_line():
+    from crossboard.settings import Settings
+
+    with pytest.raises(UserError, match="invoke.yaml: crossboard: is list, not a mapping of settings"):
+        Settings.from_environment(config=["board", "qemu-arm64"])  # type: ignore[arg-type]
+
+
+def test_urls_are_shown_without_their_secrets_whatever_their_port():
+    from crossboard.pipeline.source import redacted
+
+    assert redacted("http://me:pw@host:port/x.tar.xz") == "http://me:***@host:port/x.tar.xz"  # was a ValueError
+    assert redacted("https://ci:glpat-SECRET123@git.lab/linux.git") == "https://ci:***@git.lab/linux.git"
+    assert redacted("https://glpat-SECRET123@git.lab/linux.git") == "https://***@git.lab/linux.git"
+    shown = redacted("https://s3.lab/l.tar.xz?X-Amz-Signature=abc123&private_token=SECRET")
+    assert shown == "https://s3.lab/l.tar.xz?X-Amz-Signature=***&private_token=***" and "SECRET" not in shown
+
+
+def test_a_git_source_is_planned_without_its_credentials(tmp_path):
+    from crossboard.board.load import load_board
+    from crossboard.pipeline.source import describe, plan_source
+
+    boards = copy_project(tmp_path)
+    git = {"url": "https://ci:glpat-SECRET123@git.lab/linux.git?private_token=SECRET", "ref": "v6.12"}
+    board = load_board("qemu-arm64", boards, overrides={"kernel": {"source": {"git": git}}})
+    shown = " ".join(describe(board.spec.kernel.source, plan_source(board, tmp_path / "cache")))
+    assert "SECRET" not in shown and "https://ci:***@git.lab/linux.git" in shown
+
+
+@pytest.mark.parametrize(
+    "text", ["[]", '{"board": "b", "steps": [{"name": "kernel", "colour": "red"}]}', '{"board": "b", "steps": [{}]}']
+)
+def test_an_earlier_manifest_crossboard_did_not_write_is_as_none(tmp_path, text):
+    from crossboard.artifacts.manifest import earlier_manifest
+
+    (tmp_path / "manifest.json").write_text(text)
+    earlier_manifest(tmp_path, "b")  # no TypeError, no AttributeError
+
+
+def test_a_devel_bundle_holding_a_file_and_a_file_inside_it_is_one_line(tmp_path):
+    import io
+    import tarfile
+
+    from crossboard.pipeline.source import _extract
+
+    bundle = tmp_path / "bundle.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for name in ("x", "x/y"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"z"))
+    with pytest.raises(UserError, match=r"kernel.source.devel: .*bundle.tar.gz: .*; nothing was kept"):
+        _extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
+
+
+def test_a_devel_bundle_whose_tools_are_not_a_mapping_is_one_line(tmp_path):
+    from crossboard.pipeline.devel import INFO_NAME, read_info
+
+    info = {
+        "board": "b",
+        "toolchain": "trixie",
+        "image": "i",
+        "kernel_release": "r",
+        "kernel_build_id": "",
+        "builds_on": "x86_64",
+    }
+    (tmp_path / INFO_NAME).write_text(json.dumps({**info, "tools": ["rustc 1.85.1"]}))
+    with pytest.raises(UserError, match=f"{INFO_NAME} is damaged \\(tools is not a mapping"):
+        read_info(tmp_path, "bundle.tar.gz")
+
+
+def test_a_kernel_makefile_with_a_suffix_on_its_patchlevel_is_read(tmp_path):
+    from crossboard.pipeline.source import tree_version
+
+    (tmp_path / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 4-rc\nSUBLEVEL = 0\nEXTRAVERSION = -rc1\n")
+    assert tree_version(tmp_path) == (7, 4, 0)

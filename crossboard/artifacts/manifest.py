@@ -134,10 +134,11 @@ def earlier_manifest(out_dir: Path, board: str) -> Manifest | None:
         data = load_manifest(out_dir)
     except (FileNotFoundError, ValueError):
         return None
-    if data.get("board") != board:
+    if manifest_problem(data) or data.get("board") != board:  # not one crossboard wrote: as if there were none
         return None
     data["out_dir"] = out_dir
-    data["steps"] = [StepRecord(**record) for record in data.get("steps", [])]
+    fields = StepRecord.__dataclass_fields__
+    data["steps"] = [StepRecord(**{k: v for k, v in record.items() if k in fields}) for record in data.get("steps", [])]
     known = Manifest.__dataclass_fields__
     return Manifest(**{key: value for key, value in data.items() if key in known})
 
@@ -214,7 +215,7 @@ def manifest_problem(manifest: object) -> str | None:
         if not isinstance(manifest.get(key), kind):
             return f"{key} missing or not a {kind.__name__}"
     steps = manifest.get("steps", [])
-    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+    if not isinstance(steps, list) or not all(isinstance(step, dict) and isinstance(step.get("name"), str) for step in steps):
         return "steps is not a list of objects"
     for artifact in manifest["artifacts"]:
         if not isinstance(artifact, dict) or not all(isinstance(artifact.get(k), str) for k in ("path", "kind", "sha256")):

@@ -81,6 +81,8 @@ def read_info(tree: Path, shown: str) -> BundleInfo:
         raise UserError(f"kernel.source.devel: {shown} has no {INFO_NAME}: not a bundle invoke build wrote") from None
     except (ValueError, TypeError) as error:
         raise UserError(f"kernel.source.devel: {shown}: {INFO_NAME} is damaged ({error})") from None
+    if not isinstance(info.tools, dict) or not all(isinstance(v, str) for v in info.tools.values()):
+        raise UserError(f"kernel.source.devel: {shown}: {INFO_NAME} is damaged (tools is not a mapping of version lines)")
     if info.format != BUNDLE_FORMAT:
         raise UserError(
             f"kernel.source.devel: {shown} is a bundle of format {info.format}, this crossboard reads {BUNDLE_FORMAT}: "

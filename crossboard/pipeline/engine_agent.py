@@ -2,7 +2,7 @@
 toolchain image, it builds as `invoke build --runtime host` would, and leaves its error, if any, in a
 file for the near end to report as its own one line.
 
-    python3 -m crossboard.pipeline.engine_agent REQUEST_JSON RESULT_FILE
+    python3 -m crossboard.pipeline.engine_agent REQUEST_FILE RESULT_FILE
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(request_text: str, result_file: str) -> int:
+def main(request_file: str, result_file: str) -> int:
     from ..commands import build
     from ..settings import Settings
     from .context import BuildOptions
 
     # the near end stops a build it was told to stop with SIGTERM: unwind as for Ctrl-C
     signal.signal(signal.SIGTERM, _interrupt)
-    request = json.loads(request_text)
+    request = json.loads(Path(request_file).read_text())
     options = BuildOptions(**{**request["options"], "only": frozenset(request["options"]["only"])})
     try:
         build(request["board"], Settings.from_environment(), options, "host", request["kernel_source"], request["toolchain"])

@@ -348,9 +348,12 @@ def build_on_engine(
 def _run_agent(agent: Agent, request: dict, result_file: str, tty: bool, echo: bool) -> int:
     """The build on the engine, its output shown as it comes; on Ctrl-C it is asked to stop (so its
     manifest says so) and waited for, a bounded time."""
-    agent_pid = f"{result_file}.pid"
-    argv = ["sh", "-c", f'echo $$ > {agent_pid}; exec python3 -m crossboard.pipeline.engine_agent "$0" {result_file}']
-    exec_id, stream = agent.run([*argv, json.dumps(request)], tty=tty)
+    agent_pid, request_file = f"{result_file}.pid", f"{result_file}.request"
+    # the request as a file, not an argument: a kernel source URL's credentials stay out of the engine's process list
+    assert agent.container is not None
+    agent.container.put_archive("/", _archive({request_file.lstrip("/"): json.dumps(request).encode()}))
+    argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -m crossboard.pipeline.engine_agent {request_file} {result_file}"]
+    exec_id, stream = agent.run(argv, tty=tty)
     try:
         for chunk in stream:
             if echo:

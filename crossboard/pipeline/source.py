@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import shutil
 import subprocess
 import tarfile
@@ -41,13 +42,16 @@ class SourcePlan:
 
 
 def redacted(url: str) -> str:
-    """The URL as logs and messages show it: a password in it is not written anywhere."""
+    """The URL as logs, plans and messages show it: a password or token in it (`user:pw@`, a query's
+    values: `?private_token=`, `X-Amz-Signature=`) is written nowhere."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    return urllib.parse.urlunsplit(
-        parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
-    )
+    if "@" in parts.netloc:
+        user, host = parts.netloc.rsplit("@", 1)
+        parts = parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"***@{host}")
+    if parts.query:
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        parts = parts._replace(query="&".join(f"{key}=***" for key, _ in query) or "***")
+    return urllib.parse.urlunsplit(parts)
 
 
 def plan_source(board: LoadedBoard, cache_dir: Path, image: dict | None = None) -> SourcePlan:
@@ -96,7 +100,8 @@ def tree_version(tree: Path) -> tuple[int, ...] | None:
     if not makefile.is_file():
         return None
     values = dict(line.split(" = ", 1) for line in makefile.read_text().splitlines()[:8] if " = " in line)
-    return tuple(int(values.get(key, "0") or 0) for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+    # the leading digits: a tree's Makefile may say `PATCHLEVEL = 12-rc`
+    return tuple(int(re.match(r"\s*(\d*)", values.get(key, ""))[1] or 0) for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))  # type: ignore[index]
 
 
 def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
@@ -109,7 +114,7 @@ def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
     if source.devel is not None:
         return [f"unpack the devel bundle {source.devel} into {plan.tree_on_host}"]
     if source.git is not None:
-        return [f"git clone --depth 1 --branch {source.git.ref} {source.git.url} {plan.tree_on_host}"]
+        return [f"git clone --depth 1 --branch {source.git.ref} {redacted(source.git.url)} {plan.tree_on_host}"]
     return [f"use the kernel tree at {plan.tree_on_host}"]
 
 
@@ -197,6 +202,8 @@ def _extract(archive_file: Path, partial: Path, key: str, shown: str) -> None:
         raise UserError(f"{key}: {shown}: not a readable tar archive; nothing was kept") from None
     except (tarfile.TarError, EOFError, zlib.error) as error:  # a member outside the tree, a link out of it, a cut archive
         raise UserError(f"{key}: {shown}: {' '.join(str(error).split())}; nothing was kept") from None
+    except OSError as error:  # a member that cannot be made: a file `x` and a file `x/y`, say
+        raise UserError(f"{key}: {shown}: {error.strerror or error} ({error.filename}); nothing was kept") from None
 
 
 def _clone(git: Git, partial: Path, tee: Tee) -> None:
@@ -209,4 +216,4 @@ def _clone(git: Git, partial: Path, tee: Tee) -> None:
     )
     tee.write(process.stdout)
     if process.returncode != 0:
-        raise InfrastructureError(f"kernel.source.git: cloning {git.url} at {git.ref} failed (log: {tee.log_path})")
+        raise InfrastructureError(f"kernel.source.git: cloning {redacted(git.url)} at {git.ref} failed (log: {tee.log_path})")

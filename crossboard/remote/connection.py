@@ -82,7 +82,10 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         raise UserError(f"connection.labgrid.place {place}: not reserved, so no address to connect to")
     ssh_config = ssh_config or USER_SSH_CONFIG
     config = paramiko.SSHConfig.from_text(read_ssh_config(ssh_config)).lookup(host) if ssh_config.is_file() else {}
-    port = connection.port or int(config.get("port", 22))
+    try:
+        port = connection.port or int(config.get("port", 22))
+    except ValueError:
+        raise UserError(f"{ssh_config}: Host {host}: Port {config.get('port')!r} is not a number") from None
     user = connection.user or config.get("user", "root")
     hostname = str(config.get("hostname", host))
     if connection.key and not (base_dir / Path(connection.key).expanduser()).is_file():

@@ -96,6 +96,8 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         if connection.key
         else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
     )
+    if connection.key:
+        _check_key(base_dir / Path(connection.key).expanduser(), host)
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
@@ -114,12 +116,23 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
     )
 
 
-def load_known_hosts(keys: paramiko.HostKeys, file: Path) -> set[bytes]:
-    """Add a known_hosts file's keys; return the keys it marks @revoked. @cert-authority lines (host
-    certificates, which crossboard does not use) and lines it cannot read are passed over, as ssh does."""
-    revoked = set()
+def _check_key(path: Path, host: str) -> None:
+    """A key file paramiko cannot use is bad input at once, not a board that never answers."""
+    try:
+        paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        pass  # an encrypted key: the agent may hold it
+    except (OSError, paramiko.SSHException, ValueError) as error:
+        raise UserError(f"{host}: connection.key: {path} is not a private key paramiko can use ({error})") from None
+
+
+def read_known_hosts(file: Path) -> tuple[list[tuple[list[str], paramiko.PKey]], set[bytes]]:
+    """A known_hosts file's (hostnames, key) entries, and the keys it marks @revoked. @cert-authority
+    lines (host certificates, which crossboard does not use) and lines it cannot read are passed over,
+    as ssh does; a marker ends at any white space, as ssh reads it."""
+    entries, revoked = [], set()
     for line in file.read_text(errors="replace").splitlines():
-        marker, _, rest = line.strip().partition(" ") if line.lstrip().startswith("@") else ("", "", line)
+        marker, rest = (line.strip().split(None, 1) + [""])[:2] if line.lstrip().startswith("@") else ("", line)
         if marker == "@cert-authority" or not rest.strip() or rest.lstrip().startswith("#"):
             continue
         try:
@@ -131,8 +144,19 @@ def load_known_hosts(keys: paramiko.HostKeys, file: Path) -> set[bytes]:
         if marker == "@revoked":
             revoked.add(entry.key.asbytes())
         elif not marker:
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
+            entries.append((entry.hostnames, entry.key))
+    return entries, revoked
+
+
+def load_known_hosts(keys: paramiko.HostKeys, files: list[Path]) -> set[bytes]:
+    """Every file's keys into `keys` but those any of them marks @revoked; the revoked keys."""
+    read = [read_known_hosts(file) for file in files if file.is_file()]
+    revoked = set().union(*(marked for _, marked in read))
+    for entries, _ in read:
+        for hostnames, key in entries:
+            if key.asbytes() not in revoked:
+                for name in hostnames:
+                    keys.add(name, key.get_name(), key)
     return revoked
 
 
@@ -179,27 +203,34 @@ class Cancellation:
 
 
 class _RecordNewKey(paramiko.MissingHostKeyPolicy):
-    """An unknown host key is refused, or with trust-new recorded in the project's known_hosts."""
+    """An unknown host key is refused, or with trust-new recorded in the project's known_hosts; a key
+    marked @revoked is refused before anything else, before logging in."""
 
-    def __init__(self, trust_new: bool, known_hosts: Path):
+    def __init__(self, trust_new: bool, known_hosts: Path, revoked: set[bytes]):
         self.trust_new = trust_new
         self.known_hosts = known_hosts
+        self.revoked = revoked
 
     def missing_host_key(self, client, hostname, key):
         fingerprint = f"{key.get_name()} SHA256:{_fingerprint(key)}"
+        if key.asbytes() in self.revoked:
+            raise UserError(f"{hostname}: its host key {fingerprint} is marked @revoked in known_hosts: not connecting")
         if not self.trust_new:
             raise UserError(
                 f"{hostname}: unknown host key {fingerprint}; if that is the board, rerun with "
                 "--trust-new-host (or set connection.host_key_policy: trust-new)"
             )
+        try:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as handle:
+                handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        except OSError as error:  # not a dead board: waiting would not help
+            raise UserError(f"{self.known_hosts}: cannot record the new host key of {hostname} ({error.strerror})") from None
         print(
             f"crossboard: {hostname}: trusting the new host key {fingerprint}, recorded in {self.known_hosts}",
             file=sys.stderr,
             flush=True,
         )
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.known_hosts, "a") as handle:
-            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
@@ -337,12 +368,9 @@ def connect(
     `cancellation`'s cancel ends the wait at once."""
     target = resolve(connection, base_dir)
     client = paramiko.SSHClient()
-    revoked: set[bytes] = set()
-    for file in (USER_KNOWN_HOSTS, *target.known_hosts_files, known_hosts):
-        if file.is_file():
-            revoked |= load_known_hosts(client.get_host_keys(), file)
+    revoked = load_known_hosts(client.get_host_keys(), [USER_KNOWN_HOSTS, *target.known_hosts_files, known_hosts])
     trust = trust_new_host or connection.host_key_policy == "trust-new"
-    client.set_missing_host_key_policy(_RecordNewKey(trust, known_hosts))
+    client.set_missing_host_key_policy(_RecordNewKey(trust, known_hosts, revoked))
     deadline = time.monotonic() + wait_seconds
     stopped = cancellation.event if cancellation is not None else threading.Event()  # between tries
     while True:
@@ -367,13 +395,6 @@ def connect(
                 auth_timeout=connection.connect_timeout,
                 transport_factory=_aead_first,
             )
-            server_key = client.get_transport().get_remote_server_key()
-            if server_key.asbytes() in revoked:
-                client.close()
-                raise UserError(
-                    f"{target.known_hosts_name}: its host key {server_key.get_name()} "
-                    f"SHA256:{_fingerprint(server_key)} is marked @revoked in known_hosts: not connecting"
-                )
             client.get_transport().set_keepalive(10)
             return Session(target, client, connection.sudo)
         except paramiko.BadHostKeyException as error:

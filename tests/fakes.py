@@ -170,15 +170,28 @@ class RecordingRuntime(Runtime):
         elif argv[:2] == ["sh", "-c"] and "install-extmod-build" in argv[2]:
             self._assemble_devel_bundle(argv[2])
         elif argv[0] == "cargo":
-            target_dir = Path(argv[argv.index("--target-dir") + 1])
-            manifest = Path(argv[argv.index("--manifest-path") + 1])
-            import tomllib
+            self._cargo(argv, tee)
+        return 0
 
-            name = tomllib.loads(manifest.read_text())["package"]["name"]
+    @staticmethod
+    def _cargo(argv, tee) -> None:
+        """cargo build as it behaves: each bin target of the package (its [[bin]] names, else the
+        package's) made, and said in a JSON message when asked for them."""
+        import json
+        import tomllib
+
+        target_dir = Path(argv[argv.index("--target-dir") + 1])
+        manifest = Path(argv[argv.index("--manifest-path") + 1])
+        package = tomllib.loads(manifest.read_text())
+        names = [target["name"] for target in package.get("bin", [])] or [package["package"]["name"]]
+        for name in names:
             binary = target_dir / argv[argv.index("--target") + 1] / "release" / name
             binary.parent.mkdir(parents=True, exist_ok=True)
             binary.write_bytes(b"\x7fELF fake app " + (manifest.parent / "src/main.rs").read_bytes())
-        return 0
+            if any(arg.startswith("--message-format=json") for arg in argv):
+                message = {"reason": "compiler-artifact", "target": {"kind": ["bin"], "name": name}, "executable": str(binary)}
+                tee.write(json.dumps(message).encode() + b"\n")
+        tee.write(b"    Finished `release` profile [optimized] target(s)\n")
 
     @staticmethod
     def _assemble_devel_bundle(script: str) -> None:

@@ -29,6 +29,7 @@ STEP_FIELDS = (
     "pulled_build_id",
     "app_builder",
     "app_glibc",
+    "app_binaries",
     "devel_bundle",
     "artifacts",
 )
@@ -88,7 +89,9 @@ class Manifest:
     # the build ID of the board's kernel whose config this build started from (invoke config.pull)
     pulled_build_id: str = ""
     app_builder: str = ""
-    app_glibc: dict = field(default_factory=dict)  # app name -> highest GLIBC_x.y it needs ("" for none)
+    app_glibc: dict = field(default_factory=dict)  # app binary -> highest GLIBC_x.y it needs ("" for none)
+    # an app's path in the board file -> {"binaries": what cargo made of it that is deployed, "run": the one deploy runs}
+    app_binaries: dict = field(default_factory=dict)
     # the devel bundle the modules were built against (its path, sha256, board and profile); {} when this
     # build built its kernel
     devel_bundle: dict = field(default_factory=dict)
@@ -158,6 +161,7 @@ class FinishedBuild:
     artifacts: tuple[Artifact, ...]
     app_glibc: dict[str, str]  # app binary -> the highest GLIBC_x.y it needs ("" for none)
     kernel_build_id: str = ""
+    app_run: dict[str, str] = field(default_factory=dict)  # an app's path -> the binary deploy runs
     pulled_build_id: str = ""
 
     @property
@@ -195,7 +199,10 @@ def finished_build(out_dir: Path, board: str) -> FinishedBuild:
         state = manifest["status"] if manifest["status"] != "done" else f"step {', '.join(unfinished)} not done"
         raise UserError(f"{file}: the last build of {board} did not finish ({state}): {rebuild}")
     fields = Artifact.__dataclass_fields__
-    glibc = manifest.get("app_glibc")
+    glibc, made = manifest.get("app_glibc"), manifest.get("app_binaries")
+    runs = (
+        {str(path): str(app.get("run")) for path, app in made.items() if isinstance(app, dict)} if isinstance(made, dict) else {}
+    )
     return FinishedBuild(
         board=board,
         out_dir=out_dir,
@@ -204,6 +211,7 @@ def finished_build(out_dir: Path, board: str) -> FinishedBuild:
         app_glibc={str(k): str(v) for k, v in glibc.items()} if isinstance(glibc, dict) else {},
         kernel_build_id=str(manifest.get("kernel_build_id") or ""),
         pulled_build_id=str(manifest.get("pulled_build_id") or ""),
+        app_run=runs,
     )
 
 

@@ -84,8 +84,16 @@ class Targets(Strict):
     glibc: Annotated[str, Field(pattern=r"^\d+\.\d+$")]
 
 
+BinName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")]  # a cargo binary target's name
+
+
 class App(Strict):
-    path: NonEmpty
+    path: NonEmpty  # the package's folder, or a workspace's with `package:`
+    package: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")] | None = None
+    bins: list[BinName] = []  # the binaries to deploy; none named: every binary cargo made
+    run: BinName | None = None  # the one deploy runs; default: the package's default-run, or its only binary
+    features: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_/+.-]+$")]] = []
+    default_features: bool = True
     static: bool = False
     args: list[str] = []
     timeout: Annotated[int, Field(gt=0)] = 30

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts.files import write_atomically
-from ..artifacts.manifest import finished_build
+from ..artifacts.manifest import FinishedBuild, finished_build
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError
@@ -37,6 +37,13 @@ class DeployOptions:
     modules: frozenset[str] = frozenset()  # empty: every module the build made
     echo: bool = True
     alone: bool = True  # one board: progress may be a bar; several share the terminal, so plain lines
+
+
+def app_to_run(build: FinishedBuild, path: str) -> str | None:
+    """The binary of the app at `path` that deploy runs: the one the build chose, or the app's only one."""
+    made = [artifact.file_name for artifact in build.of_kind("app") if artifact.source == path]
+    chosen = build.app_run.get(path)
+    return chosen if chosen in made else (made[0] if len(made) == 1 else None)
 
 
 def open_board_early(board: LoadedBoard, options: DeployOptions, access: Access) -> Future:
@@ -132,9 +139,8 @@ def deploy_board(
                 )
                 report["modules"].append(as_dict(module_report))
             if not options.modules:
-                built_apps = {a.source: a.file_name for a in built_now.of_kind("app")}
                 for app in spec.apps:
-                    binary = built_apps.get(app.path)
+                    binary = app_to_run(built_now, app.path)
                     if binary is None:
                         report["apps"].append(
                             {

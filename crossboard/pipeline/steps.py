@@ -18,7 +18,7 @@ from ..artifacts.files import build_id_of_elf, highest_glibc, pack_tree, sha256_
 from ..artifacts.manifest import MANIFEST_FORMAT
 from ..errors import StepFailed, UserError
 from ..toolchain.runtime import HostRuntime, Runtime
-from . import devel, kconfig, source, stamps
+from . import cargo, devel, kconfig, source, stamps
 from .context import REPRODUCIBLE_ENV, BuildContext
 from .toolcheck import CHECKED_TOOLS, check_tools, dotted, tool_lines
 
@@ -390,10 +390,6 @@ def _modules_run(ctx: BuildContext) -> str:
 # -- userspace apps ------------------------------------------------------------------------------
 
 
-def app_name(app_dir: Path) -> str:
-    return tomllib.loads((app_dir / "Cargo.toml").read_text())["package"]["name"]
-
-
 APP_BUILDERS = ("auto", "cross", "cargo")
 
 
@@ -434,7 +430,7 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
         above = app_dir.parents[: len(app_dir.relative_to(ctx.board.project_root).parts)]
         if _has_path_dependency(manifest) or any((parent / "Cargo.toml").is_file() for parent in above):
             return None
-        parts += [str(app_dir.relative_to(ctx.board.project_root)), str(app.static), stamps.folder_digest(app_dir)]
+        parts += [str(app_dir.relative_to(ctx.board.project_root)), app.model_dump_json(), stamps.folder_digest(app_dir)]
     return stamps.digest(*parts)
 
 
@@ -448,21 +444,25 @@ def _has_path_dependency(manifest: dict) -> bool:
     )
 
 
-def app_binary(ctx: BuildContext, app_dir: Path) -> tuple[Path, str]:
-    """Where cargo leaves an app's binary, on the host and as the runtime sees it."""
-    relative = f"apps/{ctx.board.spec.targets.rust}/release/{app_name(app_dir)}"
+def app_binary(ctx: BuildContext, name: str) -> tuple[Path, str]:
+    """Where cargo leaves a binary, on the host and as the runtime sees it."""
+    relative = f"apps/{ctx.board.spec.targets.rust}/release/{name}"
     return ctx.work_dir / relative, f"{ctx.runtime.path('work')}/{relative}"
 
 
 def _apps_still_there(ctx: BuildContext, record: dict) -> bool:
-    return all(app_binary(ctx, app_dir)[0].is_file() for app_dir in ctx.board.app_dirs())
+    made = record["manifest"].get("app_binaries", {})
+    return len(made) == len(ctx.board.spec.apps) and all(
+        app_binary(ctx, name)[0].is_file() for app in made.values() for name in app["binaries"]
+    )
 
 
 def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, list[str], dict[str, str], str | None]:
     """(where it runs, argv, environment, working folder) of one app's build. Both builders compile with
     the image's cargo and rustc: cross mounts the host's rustup toolchain at /rust but puts it last on PATH."""
-    app = ctx.board.spec.apps[index]
+    app, app_dir = ctx.board.spec.apps[index], ctx.board.app_dirs()[index]
     target = ctx.board.spec.targets.rust
+    flags = cargo.build_flags(app, has_lock=(app_dir / "Cargo.lock").is_file())
     env = {"RUSTFLAGS": "-C target-feature=+crt-static"} if app.static else {}
     if builder == "cross":
         # cross maps --target-dir into its container, not --manifest-path: it runs in the app's folder
@@ -474,9 +474,9 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
                 "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}",
             }
         )
-        argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps")]
-        return HostRuntime(ctx.runtime.folders), argv, env, str(ctx.board.app_dirs()[index])
-    project_dir = ctx.board.app_dirs()[index].relative_to(ctx.board.project_root)
+        argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps"), *flags]
+        return HostRuntime(ctx.runtime.folders), argv, env, str(app_dir)
+    project_dir = app_dir.relative_to(ctx.board.project_root)
     argv = [
         "cargo",
         "build",
@@ -487,6 +487,7 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
         f"{ctx.runtime.path('project')}/{project_dir}/Cargo.toml",
         "--target-dir",
         f"{ctx.runtime.path('work')}/apps",
+        *flags,
     ]
     env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/cargo-home"
     return ctx.runtime, argv, env, None
@@ -506,25 +507,23 @@ def _apps_plan(ctx: BuildContext) -> list[str]:
 
 def _apps_run(ctx: BuildContext) -> str:
     builder = app_builder(ctx.options.app_builder, ctx.runtime.name)
-    board_glibc = tuple(int(p) for p in ctx.board.spec.targets.glibc.split("."))
     built, compilers = [], set()
+    ctx.manifest.app_binaries, ctx.manifest.app_glibc = {}, {}
     with ctx.tee("apps") as tee:
-        for index, app_dir in enumerate(ctx.board.app_dirs()):
+        for index, (app, app_dir) in enumerate(zip(ctx.board.spec.apps, ctx.board.app_dirs(), strict=True)):
+            package = cargo.package_of(app, index, app_dir)
             runner, argv, env, cwd = _app_command(ctx, index, builder)
+            messages = cargo.CargoMessages(tee)
             with runner.widened(network=True) as fetching:  # cargo may fetch the app's crates
-                fetching.check(argv, tee, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
-            name = app_name(app_dir)
-            code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", app_binary(ctx, app_dir)[1]])
-            compilers.update(re.findall(r"rustc version [^ ]+", versions))
-            needed = highest_glibc(versions) if code == 0 else None
-            ctx.manifest.app_glibc[name] = dotted(needed) if needed else ""
-            if needed and needed > board_glibc:
-                raise StepFailed(
-                    f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "
-                    f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
-                    "(+crt-static) or build it for musl"
-                )
-            built.append(name)
+                fetching.check(argv, messages, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
+            binaries, run = cargo.chosen_binaries(app, index, messages.executables(), package["default-run"])
+            taken = [name for name in binaries if name in ctx.manifest.app_glibc]
+            if taken:
+                raise UserError(f"apps[{index}] {app.path}: another app of {ctx.board.name} makes a binary {taken[0]} too")
+            for name in binaries:
+                compilers.update(_check_glibc(ctx, index, name))
+            ctx.manifest.app_binaries[app.path] = {"binaries": binaries, "run": run}
+            built.append(", ".join(binaries))
     how = (
         f"cross on the host with the image {ctx.manifest.image.get('ref')}"
         if builder == "cross"
@@ -532,6 +531,21 @@ def _apps_run(ctx: BuildContext) -> str:
     )
     ctx.manifest.app_builder = f"{how}, linker aarch64-linux-gnu-gcc" + (f", {', '.join(sorted(compilers))}" if compilers else "")
     return f"{', '.join(built)} (with {builder})"
+
+
+def _check_glibc(ctx: BuildContext, index: int, name: str) -> set[str]:
+    """The binary's highest GLIBC_x.y into the manifest, refused above the board's; the compilers it names."""
+    code, versions = ctx.runtime.output(["llvm-readelf", "-V", "-p", ".comment", app_binary(ctx, name)[1]])
+    needed = highest_glibc(versions) if code == 0 else None
+    ctx.manifest.app_glibc[name] = dotted(needed) if needed else ""
+    board_glibc = tuple(int(p) for p in ctx.board.spec.targets.glibc.split("."))
+    if needed and needed > board_glibc:
+        raise StepFailed(
+            f"apps[{index}] {name} needs GLIBC_{dotted(needed)} but {ctx.board.name} has glibc "
+            f"{ctx.board.spec.targets.glibc} (targets.glibc): set `static: true` for the app "
+            "(+crt-static) or build it for musl"
+        )
+    return set(re.findall(r"rustc version [^ ]+", versions))
 
 
 # -- collect -------------------------------------------------------------------------------------
@@ -598,9 +612,9 @@ def _collect_run(ctx: BuildContext) -> str:
     for module in ctx.board.module_dirs():
         for built in sorted(module_work_dir(ctx, module)[0].glob("*.ko")):
             ctx.manifest.add_artifact(_publish(built, out / "modules" / built.name), "module")
-    for app, app_dir in zip(spec.apps, ctx.board.app_dirs(), strict=True):
-        name = app_name(app_dir)
-        ctx.manifest.add_artifact(_publish(app_binary(ctx, app_dir)[0], out / "apps" / name), "app", source=app.path)
+    for app in spec.apps:
+        for name in ctx.manifest.app_binaries[app.path]["binaries"]:
+            ctx.manifest.add_artifact(_publish(app_binary(ctx, name)[0], out / "apps" / name), "app", source=app.path)
     return f"{len(ctx.manifest.artifacts)} artifacts" + (" (the kernel is the devel bundle's)" if bundle else "")
 
 

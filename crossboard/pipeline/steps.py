@@ -490,7 +490,8 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
         *flags,
     ]
     env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/cargo-home"
-    return ctx.runtime, argv, env, None
+    # in the app's folder, as cross runs: cargo reads the app's own .cargo/config.toml from where it runs
+    return ctx.runtime, argv, env, f"{ctx.runtime.path('project')}/{project_dir}"
 
 
 def _apps_plan(ctx: BuildContext) -> list[str]:
@@ -498,7 +499,7 @@ def _apps_plan(ctx: BuildContext) -> list[str]:
     builder = app_builder(ctx.options.app_builder, ctx.runtime.name)
     for index in range(len(ctx.board.spec.apps)):
         runner, argv, env, cwd = _app_command(ctx, index, builder)
-        where = f"on the host in {cwd}: " if cwd else ""
+        where = f"on the host in {cwd}: " if isinstance(runner, HostRuntime) else f"in {cwd}: "
         path = [f"PATH={CROSS_PATH}:$PATH"] if "PATH" in env else []
         shown = path + [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "PATH"]
         lines.append(where + " ".join(shown) + " " + ctx.show(argv))

@@ -54,7 +54,7 @@ def seconds_option(text: str | None, option: str, default: float) -> float:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not seconds >= 0:  # also refuses nan
+    if not 0 <= seconds < float("inf"):  # also refuses nan
         raise UserError(f"{option}: expected a number of seconds (0 or more), got {text!r}")
     return seconds
 

@@ -10,7 +10,7 @@ from fake_ssh import FakeAccess, FakeBoard
 from fakes import fake_built_board
 
 from crossboard.deploy.run import DeployOptions, deploy_many
-from crossboard.errors import StepFailed, UserError
+from crossboard.errors import InfrastructureError, StepFailed, UserError
 
 pytestmark = pytest.mark.fast
 RELEASE = "6.12.107-crossboard"
@@ -86,7 +86,7 @@ def test_a_module_the_board_loaded_itself_is_never_unloaded_and_ours_is_reloaded
     ],
 )
 def test_sudo_that_is_missing_or_wants_a_password_is_said_as_such(built, sudo, message):
-    with pytest.raises(StepFailed):
+    with pytest.raises(UserError):  # the board's setup, which the user fixes: exit 2, as the README says
         deploy(built, {"play": FakeBoard(sudo=sudo)})
     report = json.loads((built.out / "play/deploy.json").read_text())
     assert message in report["error"] and report["modules"] == []
@@ -94,7 +94,7 @@ def test_sudo_that_is_missing_or_wants_a_password_is_said_as_such(built, sudo, m
 
 def test_a_board_that_drops_mid_deploy_gets_a_report_and_the_others_go_on(built, capsys):
     dropping, fine = FakeBoard(drop_after=1), FakeBoard()
-    with pytest.raises(StepFailed, match="deploy failed on 1 of 2 boards: drops"):
+    with pytest.raises(InfrastructureError, match="deploy failed on 1 of 2 boards: drops"):  # the network: exit 3
         deploy(built, {"drops": dropping, "fine": fine}, DeployOptions(wait_seconds=0))
     dropped = json.loads((built.out / "drops/deploy.json").read_text())
     assert dropped["error"].startswith("127.0.0.1: the connection was lost") and dropped["reached"]
@@ -125,7 +125,7 @@ def test_a_board_never_built_is_reported_without_touching_it(built):
     board = FakeBoard()
     play = built("play")
     (built.out / "play/manifest.json").unlink()
-    with pytest.raises(StepFailed):
+    with pytest.raises(UserError):
         deploy_many([play], built.out, QUIET, FakeAccess(built.out / "k", boards={"play": board}))
     assert "no build for play" in json.loads((built.out / "play/deploy.json").read_text())["error"]
     assert board.commands == []
@@ -429,3 +429,13 @@ def test_kunit_results_from_boot_and_from_a_module_load_are_reported_and_a_faile
     assert [(t["test"], t["status"]) for t in report["modules"][0]["tests"]] == [("adds", "ok"), ("greets", "failed")]
     assert not report["ok"] and not report["modules"][0]["ok"] and report["modules"][0]["loaded"]
     assert "  FAILED rust_minimal.greets" in capsys.readouterr().out.splitlines()
+
+
+def test_boards_that_failed_in_different_ways_exit_as_a_failed_step(built):
+    play, other = built("play"), built("other")
+    (built.out / "other/manifest.json").unlink()  # bad input there, a refused app on play
+    manifest_file = built.out / "play/manifest.json"
+    manifest_file.write_text(json.dumps({**json.loads(manifest_file.read_text()), "app_glibc": {"hello": "2.99"}}))
+    boards = {"play": FakeBoard(glibc="2.36"), "other": FakeBoard()}
+    with pytest.raises(StepFailed, match="deploy failed on 2 of 2 boards"):
+        deploy_many([play, other], built.out, QUIET, FakeAccess(built.out / "k", boards=boards))

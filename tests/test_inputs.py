@@ -81,7 +81,7 @@ def test_a_missing_unfinished_or_damaged_manifest_is_one_line(tmp_path, text, me
     assert read.one("app").file_name == "hello" and read.local(read.one("app")) == tmp_path / "apps/hello"
 
 
-@pytest.mark.parametrize("wait", ["abc", "-5", "nan"])
+@pytest.mark.parametrize("wait", ["abc", "-5", "nan", "inf"])
 def test_a_bad_wait_is_refused_in_one_line(wait):
     done = invoke("deploy", "--wait", wait)
     assert (done.returncode, done.stderr) == (
@@ -127,6 +127,8 @@ def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
         ({"modules": ["../../outside"]}, r"modules\[0\]: .*/outside is outside the project"),
         ({"deploy": {"boot": {"partition": "/boot/firmware", "extlinux": "extlinux/my extlinux.conf"}}}, r"boot.extlinux: "),
         ({"deploy": {"boot": {"partition": "/boot;saveenv"}}}, r"deploy.boot.partition: '/boot;saveenv' does not have"),
+        ({"kernel": {"config": {"fragments": ["/etc/hostname"]}}}, r"kernel.config.fragments\[0\]: /etc/hostname is outside the"),
+        ({"kernel": {"config": {"base": "file:/etc/hostname"}}}, r"kernel.config.base: .*/etc/hostname is outside the"),
     ],
     ids=[
         "shell in a package name",
@@ -136,6 +138,8 @@ def test_one_bad_board_file_does_not_hide_the_others(tmp_path):
         "a module outside the project",
         "a space in a path U-Boot reads",
         "a command in a path U-Boot reads",
+        "a fragment outside the project",
+        "a base config outside the project",
     ],
 )
 def test_values_that_would_reach_a_shell_or_leave_the_project_are_refused(tmp_path, override, message):

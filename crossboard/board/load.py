@@ -245,6 +245,14 @@ def _check_paths(board: LoadedBoard, located: strict_yaml.Located) -> None:
             "(invoke build writes one as out/<board>/kernel-devel-<release>.tar.gz)"
         )
     base_file = board.base_config_file()
+    inside = (board.project_root.resolve(), board.boards_dir.resolve())
+    named: list[tuple[tuple, Path]] = [(("kernel", "config", "base"), base_file)] if base_file is not None else []
+    named += [(("kernel", "config", "fragments", index), fragment) for index, fragment in enumerate(board.fragment_paths())]
+    for keys, file in named:
+        if not any(file.resolve().is_relative_to(folder) for folder in inside):
+            raise UserError(
+                f"{_where(located, keys)} {strict_yaml.dotted(keys)}: {file} is outside the project and its boards folder"
+            )
     if base_file is not None and not base_file.is_file():
         where = _where(located, ("kernel", "config", "base"))
         raise UserError(f"{where} kernel.config.base: no such file {_display(base_file, board.project_root)}")

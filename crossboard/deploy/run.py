@@ -15,7 +15,7 @@ from ..artifacts.files import write_atomically
 from ..artifacts.manifest import FinishedBuild, finished_build
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
-from ..errors import CrossboardError, StepFailed, UserError
+from ..errors import CrossboardError, InfrastructureError, StepFailed, UserError, exit_code_for
 from ..progress import Progress, size
 from ..remote.access import Access
 from ..remote.connection import Cancellation
@@ -157,7 +157,7 @@ def deploy_board(
                     report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app)))
         report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"]) and not _failed_tests(report)
     except CrossboardError as error:
-        report["error"] = str(error)
+        report["error"], report["exit_code"] = str(error), exit_code_for(error)
     except Exception as error:  # a bug of ours: this board's report says so, the other boards go on
         report["error"] = f"internal error: {type(error).__name__}: {error}"
     if cancellation is not None and cancellation.cancelled:
@@ -268,7 +268,11 @@ def deploy_many(
                     f"{report['board']:<16} {'ok' if report['ok'] else 'FAILED':<8} "
                     f"{good[0]}/{len(report['modules']):>6} {good[1]}/{len(report['apps']):>3}"
                 )
-    failed = [report["board"] for report in reports if not report["ok"]]
+    failed = [report for report in reports if not report["ok"]]
     if failed:
-        raise StepFailed(f"deploy failed on {len(failed)} of {len(reports)} boards: {', '.join(failed)}")
+        # the README's exit code when every board failed the same way (bad input: 2, the machine: 3), else 1
+        codes = {report.get("exit_code", 1) for report in failed}
+        kind = {2: UserError, 3: InfrastructureError}.get(codes.pop(), StepFailed) if len(codes) == 1 else StepFailed
+        names = ", ".join(report["board"] for report in failed)
+        raise kind(f"deploy failed on {len(failed)} of {len(reports)} boards: {names}")
     return reports

@@ -15,7 +15,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated
 
-from debian.debian_support import Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import PROJECT_ROOT
@@ -31,6 +30,8 @@ LOCK = "packages.lock"
 SPEC_LINE = re.compile(
     r"^(?P<name>[a-z0-9][a-z0-9+.-]*)(?::(?P<arch>[a-z0-9-]+))?(?:/(?P<suite>[a-z0-9-]+))?(?:\s+>=\s*(?P<floor>\S+))?$"
 )
+# a Debian version: [epoch:]upstream[-revision], the upstream part starting with a digit
+DEBIAN_VERSION = re.compile(r"^(?:\d+:)?\d[A-Za-z0-9.+~-]*$")
 LOCK_LINE = re.compile(r"^(?P<package>[a-z0-9][a-z0-9+.-]*:[a-z0-9-]+)=(?P<version>[A-Za-z0-9.+~:-]+)$")
 
 
@@ -94,6 +95,8 @@ class Profile:
 
     def check_lock(self) -> None:
         """A lock may not hold a version the profile refuses: one line naming both."""
+        from debian.debian_support import Version  # Debian's own order; only where images are built
+
         lock = self.lock()
         for spec in self.packages():
             locked = locked_version(lock, spec.name, spec.arch)
@@ -116,11 +119,7 @@ def locked_version(lock: dict[str, str], name: str, arch: str | None = None) -> 
 
 
 def _is_version(text: str) -> bool:
-    try:
-        Version(text)
-    except ValueError:
-        return False
-    return True
+    return DEBIAN_VERSION.match(text) is not None
 
 
 def _shown(file: Path) -> str:

@@ -352,3 +352,40 @@ def test_a_kernel_makefile_with_a_suffix_on_its_patchlevel_is_read(tmp_path):
 
     (tmp_path / "Makefile").write_text("VERSION = 7\nPATCHLEVEL = 4-rc\nSUBLEVEL = 0\nEXTRAVERSION = -rc1\n")
     assert tree_version(tmp_path) == (7, 4, 0)
+
+
+def test_a_devel_bundle_with_a_damaged_gzip_crc_is_refused_and_nothing_kept(tmp_path):
+    """The audit's r02: tarfile stops at the end-of-archive marker, so a bad CRC went unseen."""
+    import io
+    import tarfile
+
+    from crossboard.pipeline.source import _extract
+
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+        info = tarfile.TarInfo("tree/Makefile")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"all:\n"))
+    damaged = bytearray(packed.getvalue())
+    damaged[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    bundle = tmp_path / "bundle.tar.gz"
+    bundle.write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match=r"kernel.source.devel: .*bundle.tar.gz: .*CRC.*; nothing was kept"):
+        _extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
+
+
+def test_a_bundle_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from crossboard.pipeline import source
+
+    bundle = tmp_path / "bundle.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        info = tarfile.TarInfo("tree/big")
+        info.size = 4096
+        tar.addfile(info, io.BytesIO(b"\0" * 4096))
+    monkeypatch.setattr(source, "UNPACKED_LIMIT", 1024)
+    with pytest.raises(UserError, match="unpacks to 0 MiB, over the 0 GiB a kernel tree takes"):
+        source._extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
+    assert not (tmp_path / "partial/tree/big").exists()

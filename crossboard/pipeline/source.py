@@ -4,7 +4,9 @@ and never modified afterwards (every build writes to O=)."""
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
+import lzma
 import re
 import shutil
 import subprocess
@@ -193,14 +195,32 @@ def _unpack_tarball(tarball: Tarball, mount: Path, partial: Path, tee: Tee) -> N
         download.unlink(missing_ok=True)
 
 
+UNPACKED_LIMIT = 8 << 30  # bytes a kernel tree or bundle may unpack to (a defconfig tree is about 1.5 GiB)
+
+
 def _extract(archive_file: Path, partial: Path, key: str, shown: str) -> None:
+    """Unpack through tarfile's `data` filter, within UNPACKED_LIMIT, and read to the archive's very end,
+    so a damaged compressed stream (its CRC) is found and nothing of it is kept."""
     partial.mkdir()
     try:
         with tarfile.open(archive_file) as archive:
+            unpacked = sum(member.size for member in archive.getmembers())
+            if unpacked > UNPACKED_LIMIT:
+                raise UserError(
+                    f"{key}: {shown} unpacks to {unpacked >> 20} MiB, over the {UNPACKED_LIMIT >> 30} GiB a kernel tree takes"
+                )
             archive.extractall(partial, filter="data")
+            while archive.fileobj.read(1 << 20):  # the rest of the stream: gzip checks its CRC at the end
+                pass
     except tarfile.ReadError:
         raise UserError(f"{key}: {shown}: not a readable tar archive; nothing was kept") from None
-    except (tarfile.TarError, EOFError, zlib.error) as error:  # a member outside the tree, a link out of it, a cut archive
+    except (
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        gzip.BadGzipFile,
+        lzma.LZMAError,
+    ) as error:  # a member outside the tree, a link out of it, a cut or damaged archive
         raise UserError(f"{key}: {shown}: {' '.join(str(error).split())}; nothing was kept") from None
     except OSError as error:  # a member that cannot be made: a file `x` and a file `x/y`, say
         raise UserError(f"{key}: {shown}: {error.strerror or error} ({error.filename}); nothing was kept") from None

@@ -11,7 +11,7 @@ from fakes import copy_project
 
 from crossboard.board.load import load_board
 from crossboard.pipeline.ide import write_editor_files
-from crossboard.pipeline.pipeline import build
+from crossboard.pipeline.pipeline import build, build_folders
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel]
 
@@ -47,6 +47,15 @@ def test_every_path_the_editor_files_name_exists_on_this_machine(editor_files):
     assert any(path.endswith("lib/rustlib/src/rust/library/core/src/lib.rs") for path in paths)
     assert not [path for path in paths if path.startswith("/crossboard/")]
     assert [path for path in paths if not Path(path).exists()] == []
+
+
+def test_the_sysroot_the_editor_runs_from_is_where_no_build_can_write(editor_files, settings):
+    """The audit's L10: the proc-macro server the host's rust-analyzer runs sat in the build folder, which
+    every build container mounts read-write."""
+    board, _ = editor_files
+    sysroot = Path(json.loads((board.module_dirs()[0] / "rust-project.json").read_text())["sysroot"])
+    assert sysroot.is_relative_to(settings.cache_dir / "editor")
+    assert not any(sysroot.is_relative_to(folder) for folder in build_folders(board, settings).values())
 
 
 def test_rust_analyzer_of_the_profiles_release_resolves_every_import(editor_files, docker, settings, toolchain_image):

@@ -42,7 +42,8 @@ def write_editor_files(board: LoadedBoard, settings: Settings, echo: bool = True
             f"invoke ide: {board.name} builds against a devel bundle (kernel.source.devel), which holds the kernel "
             "crates' metadata but not their sources: run invoke ide on the board that built the kernel"
         )
-    folders = build_folders(board, settings)
+    # the sysroot copy where no build can write: the proc-macro server in it runs on this machine
+    folders = build_folders(board, settings) | {"editor": settings.cache_dir / "editor"}
     finished_build(folders["out"], board.name)  # the kernel and the modules' copies must be built
     runtime = make_runtime("docker", settings, board, folders, echo, prepare=True)
     ctx = build_context(board, settings, runtime, Manifest(board=board.name, out_dir=folders["out"]), BuildOptions(echo=echo))
@@ -96,25 +97,27 @@ def with_module(kernel_project: dict, tree: str, module_on_host: Path, module_in
 
 
 def _sysroot_copy(ctx: BuildContext, tee: Tee) -> tuple[str, Path]:
-    """The image's rustc sysroot as far as editors read it, copied into the board's build folder once per
-    image: the standard library's sources, and rust-analyzer's proc-macro server of this very rustc
-    (Debian's rustc ships it), which can expand the kernel's `macros` crate that rustc built.
+    """The image's rustc sysroot as far as editors read it, copied once per image into a folder that only
+    this copy writes (build containers never mount it: the editor runs its proc-macro server here): the
+    standard library's sources, and rust-analyzer's proc-macro server of this very rustc (Debian's rustc
+    ships it), which can expand the kernel's `macros` crate that rustc built.
     Returns the sysroot as the container names it, and the copy's host path."""
     code, sysroot = ctx.runtime.output(["rustc", "--print", "sysroot"])
     if code != 0:
         raise StepFailed(f"rustc --print sysroot failed in the toolchain image: {sysroot.strip()}")
     sysroot = sysroot.strip()
     image = ctx.runtime.toolchain().get("id", "host").removeprefix("sha256:")[:12]
-    copy = f"ide/sysroot-{image}"
-    inside, partial = f"{ctx.runtime.path('build')}/{copy}", f"{ctx.runtime.path('build')}/{copy}.partial"
+    copy = f"sysroot-{image}"
+    inside, partial = f"{ctx.runtime.path('editor')}/{copy}", f"{ctx.runtime.path('editor')}/{copy}.partial"
     script = (
         f"test -d {inside} && exit 0; rm -rf {partial} && mkdir -p {partial}/{RUST_LIBRARY} {partial}/libexec && "
         f"cp -rL {sysroot}/{RUST_LIBRARY}/. {partial}/{RUST_LIBRARY}/ && "
         f"{{ ! test -e {sysroot}/{PROC_MACRO_SERVER} || cp -L {sysroot}/{PROC_MACRO_SERVER} {partial}/libexec/; }} && "
         f"mv {partial} {inside}"
     )
-    ctx.runtime.check(["sh", "-c", script], tee, what="copying the Rust library sources out of the toolchain image")
-    return sysroot, ctx.build_dir / copy
+    with ctx.runtime.widened(writable=frozenset({"editor"})) as copier:
+        copier.check(["sh", "-c", script], tee, what="copying the Rust library sources out of the toolchain image")
+    return sysroot, ctx.settings.cache_dir / "editor" / copy
 
 
 def on_host_paths(data, places: dict[str, str]):

@@ -34,6 +34,7 @@ from ..artifacts.files import sha256_of, write_atomically
 from ..artifacts.manifest import MANIFEST_NAME, PLAIN_PART, Manifest, earlier_manifest, manifest_problem
 from ..board.load import LoadedBoard
 from ..errors import FailedElsewhere, InfrastructureError, UserError
+from ..locking import holding
 from ..settings import Settings
 from ..toolchain.image import ToolchainImage
 from ..toolchain.runtime import IMAGE_INSIDE, OWNER_LABEL, RUNTIME_LABEL, owner_label
@@ -330,13 +331,15 @@ def build_on_engine(
             code = _run_agent(agent, request, result_file, tty=options.echo and sys.stdout.isatty(), echo=options.echo)
         except KeyboardInterrupt:
             if not options.dry_run:
-                agent.fetch_outputs(variant.build_name, out_dir)  # its manifest says it was interrupted
+                with holding(out_dir, f"the output folder of {board.name}"):
+                    agent.fetch_outputs(variant.build_name, out_dir)  # its manifest says it was interrupted
             raise
         if options.dry_run:
             _finished(agent, code, result_file)
             return None
         started = time.monotonic()
-        fetched = agent.fetch_outputs(variant.build_name, out_dir)
+        with holding(out_dir, f"the output folder of {board.name}"):  # as a local build of it holds it
+            fetched = agent.fetch_outputs(variant.build_name, out_dir)
         say(
             f"==> [{board.name}] {fetched} changed artifacts fetched into {out_dir} ({time.monotonic() - started:.1f} s)",
             flush=True,

@@ -23,6 +23,7 @@ from ..artifacts.files import write_atomically
 from ..artifacts.manifest import Manifest, finished_build
 from ..board.load import LoadedBoard
 from ..errors import StepFailed, UserError
+from ..locking import holding
 from ..settings import Settings
 from ..toolchain.stream import Tee
 from .context import BuildContext, BuildOptions
@@ -48,7 +49,13 @@ def write_editor_files(board: LoadedBoard, settings: Settings, echo: bool = True
     runtime = make_runtime("docker", settings, board, folders, echo, prepare=True)
     ctx = build_context(board, settings, runtime, Manifest(board=board.name, out_dir=folders["out"]), BuildOptions(echo=echo))
     written = []
-    with runtime, Tee(folders["out"] / "logs" / "ide.log", echo=False) as tee:
+    # the locks a build takes on these folders, in its order: make runs in the shared kernel build folder
+    with (
+        holding(folders["work"], f"this clone's work folder of {board.name}"),
+        holding(folders["build"], f"the kernel build folder of {board.name}"),
+        runtime,
+        Tee(folders["out"] / "logs" / "ide.log", echo=False) as tee,
+    ):
         sysroot_inside, sysroot_on_host = _sysroot_copy(ctx, tee)
         runtime.check(ctx.make("rust-analyzer"), tee, what="make rust-analyzer")
         kernel_project = json.loads((ctx.kernel_dir_on_host / "rust-project.json").read_text())

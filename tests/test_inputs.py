@@ -169,10 +169,21 @@ def test_a_password_in_a_tarball_url_is_never_shown():
     assert redacted("https://lab.example/l.tar.xz") == "https://lab.example/l.tar.xz"
 
 
-def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_path):
-    import hashlib
+def tar_of(path, members: dict[str, bytes], mode: str = "w"):
+    """A tar archive at `path` holding `members` (name -> content) as they are, names unchecked."""
     import io
     import tarfile
+
+    with tarfile.open(path, mode) as packed:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            packed.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_path):
+    import hashlib
 
     from fakes import RecordingRuntime
 
@@ -181,12 +192,7 @@ def test_a_tarball_with_a_member_outside_the_tree_is_refused_in_one_line(tmp_pat
     from crossboard.pipeline.pipeline import build, build_folders
     from crossboard.settings import Settings
 
-    archive = tmp_path / "evil.tar"
-    with tarfile.open(archive, "w") as packed:
-        for name in ("linux/Makefile", "../../escaped"):
-            info = tarfile.TarInfo(name)
-            info.size = 2
-            packed.addfile(info, io.BytesIO(b"x\n"))
+    archive = tar_of(tmp_path / "evil.tar", {"linux/Makefile": b"x\n", "../../escaped": b"x\n"})
     sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
     boards = copy_project(tmp_path)
     board = load_board(
@@ -316,17 +322,9 @@ def test_an_earlier_manifest_crossboard_did_not_write_is_as_none(tmp_path, text)
 
 
 def test_a_devel_bundle_holding_a_file_and_a_file_inside_it_is_one_line(tmp_path):
-    import io
-    import tarfile
-
     from crossboard.pipeline.source import _extract
 
-    bundle = tmp_path / "bundle.tar.gz"
-    with tarfile.open(bundle, "w:gz") as tar:
-        for name in ("x", "x/y"):
-            info = tarfile.TarInfo(name)
-            info.size = 1
-            tar.addfile(info, io.BytesIO(b"z"))
+    bundle = tar_of(tmp_path / "bundle.tar.gz", {"x": b"z", "x/y": b"z"}, "w:gz")
     with pytest.raises(UserError, match=r"kernel.source.devel: .*bundle.tar.gz: .*; nothing was kept"):
         _extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
 
@@ -356,35 +354,20 @@ def test_a_kernel_makefile_with_a_suffix_on_its_patchlevel_is_read(tmp_path):
 
 def test_a_devel_bundle_with_a_damaged_gzip_crc_is_refused_and_nothing_kept(tmp_path):
     """The audit's r02: tarfile stops at the end-of-archive marker, so a bad CRC went unseen."""
-    import io
-    import tarfile
-
     from crossboard.pipeline.source import _extract
 
-    packed = io.BytesIO()
-    with tarfile.open(fileobj=packed, mode="w:gz") as tar:
-        info = tarfile.TarInfo("tree/Makefile")
-        info.size = 5
-        tar.addfile(info, io.BytesIO(b"all:\n"))
-    damaged = bytearray(packed.getvalue())
+    bundle = tar_of(tmp_path / "bundle.tar.gz", {"tree/Makefile": b"all:\n"}, "w:gz")
+    damaged = bytearray(bundle.read_bytes())
     damaged[-8] ^= 0xFF  # the CRC32 in the gzip trailer
-    bundle = tmp_path / "bundle.tar.gz"
     bundle.write_bytes(bytes(damaged))
     with pytest.raises(UserError, match=r"kernel.source.devel: .*bundle.tar.gz: .*CRC.*; nothing was kept"):
         _extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
 
 
 def test_a_bundle_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
-    import io
-    import tarfile
-
     from crossboard.pipeline import source
 
-    bundle = tmp_path / "bundle.tar.gz"
-    with tarfile.open(bundle, "w:gz") as tar:
-        info = tarfile.TarInfo("tree/big")
-        info.size = 4096
-        tar.addfile(info, io.BytesIO(b"\0" * 4096))
+    bundle = tar_of(tmp_path / "bundle.tar.gz", {"tree/big": b"\0" * 4096}, "w:gz")
     monkeypatch.setattr(source, "UNPACKED_LIMIT", 1024)
     with pytest.raises(UserError, match="unpacks to 0 MiB, over the 0 GiB a kernel tree takes"):
         source._extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))

@@ -272,3 +272,16 @@ def test_through_an_apt_proxy_that_kept_the_locked_version_the_build_gets_it_aga
         assert probe_version(docker, image.id) == "1.0"
     finally:
         remove_images(docker, probe_profile)
+
+
+def test_a_mirror_that_does_not_answer_is_one_line_and_nothing_is_tagged(docker, tmp_path):
+    from fakes import invoke
+
+    from crossboard.settings import default_base_image
+
+    mirror = f"http://127.0.0.1:{free_port_below_32768()}/debian"
+    done = invoke("toolchain", "--profile", "trixie", "--mirror", mirror, CROSSBOARD_CACHE=str(tmp_path / "cache"), timeout=300)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert done.stderr.startswith("crossboard: error: debootstrap failed") and done.stderr.count("\n") == 1
+    assert docker.images.list(name=default_base_image(mirror)) == []
+    assert not (tmp_path / "cache/toolchain-choice.json").exists()  # a mirror that failed is not remembered

@@ -169,7 +169,7 @@ class RecordingRuntime(Runtime):
             self._make(argv)
         elif argv[:2] == ["sh", "-c"] and "install-extmod-build" in argv[2]:
             self._assemble_devel_bundle(argv[2])
-        elif argv[0] == "cargo":
+        elif argv[:2] == ["cargo", "build"]:
             self._cargo(argv, tee)
         return 0
 

@@ -61,6 +61,8 @@ def kinds(commands) -> list[str]:
             named.append("install-extmod-build" if "install-extmod-build" in argv[2] else "sh -c")
         elif argv[0] == "sh":
             named.append(argv[1].rsplit("/", 1)[1])
+        elif argv[:2] == ["cargo", "fetch"]:
+            named.append("cargo fetch")
         else:
             named.append(argv[0])
     return named
@@ -110,7 +112,7 @@ def test_a_changed_app_rebuilds_the_app_alone(lab):
     lab.build()
     (lab.project / "apps/hello/src/main.rs").write_text('fn main() { println!("changed"); }\n')
     _, commands = lab.build()
-    assert kinds(commands) == ["cargo", "llvm-readelf"]
+    assert kinds(commands) == ["cargo fetch", "cargo", "llvm-readelf"]  # crates with the network, the build without
 
 
 def test_a_changed_fragment_configures_and_builds_the_kernel_and_modules_again_but_not_the_app(lab):
@@ -361,7 +363,7 @@ def test_a_board_on_a_devel_bundle_builds_its_modules_and_apps_only(lab):
     first, board = bundle_board(lab)
     manifest, commands = lab.build(board)
     assert [record.name for record in manifest.steps] == ["source", "toolchain-check", "modules", "apps", "collect"]
-    assert kinds(commands) == ["rustc", "bindgen", "clang", "make M=hello_rust", "cargo", "llvm-readelf"]
+    assert kinds(commands) == ["rustc", "bindgen", "clang", "make M=hello_rust", "cargo fetch", "cargo", "llvm-readelf"]
     module_make = next(argv for argv in commands if argv[0] == "make")
     assert not any(arg.startswith("O=") for arg in module_make)  # the bundle is source and build folder in one
     assert module_make[2].startswith(f"{lab.settings.cache_dir}/sources/devel_")

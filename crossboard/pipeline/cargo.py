@@ -56,6 +56,16 @@ def build_flags(app: App, has_lock: bool) -> list[str]:
     return flags
 
 
+def fetch_argv(build: list[str]) -> list[str]:
+    """`cargo fetch` of what `build` (a `cargo build` argv) needs: the same manifest, target and lock."""
+    keep = {"--manifest-path", "--target"}
+    fetch = ["cargo", "fetch"]
+    for index, arg in enumerate(build):
+        if arg in keep:
+            fetch += [arg, build[index + 1]]
+    return fetch + (["--locked"] if "--locked" in build else [])
+
+
 def chosen_binaries(app: App, index: int, made: list[str], default_run: str | None) -> tuple[list[str], str]:
     """(the binaries to deploy, the one deploy runs): those the board file names (`bins:`, `run:`), else
     every binary cargo made and its package's default-run, or its one binary. One line naming the app and

@@ -501,8 +501,11 @@ def _apps_plan(ctx: BuildContext) -> list[str]:
         runner, argv, env, cwd = _app_command(ctx, index, builder)
         where = f"on the host in {cwd}: " if isinstance(runner, HostRuntime) else f"in {cwd}: "
         path = [f"PATH={CROSS_PATH}:$PATH"] if "PATH" in env else []
-        shown = path + [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "PATH"]
-        lines.append(where + " ".join(shown) + " " + ctx.show(argv))
+        shown = " ".join(path + [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "PATH"]) + " "
+        if builder == "cargo":  # with the network, then without
+            lines.append(where + shown + ctx.show(cargo.fetch_argv(argv)))
+            argv = [*argv, "--offline"]
+        lines.append(where + shown + ctx.show(argv))
     return lines
 
 
@@ -515,8 +518,15 @@ def _apps_run(ctx: BuildContext) -> str:
             package = cargo.package_of(app, index, app_dir)
             runner, argv, env, cwd = _app_command(ctx, index, builder)
             messages = cargo.CargoMessages(tee)
-            with runner.widened(network=True) as fetching:  # cargo may fetch the app's crates
-                fetching.check(argv, messages, what=f"building app {app_dir.name} with {builder}", env=env, cwd=cwd)
+            what = f"building app {app_dir.name} with {builder}"
+            if builder == "cross":  # cross starts its own container, with the network (README: Limits)
+                runner.check(argv, messages, what=what, env=env, cwd=cwd)
+            else:  # the crates fetched with the network, then built (build scripts run) without it
+                with runner.widened(network=True) as fetching:
+                    fetching.check(
+                        cargo.fetch_argv(argv), tee, what=f"fetching the crates of app {app_dir.name}", env=env, cwd=cwd
+                    )
+                runner.check([*argv, "--offline"], messages, what=what, env=env, cwd=cwd)
             binaries, run = cargo.chosen_binaries(app, index, messages.executables(), package["default-run"])
             taken = [name for name in binaries if name in ctx.manifest.app_glibc]
             if taken:

@@ -93,23 +93,20 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
 
 
 def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(virtual_board, tmp_path):
+    release = finished_build(virtual_board.out_dir, "qemu-arm64").kernel_release  # 6.12.N-crossboard, N as Debian has it
+    other = release.replace("-crossboard", "-somebody")
     out = tmp_path / "out" / "qemu-arm64"
     (out / "modules").mkdir(parents=True)
     module = out / "modules/rust_minimal.ko"
-    module.write_bytes(
-        (virtual_board.out_dir / "modules/rust_minimal.ko")
-        .read_bytes()
-        .replace(b"vermagic=6.12.107-crossboard", b"vermagic=6.12.107-somebody")
-    )
+    built = (virtual_board.out_dir / "modules/rust_minimal.ko").read_bytes()
+    module.write_bytes(built.replace(f"vermagic={release}".encode(), f"vermagic={other}".encode()))
     manifest = Manifest(board="qemu-arm64", out_dir=out)
     manifest.add_artifact(module, "module")
     manifest.finish("done")
     board = virtual_board.board
     report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False), virtual_board.settings.access())
     assert not report["ok"]
-    assert report["modules"][0]["refused"].startswith(
-        "rust_minimal was built for 6.12.107-somebody but the board runs 6.12.107-crossboard"
-    )
+    assert report["modules"][0]["refused"].startswith(f"rust_minimal was built for {other} but the board runs {release}")
     with virtual_board.settings.access().open(board) as remote:
         assert remote.run("test -d /sys/module/rust_minimal").code != 0
         assert remote.run("uname -r").code == 0

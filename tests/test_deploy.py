@@ -108,7 +108,7 @@ def test_a_module_the_build_does_not_have_is_refused_before_connecting(lab):
     from sshd import free_port
 
     board = lab.board("typo", free_port(), module_release="6.12.107-crossboard")
-    with pytest.raises(StepFailed):
+    with pytest.raises(UserError, match="deploy failed on 1 of 1 boards: typo"):  # bad input: exit 2, as the README says
         deploy_many([board], lab.out, DeployOptions(echo=False, modules=frozenset({"rust_minimall"}), wait_seconds=0), lab.access)
     report = json.loads((lab.out / "typo/deploy.json").read_text())
     assert report["error"] == "--module: the build of typo has no module rust_minimall (modules: rust_minimal)"

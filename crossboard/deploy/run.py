@@ -15,7 +15,7 @@ from ..artifacts.files import write_atomically
 from ..artifacts.manifest import FinishedBuild, finished_build
 from ..board.load import LoadedBoard
 from ..board.schema import ModuleExpect
-from ..errors import CrossboardError, InfrastructureError, StepFailed, UserError, exit_code_for
+from ..errors import CrossboardError, StepFailed, UserError, exit_code_for
 from ..progress import Progress, size
 from ..remote.access import Access
 from ..remote.connection import Cancellation
@@ -270,9 +270,9 @@ def deploy_many(
                 )
     failed = [report for report in reports if not report["ok"]]
     if failed:
-        # the README's exit code when every board failed the same way (bad input: 2, the machine: 3), else 1
-        codes = {report.get("exit_code", 1) for report in failed}
-        kind = {2: UserError, 3: InfrastructureError}.get(codes.pop(), StepFailed) if len(codes) == 1 else StepFailed
+        # bad input (a board's setup, a --module that the build lacks) is the README's exit 2 when every
+        # board that failed failed by it; a board that failed any other way is a failed step, 1
+        bad_input = all(report.get("exit_code") == 2 for report in failed)
         names = ", ".join(report["board"] for report in failed)
-        raise kind(f"deploy failed on {len(failed)} of {len(reports)} boards: {names}")
+        raise (UserError if bad_input else StepFailed)(f"deploy failed on {len(failed)} of {len(reports)} boards: {names}")
     return reports

@@ -233,8 +233,11 @@ def _make(vboard: VirtualBoard, runtime, kernel: Path, modules_tree: Path, keys:
     shutil.copyfile(keys["client_pub"], work / "authorized_keys")
     shutil.copyfile(modules_tree, work / "modules.tar.gz")
 
-    def project_file(path: Path) -> str:
-        return f"{runtime.path('project')}/{path.relative_to(vboard.board.project_root)}"
+    def crossboard_file(path: Path) -> str:
+        """crossboard's own script, copied beside the inputs: the board's project (a lab's board files,
+        say) need not be crossboard's checkout, so the container's project folder may not hold it."""
+        shutil.copyfile(path, work / path.name)
+        return f"{inside}/{path.name}"
 
     u_boot = vboard.virtual.boot == "u-boot"
     with runtime, Tee(vboard.out_dir / "logs" / "virtual-root.log", echo=echo) as tee:
@@ -242,7 +245,7 @@ def _make(vboard: VirtualBoard, runtime, kernel: Path, modules_tree: Path, keys:
         runtime.check(
             [
                 "sh",
-                project_file(MAKE_ROOT),
+                crossboard_file(MAKE_ROOT),
                 GUEST_DEBS,
                 f"{inside}/modules.tar.gz",
                 f"{inside}/host_key",
@@ -259,10 +262,10 @@ def _make(vboard: VirtualBoard, runtime, kernel: Path, modules_tree: Path, keys:
             runtime.check(
                 [
                     "sh",
-                    project_file(MAKE_DISK),
+                    crossboard_file(MAKE_DISK),
                     root,
                     f"{inside}/stock-Image",
-                    project_file(STOCK_EXTLINUX),
+                    crossboard_file(STOCK_EXTLINUX),
                     f"{inside}/{vboard.disk_image.name}",
                 ],
                 tee,

@@ -140,6 +140,14 @@ def test_a_broken_extlinux_conf_is_refused(broken, reason):
         extlinux.add_default_label(broken, "crossboard-x", "/x/Image", None)
 
 
+def test_a_menu_whose_one_label_is_ours_is_refused_saying_so():
+    from crossboard.deploy import extlinux
+
+    only_ours = "default crossboard-x\nlabel crossboard-x\n    linux /crossboard/x/Image\n"
+    with pytest.raises(ValueError, match="its one label is crossboard's own crossboard-x, so no stock kernel would be left"):
+        extlinux.add_default_label(only_ours, "crossboard-x", "/x/Image", None)  # was: min() arg is an empty sequence
+
+
 def test_progress_says_done_of_expected_elapsed_and_left_and_counts_kbuild_lines():
     import io
 

@@ -78,6 +78,11 @@ def add_default_label(text: str, name: str, kernel: str, fdt: str | None, initrd
         old = labels[name]
         lines = lines[: old.start] + lines[old.end :]
         _, _, labels = parse("\n".join(lines))
+    if not labels:
+        raise ValueError(
+            f"its one label is crossboard's own {name}, so no stock kernel would be left to fall back to: "
+            "put the board's menu back (invoke rollback, or an extlinux.conf.crossboard-<time> backup beside it)"
+        )
     first = min(label.start for label in labels.values())
     lines = lines[:first] + block + [""] + lines[first:]
     return _set_default("\n".join(lines) + "\n", name), default

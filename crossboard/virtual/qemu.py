@@ -20,6 +20,7 @@ from ..artifacts.manifest import finished_build
 from ..board.load import LoadedBoard, load_board
 from ..board.schema import Virtual
 from ..errors import InfrastructureError, UserError
+from ..locking import holding
 from ..settings import Settings
 from ..toolchain.stream import Tee
 from .keys import ensure_keys
@@ -369,9 +370,13 @@ def up(vboard: VirtualBoard, echo: bool = True, fresh: bool = False) -> int:
             else (f"set another port in boards/{vboard.board.name}.local.yaml")
         )
         raise UserError(f"{vboard.board.file.name}: connection.port: 127.0.0.1:{vboard.port} is in use; {where}")
-    if fresh:
-        vboard.disk.unlink(missing_ok=True)
-    media = boot_media(vboard, echo)
+    from ..pipeline.pipeline import work_folder
+
+    what = f"this clone's work folder of {vboard.board.name}"
+    with holding(work_folder(vboard.board, vboard.settings), what, print if echo else lambda line: None):
+        if fresh:
+            vboard.disk.unlink(missing_ok=True)
+        media = boot_media(vboard, echo)  # the root (and disk) made in the work folder, as a build writes it
     _remember_host_key(vboard)
     vboard.console_log.unlink(missing_ok=True)
     started = subprocess.run(qemu_command(vboard, media), capture_output=True, text=True)

@@ -104,3 +104,29 @@ def test_commands_that_bind_mount_refuse_a_remote_engine_before_asking_it_anythi
         make_runtime(
             "docker", Settings.from_environment(), load_board("qemu-arm64"), {"work": tmp_path}, echo=False, prepare=True
         )
+
+
+def test_only_this_pid_namespaces_orphans_are_removed():
+    """The audit's L11: CI jobs that share an engine and a host name but not a PID namespace saw each
+    other's builds as orphans (their pids do not exist here) and removed them."""
+    import socket
+    from types import SimpleNamespace
+
+    from crossboard.toolchain.runtime import OWNER_LABEL, owner_label, remove_orphans
+
+    dead = 2**22 + 1  # above pid_max: no such process here
+    removed = []
+
+    def container(name, label):
+        return SimpleNamespace(name=name, labels={OWNER_LABEL: label}, remove=lambda force: removed.append(name))
+
+    host, namespace, _ = owner_label().split(":")
+    containers = [
+        container("ours-dead", f"{host}:{namespace}:{dead}"),
+        container("ours-alive", owner_label()),
+        container("other-namespace", f"{host}:4026530000:{dead}"),
+        container("other-host", f"elsewhere-{socket.gethostname()}:{namespace}:{dead}"),
+        container("older-label", f"{host}:{dead}"),
+    ]
+    client = SimpleNamespace(containers=SimpleNamespace(list=lambda all, filters: containers))
+    assert remove_orphans(client) == ["ours-dead"] and removed == ["ours-dead"]

@@ -239,7 +239,16 @@ def image_inside() -> dict[str, str]:
 
 
 def owner_label(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}:{pid or os.getpid()}"
+    """host:pid-namespace:pid of the crossboard process a container serves: CI jobs that share an engine
+    and a host name but not a PID namespace see other pids, so each reaps only its own orphans."""
+    return f"{socket.gethostname()}:{_pid_namespace()}:{pid or os.getpid()}"
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return "unknown"
 
 
 def remove_orphans(client: docker.DockerClient) -> list[str]:
@@ -248,9 +257,10 @@ def remove_orphans(client: docker.DockerClient) -> list[str]:
     removed = []
     # every state: a process killed between creating and starting its container leaves one never started
     for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-        host, _, pid = container.labels[OWNER_LABEL].rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or Path(f"/proc/{pid}").exists():
-            continue
+        host, namespace, pid = (container.labels[OWNER_LABEL].split(":") + ["", ""])[:3]
+        mine = host == socket.gethostname() and namespace == _pid_namespace() != "unknown"
+        if not mine or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue  # another machine's, another PID namespace's (which this one cannot see), or alive
         try:
             container.remove(force=True)
             removed.append(container.name)

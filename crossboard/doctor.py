@@ -13,7 +13,7 @@ from .pipeline.toolcheck import check_tools
 from .settings import Settings
 from .toolchain.base_image import MADE_BY_US
 from .toolchain.engine import docker_client
-from .toolchain.image import REPOSITORY, current_image
+from .toolchain.image import LABEL_PREFIX, REPOSITORY, current_image, tag_of
 from .toolchain.profiles import Profile, load_profile, profile_names
 from .toolchain.runtime import DockerRuntime, Runtime
 
@@ -58,7 +58,7 @@ def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedB
     if image is None:
         stale = [
             tag
-            for image in client.images.list(REPOSITORY, filters={"label": f"org.crossboard.profile={profile.name}"})
+            for image in client.images.list(REPOSITORY, filters={"label": f"{LABEL_PREFIX}profile={profile.name}"})
             for tag in image.tags
         ]
         return [
@@ -69,8 +69,8 @@ def _profile_checks(client, settings: Settings, profile: Profile, board: LoadedB
                 f"run `invoke toolchain --profile {profile.name}`",
             )
         ]
-    ref = next(tag for tag in image.tags if tag.startswith(REPOSITORY))
-    moved = image.labels.get("org.crossboard.moved", "")
+    ref = tag_of(image)
+    moved = image.labels.get(f"{LABEL_PREFIX}moved", "")
     checks = [
         Check(True, f"toolchain image {ref} is current ({profile.description})"),
         Check(

@@ -294,7 +294,14 @@ def invoke(*arguments: str, timeout: float = 120, **settings: str) -> subprocess
     )
 
 
+def held_packages(docker, image_ref: str) -> dict[str, str]:
+    """The Debian version of each package a toolchain image's profile names, from the image's labels."""
+    from crossboard.toolchain.image import LABEL_PREFIX, packages_label
+
+    return packages_label(docker.images.get(image_ref).labels[f"{LABEL_PREFIX}packages"])
+
+
 def held_version(docker, image_ref: str, package: str) -> str:
     """The upstream version of a package a toolchain image holds, from its labels: `1:21.1.8-3~bpo13+2` is 21.1.8."""
-    held = dict(item.split("=", 1) for item in docker.images.get(image_ref).labels["org.crossboard.packages"].split())
+    held = held_packages(docker, image_ref)
     return re.match(r"^(?:\d+:)?([0-9.]*[0-9])", held[package])[1]  # type: ignore[index]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import QUIET
-from fakes import copy_project
+from fakes import copy_project, held_packages
 
 from crossboard.board.load import load_board
 from crossboard.pipeline.ide import write_editor_files
@@ -63,8 +63,7 @@ def test_rust_analyzer_of_the_profiles_release_resolves_every_import(editor_file
     cache folders mounted at the same paths, so it reads the files exactly as an editor here would."""
     board, _ = editor_files
     module = board.module_dirs()[0]
-    held = dict(item.split("=", 1) for item in docker.images.get(toolchain_image.ref).labels["org.crossboard.packages"].split())
-    version = held["rustc"]  # rust-analyzer of the very rustc the image holds
+    version = held_packages(docker, toolchain_image.ref)["rustc"]  # rust-analyzer of the very rustc the image holds
     script = (
         "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -qq -y --no-install-recommends "
         f"rust-analyzer={version} >/dev/null && rust-analyzer diagnostics {module}"

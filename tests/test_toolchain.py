@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from debian.debian_support import Version
-from fakes import held_version, invoke
+from fakes import held_packages, held_version, invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.board.load import load_board
@@ -67,7 +67,7 @@ def test_image_holds_the_pinned_toolchain(docker, toolchain_image):
     assert "clang version 19.1." in versions and "LLD 19.1." in versions
     assert "glibc-arm64=2.41" in versions
     labels = docker.images.get(toolchain_image.ref).labels
-    recorded = dict(pin.split("=", 1) for pin in labels["org.crossboard.packages"].split())
+    recorded = held_packages(docker, toolchain_image.ref)
     assert recorded.keys() == {spec.name for spec in profile.packages()}
     # the image holds what the lock says, package by package, unless the archive moved (then it says so)
     installed = installed_packages(docker, toolchain_image.id)

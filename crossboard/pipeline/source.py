@@ -22,6 +22,7 @@ from ..board.load import LoadedBoard
 from ..board.schema import Git, KernelSource, Tarball
 from ..errors import InfrastructureError, StepFailed, UserError
 from ..locking import holding
+from ..toolchain.image import packages_label
 from ..toolchain.profiles import locked_version
 from ..toolchain.runtime import Runtime
 from ..toolchain.stream import Tee
@@ -66,7 +67,7 @@ def plan_source(board: LoadedBoard, cache_dir: Path, image: dict | None = None) 
     if bundle := board.devel_bundle():
         return SourcePlan(mount=sources, key=f"devel_{sha256_once(bundle)[:16]}", bundle=bundle)
     if source.debian is not None:
-        held = dict(item.split("=", 1) for item in (image or {}).get("packages", "").split())
+        held = packages_label((image or {}).get("packages", ""))
         version = held.get(source.debian) or locked_version(board.profile.lock(), source.debian) or "unlocked"
         return SourcePlan(mount=sources, key=f"{source.debian}_{version}".replace(":", "_"))
     if source.tarball is not None:

@@ -88,16 +88,17 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         raise UserError(f"{ssh_config}: Host {host}: Port {config.get('port')!r} is not a number") from None
     user = connection.user or config.get("user", "root")
     hostname = str(config.get("hostname", host))
-    if connection.key and not (base_dir / Path(connection.key).expanduser()).is_file():
-        raise UserError(f"{host}: connection.key: no such file {base_dir / Path(connection.key).expanduser()}")
+    key_file = base_dir / Path(connection.key).expanduser() if connection.key else None
+    if key_file is not None and not key_file.is_file():
+        raise UserError(f"{host}: connection.key: no such file {key_file}")
+    if key_file is not None:
+        _check_key(key_file, host)
     # ssh passes over IdentityFile entries that do not exist; so does crossboard
     keys = (
         [connection.key]
         if connection.key
         else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
     )
-    if connection.key:
-        _check_key(base_dir / Path(connection.key).expanduser(), host)
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")

@@ -10,7 +10,7 @@ from ..artifacts.files import writing_atomically
 from ..errors import UserError
 from ..settings import Settings
 from .engine import docker_client
-from .image import LABEL_PREFIX, REPOSITORY, current_image
+from .image import LABEL_PREFIX, current_image, tag_of
 from .profiles import Profile
 
 
@@ -22,7 +22,7 @@ def export_image(settings: Settings, profile: Profile, file: Path) -> str:
         raise UserError(
             f"--export: profile {profile.name} has no image here yet: invoke toolchain --profile {profile.name} first"
         )
-    tag = next(tag for tag in image.tags if tag.startswith(REPOSITORY))
+    tag = tag_of(image)
     try:
         with writing_atomically(file) as out:
             for chunk in image.save(named=tag):

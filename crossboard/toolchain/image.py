@@ -114,11 +114,17 @@ def current_image(client: docker.DockerClient, settings: Settings, profile: Prof
 def image_ref(client: docker.DockerClient | None, settings: Settings, profile: Profile) -> str:
     """The tag of the profile's current image; `<repository>:<profile>` while there is none (a plan)."""
     image = current_image(client, settings, profile) if client is not None else None
-    return _tag_of(image) if image is not None else f"{REPOSITORY}:{profile.name}"
+    return tag_of(image) if image is not None else f"{REPOSITORY}:{profile.name}"
 
 
-def _tag_of(image) -> str:
+def tag_of(image) -> str:
+    """The toolchain repository's tag of an image crossboard built (its id where it has none)."""
     return next((tag for tag in image.tags if tag.startswith(f"{REPOSITORY}:")), image.id)
+
+
+def packages_label(text: str) -> dict[str, str]:
+    """The `org.crossboard.packages` label (as the manifest's `image` copies it): name -> version."""
+    return dict(item.split("=", 1) for item in text.split())
 
 
 def context_tar(files: dict[str, bytes]) -> io.BytesIO:
@@ -152,7 +158,7 @@ def ensure_toolchain(
     profile.check_lock()
     image = None if fresh else current_image(client, settings, profile)
     if image is not None:
-        return ToolchainImage(ref=_tag_of(image), id=image.id, built_now=False, profile=profile.name, moved=_moved_label(image))
+        return ToolchainImage(ref=tag_of(image), id=image.id, built_now=False, profile=profile.name, moved=_moved_label(image))
     if settings.apt_proxy:
         check_proxy(settings.apt_proxy)
     ensure_base_image(client, settings, tee, progress_mode)

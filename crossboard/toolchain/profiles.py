@@ -10,6 +10,7 @@ the same name wins, so a profile can bring its own guest-packages.txt).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -68,10 +69,7 @@ class Profile:
     def packages(self) -> list[PackageSpec]:
         """packages.txt's lines; a line that is not `name[:arch][/suite] [>= floor]` is one error naming it."""
         file, specs = self.folder / "packages.txt", []
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
+        for number, line in _meaningful_lines(file):
             match = SPEC_LINE.match(line)
             if match is None or (match["floor"] and not _is_version(match["floor"])):
                 raise UserError(f"{_shown(file)}:{number}: {line!r} is not `name[:arch][/suite] [>= version]`")
@@ -83,10 +81,7 @@ class Profile:
         file, pins = self.folder / LOCK, dict[str, str]()
         if not file.is_file():
             return pins
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
+        for number, line in _meaningful_lines(file):
             match = LOCK_LINE.match(line)
             if match is None or not _is_version(match["version"]):
                 raise UserError(f"{_shown(file)}:{number}: {line!r} is not `name:arch=version`")
@@ -116,6 +111,13 @@ def locked_version(lock: dict[str, str], name: str, arch: str | None = None) -> 
     if arch:
         return lock.get(f"{name}:{arch}")
     return next((version for package, version in lock.items() if package.split(":", 1)[0] == name), None)
+
+
+def _meaningful_lines(file: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line with more than a comment, as packages.txt and the lock are read."""
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if line := line.split("#", 1)[0].strip():
+            yield number, line
 
 
 def _is_version(text: str) -> bool:

@@ -104,6 +104,17 @@ def no_sources_base(settings, docker):
     return BASE
 
 
+@pytest.fixture(autouse=True)
+def no_layers_left(docker):
+    """A build refused halfway keeps the layers of the steps before (Docker's build cache): the test's
+    own are removed after it, those on the test base only."""
+    yield
+    base = docker.images.list(name=BASE)
+    for image in docker.images.list(filters={"dangling": True}) if base else []:
+        if any(layer["Id"] == base[0].id for layer in image.history()):
+            docker.images.remove(image.id, force=True)
+
+
 @pytest.fixture
 def probe_profile(tmp_path, archive):
     """A profile whose image installs the probe and downloads it for a guest, with a floor of 0.5."""
@@ -162,6 +173,8 @@ def test_an_image_falls_back_to_what_the_archive_offers_now_and_says_what_moved(
         assert prepare_toolchain(probe_settings, probe_profile, echo=False)[1].built_now is False
         assert update_lock(probe_settings, probe_profile, echo=False) == [f"-{PROBE}:amd64=1.0", f"+{PROBE}:amd64=2.0"]
         assert prepare_toolchain(probe_settings, probe_profile, echo=False)[1].moved == ()
+        # no build left a container behind (the label step's, say)
+        assert docker.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}profile=probe"}) == []
     finally:
         remove_images(docker, probe_profile)
 

@@ -265,7 +265,8 @@ def _label(client, settings: Settings, profile: Profile, image_id: str, lock, in
     dockerfile = f"FROM {image_id}\nLABEL " + " ".join(f"{key}={json.dumps(value)}" for key, value in labels.items()) + "\n"
     try:
         context = context_tar({"Dockerfile": dockerfile.encode()})
-        for chunk in client.api.build(fileobj=context, custom_context=True, tag=ref, decode=True):
+        # rm: the classic builder otherwise leaves the container it committed the LABEL step in
+        for chunk in client.api.build(fileobj=context, custom_context=True, tag=ref, rm=True, forcerm=True, decode=True):
             if "error" in chunk:
                 raise InfrastructureError(f"labelling {ref} failed: {chunk['error'].strip()}")
     except (APIError, BuildError) as error:

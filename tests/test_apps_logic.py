@@ -102,3 +102,21 @@ def test_an_app_whose_binary_is_not_named_after_its_package_is_built_collected_a
     assert manifest.app_binaries == {"apps/hello": {"binaries": ["greet"], "run": "greet"}}
     built = finished_build(manifest.out_dir, "fake")
     assert app_to_run(built, "apps/hello") == "greet" and built.app_glibc == {"greet": ""}
+
+
+def test_crates_are_fetched_before_the_build_and_a_cargo_configuration_a_build_left_is_removed_first(tmp_path):
+    """A build script can write the work folder's cargo home (the build's CARGO_HOME); a config.toml
+    there naming a rustc wrapper would run at the next fetch, which has the network (audit M2)."""
+    boards = copy_project(tmp_path)
+    url, sha256 = fake_kernel_tarball(tmp_path)
+    board = fake_board(boards, "fake", f"tarball: {{url: '{url}', sha256: {sha256}}}")
+    settings = Settings(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", base_image="-", debian_mirror="-")
+    runtime = RecordingRuntime(build_folders(board, settings))
+    planted = runtime.folders["work"] / "cargo-home/config.toml"
+    planted.parent.mkdir(parents=True)
+    planted.write_text('[build]\nrustc-wrapper = "/tmp/evil"\n')
+    build(board, settings, BuildOptions(echo=False, app_builder="cargo"), runtime=runtime)
+    assert not planted.exists()
+    cargo_commands = [argv for argv in runtime.commands if argv[0] == "cargo"]
+    assert [argv[:2] for argv in cargo_commands] == [["cargo", "fetch"], ["cargo", "build"]]
+    assert cargo_commands[1][-1] == "--offline"

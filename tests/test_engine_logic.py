@@ -31,10 +31,17 @@ def test_project_files_leave_out_what_builds_write(tmp_path):
 
 
 def test_changes_send_new_and_changed_files_and_remove_the_gone():
-    sent = {"a": "1:-", "b": "2:-", "gone": "3:-"}
+    far = {"a": "1:-", "b": "2:-", "gone": "3:-"}
     local = {"a": "1:-", "b": "2:x", "new": "4:-"}
-    assert changes(local, sent) == (["b", "new"], ["gone"])
+    assert changes(local, far) == (["b", "new"], ["gone"])
     assert changes(local, local) == ([], [])
+
+
+def test_what_the_engine_holds_as_another_thing_than_a_file_is_removed_and_sent_again():
+    # a link planted where crossboard/steps.py was, or a planted file beside it
+    far = {"crossboard/steps.py": "not a file", "crossboard/evil.py": "5:-"}
+    send, remove = changes({"crossboard/steps.py": "1:-"}, far)
+    assert (send, remove) == (["crossboard/steps.py"], ["crossboard/evil.py", "crossboard/steps.py"])
 
 
 def test_a_file_made_executable_counts_as_changed(tmp_path):

@@ -14,7 +14,7 @@ from crossboard.errors import InfrastructureError
 from crossboard.pipeline.engine_build import Agent
 
 pytestmark = pytest.mark.fast
-REMOTE = "/crossboard/projects/p/out/b"
+REMOTE = "/crossboard/state/out/b"
 
 
 class FakeContainer:
@@ -42,8 +42,8 @@ class FakeContainer:
 
 
 def agent_with(container: FakeContainer) -> Agent:
-    agent = Agent(client=None, image=None, project_dir="/crossboard/projects/p", volume="v")  # type: ignore[arg-type]
-    agent.container = container  # type: ignore[assignment]
+    agent = Agent(client=None, image=None, key="p")  # type: ignore[arg-type]
+    agent.builder = container  # type: ignore[assignment]
     return agent
 
 

@@ -66,6 +66,13 @@ def fetch_argv(build: list[str]) -> list[str]:
     return fetch + (["--locked"] if "--locked" in build else [])
 
 
+def remove_configuration(cargo_home: Path) -> None:
+    """A cargo home's own configuration files (config.toml can name a rustc wrapper, credentials a
+    provider to run), which crossboard's cargo homes never have but a build's code could write."""
+    for name in ("config", "config.toml", "credentials", "credentials.toml"):
+        (cargo_home / name).unlink(missing_ok=True)
+
+
 def chosen_binaries(app: App, index: int, made: list[str], default_run: str | None) -> tuple[list[str], str]:
     """(the binaries to deploy, the one deploy runs): those the board file names (`bins:`, `run:`), else
     every binary cargo made and its package's default-run, or its one binary. One line naming the app and

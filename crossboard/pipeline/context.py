@@ -41,6 +41,10 @@ class BuildOptions:
     plain: bool = False  # progress as a plain line a minute even on a terminal (--quiet)
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     app_builder: str = "auto"  # auto, cross or cargo: see steps.app_builder
+    # "all": each step fetches what it needs (with the network) and builds; "fetch": only the fetching,
+    # "build": only the building, the fetching done by a "fetch" pass before (an engine runs the two
+    # in different containers: the network and the shared sources only for the first)
+    phase: str = "all"
 
 
 @dataclass

@@ -2,9 +2,12 @@
 (or a Docker context so set), or `--runtime volumes` on any engine.
 
 crossboard's own build runs inside the board's toolchain image on that engine (engine_agent.py), as
-`--runtime host` does in CI jobs already inside the image. The kernel cache lives in a named volume
-on the engine shared by every project; this project (board files, modules, apps, crossboard itself)
-and its outputs in a volume of its own. The project goes in and the outputs come back as archives,
+`--runtime host` does in CI jobs already inside the image, in two passes that keep a local build's
+confinement: a fetch pass, with the network and the right to unpack kernel sources, that runs no build
+code; then the build pass, with no network, the project and the sources read-only. Neither runs as
+root. The kernel sources live in a volume on the engine shared by every project; this project (board
+files, modules, apps, crossboard itself) in a volume of its own, written only by the sync; its kernel
+build folders and outputs in a third. The project goes in and the outputs come back as archives,
 changed files only, so a build that changes nothing moves almost nothing. The image is built on the
 engine from the same context as a local one.
 """
@@ -41,15 +44,36 @@ from ..toolchain.runtime import IMAGE_INSIDE, OWNER_LABEL, RUNTIME_LABEL, owner_
 from .context import BuildOptions
 
 AGENT_ROOT = "/crossboard"
-CACHE_VOLUME = "crossboard-cache"  # sources, kernel build folders, work folders: shared by every project
+STATE_DIR = f"{AGENT_ROOT}/state"  # the project's kernel build folders, work folders, out/ and a home
+SOURCES_DIR = f"{STATE_DIR}/cache/sources"  # where the cache's sources are, as a local build has them
+SOURCES_VOLUME = "crossboard-sources"  # kernel trees, shared by every project: written by fetch passes only
 VOLUME_LABEL = "org.crossboard.volume"
-SYNC_INDEX = ".crossboard-sync.json"  # in the project volume: what each file sent was (its sha256)
+BUILD_USER = "10000:10000"  # no one's on the engine: the build never runs as root there
 BUNDLES = ".crossboard-inputs"  # devel bundles from outside the project, in the project volume
 # Never sent: what builds make, tools' caches, history. A project without these is small.
 LEFT_OUT = frozenset(
     {".git", "out", "target", "__pycache__", ".crossboard", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 )
 STOP_SECONDS = 30  # how long an interrupted build on the engine gets to write its manifest
+# What the engine's copy of the project holds, read from the files themselves (never from a record the
+# engine keeps, which a build there could have changed): {path: fingerprint, or "not a file"}. Run with
+# the image's python, not crossboard's far copy, which is what it checks.
+FAR_FINGERPRINTS = r"""
+import hashlib, json, os, stat, sys
+root, found = sys.argv[1], {}
+def walk(folder):
+    for entry in os.scandir(folder):
+        mode, name = entry.stat(follow_symlinks=False).st_mode, os.path.relpath(entry.path, root)
+        if stat.S_ISDIR(mode):
+            walk(entry.path)
+        elif stat.S_ISREG(mode):
+            with open(entry.path, "rb") as stream:
+                found[name] = hashlib.file_digest(stream, "sha256").hexdigest() + (":x" if mode & 0o111 else ":-")
+        else:
+            found[name] = "not a file"
+walk(root)
+print(json.dumps(found))
+"""
 
 
 def project_files(root: Path) -> dict[str, Path]:
@@ -70,22 +94,31 @@ def fingerprint(path: Path) -> str:
     return f"{sha256_of(path)}:{'x' if path.stat().st_mode & 0o111 else '-'}"
 
 
-def changes(local: dict[str, str], sent: dict[str, str]) -> tuple[list[str], list[str]]:
-    """(files to send, files to remove) to make the far end's project `local`."""
-    return sorted(name for name, print_ in local.items() if sent.get(name) != print_), sorted(set(sent) - set(local))
+def changes(local: dict[str, str], far: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(files to send, paths to remove first) to make the far end's project `local`: what it has and
+    this project has not, and what is there as another thing than a file."""
+    send = sorted(name for name, print_ in local.items() if far.get(name) != print_)
+    remove = sorted(name for name, print_ in far.items() if name not in local or print_ == "not a file")
+    return send, remove
+
+
+def project_key(root: Path) -> str:
+    """One key per project on this machine: two clones never share outputs, module copies or app targets."""
+    return hashlib.sha256(f"{socket.gethostname()}:{root.resolve()}".encode()).hexdigest()[:12]
 
 
 def project_volume(root: Path) -> str:
-    """One volume per project on this machine: two clones never share outputs, module copies or app targets."""
-    return f"crossboard-project-{hashlib.sha256(f'{socket.gethostname()}:{root.resolve()}'.encode()).hexdigest()[:12]}"
+    return f"crossboard-project-{project_key(root)}"
 
 
-def _archive(members: dict[str, bytes | Path]) -> bytes:
-    """A tar of files (content or a path to read), owned by root, modes kept."""
+def _archive(members: dict[str, bytes | Path], owner: str = "0:0") -> bytes:
+    """A tar of files (content, private to `owner`, or a path to read, modes kept)."""
+    uid, gid = (int(part) for part in owner.split(":"))
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w") as tar:
         for name, content in members.items():
             info = tarfile.TarInfo(name)
+            info.uid, info.gid = uid, gid
             if isinstance(content, Path):
                 info.size, info.mode, info.mtime = (
                     content.stat().st_size,
@@ -95,90 +128,101 @@ def _archive(members: dict[str, bytes | Path]) -> bytes:
                 with content.open("rb") as stream:
                     tar.addfile(info, stream)
             else:
-                info.size, info.mode, info.mtime = len(content), 0o644, int(time.time())
+                info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
                 tar.addfile(info, io.BytesIO(content))
     return data.getvalue()
 
 
 class Agent:
-    """The toolchain container on the engine that the build runs in, with the two volumes."""
+    """The two toolchain containers on the engine that a build runs in: `fetcher`, with the network and
+    the shared sources writable, and `builder`, with neither and the project read-only."""
 
-    def __init__(self, client: docker.DockerClient, image: ToolchainImage, project_dir: str, volume: str):
-        self.client, self.image, self.project_dir, self.volume = client, image, project_dir, volume
-        self.container: Container | None = None
+    def __init__(self, client: docker.DockerClient, image: ToolchainImage, key: str):
+        self.client, self.image = client, image
+        self.project_dir = f"{AGENT_ROOT}/projects/{key}"
+        self.volumes = {"project": f"crossboard-project-{key}", "state": f"crossboard-state-{key}"}
+        self.fetcher: Container | None = None
+        self.builder: Container | None = None
 
     def start(self) -> Agent:
-        for name in (CACHE_VOLUME, self.volume):
+        for name in (SOURCES_VOLUME, *self.volumes.values()):
             self.client.volumes.create(name, labels={VOLUME_LABEL: "crossboard"})
-        self.container = self.client.containers.create(
+        # the project's files are root's (the sync's), so the build user cannot change them in either;
+        # root's commands (the sync, one chown) run in the fetcher, whose passes run as the build user
+        self.fetcher = self._container("fetch", network=True, read_only=frozenset(), root_commands=True)
+        self.builder = self._container("build", network=False, read_only=frozenset({"project", "sources"}))
+        # the engine makes a new volume's folder root's: the state and the sources become the build user's
+        self.check(self.fetcher, ["chown", BUILD_USER, STATE_DIR, f"{STATE_DIR}/cache", SOURCES_DIR], "0:0")
+        return self
+
+    def _container(self, role: str, network: bool, read_only: frozenset[str], root_commands: bool = False) -> Container:
+        mounts = {"project": (self.project_dir, self.volumes["project"]), "state": (STATE_DIR, self.volumes["state"])}
+        mounts["sources"] = (SOURCES_DIR, SOURCES_VOLUME)  # inside the state's cache: the engine mounts it after
+        container = self.client.containers.create(
             self.image.ref,
             ["sleep", "infinity"],
-            name=f"crossboard-engine-{uuid.uuid4().hex[:12]}",
+            name=f"crossboard-engine-{role}-{uuid.uuid4().hex[:12]}",
             init=True,
-            user="0:0",  # the volumes are the engine's and root's; the container can do nothing else as root
-            mounts=[
-                Mount(f"{AGENT_ROOT}/cache", CACHE_VOLUME),
-                Mount(self.project_dir, self.volume),
-            ],
+            user="0:0" if root_commands else BUILD_USER,  # a root exec has capabilities only in a root container
+            mounts=[Mount(target, volume, read_only=name in read_only) for name, (target, volume) in mounts.items()],
             environment={
-                "CROSSBOARD_CACHE": f"{AGENT_ROOT}/cache",
-                "CROSSBOARD_OUT": f"{self.project_dir}/out",  # never sent, never removed by a sync
+                "CROSSBOARD_CACHE": f"{STATE_DIR}/cache",
+                "CROSSBOARD_OUT": f"{STATE_DIR}/out",
+                "HOME": f"{STATE_DIR}/home",
                 IMAGE_INSIDE: f"{self.image.ref}@{self.image.id}",
                 "PYTHONPATH": self.project_dir,
                 "PYTHONDONTWRITEBYTECODE": "1",
             },
             labels={RUNTIME_LABEL: "engine", OWNER_LABEL: owner_label()},
+            network_mode=None if network else "none",
             cap_drop=["ALL"],
+            cap_add=["CHOWN"] if root_commands else None,  # all root's commands need; the build user has none
             security_opt=["no-new-privileges"],
             working_dir=self.project_dir,
         )
-        self.container.start()
-        return self
+        container.start()
+        return container
 
     def remove(self) -> None:
-        if self.container is not None:
-            try:
-                self.container.remove(force=True)
-            except NotFound:
-                pass
+        for container in (self.fetcher, self.builder):
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    pass
 
     def read(self, path: str) -> bytes | None:
-        """A file on the engine's side; None when it is not there."""
-        assert self.container is not None
-        try:
-            stream, _ = self.container.get_archive(path)
-        except NotFound:
-            return None
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-            member = tar.next()
-            extracted = tar.extractfile(member) if member is not None else None
-            return extracted.read() if extracted is not None else None
+        """A file on the engine's side (the state or the project); None when it is not there."""
+        assert self.builder is not None
+        return _read(self.builder, path)
 
-    def run(self, argv: list[str], tty: bool = False) -> tuple[str, Iterator[bytes]]:
-        assert self.container is not None
+    def run(self, container: Container, argv: list[str], user: str = BUILD_USER, tty: bool = False) -> tuple[str, Iterator]:
         debug = {"CROSSBOARD_DEBUG": "1"} if os.environ.get("CROSSBOARD_DEBUG") else {}  # tracebacks there too
-        exec_id = self.client.api.exec_create(self.container.id, argv, tty=tty, environment=debug)["Id"]
+        exec_id = self.client.api.exec_create(container.id, argv, tty=tty, environment=debug, user=user)["Id"]
         return exec_id, self.client.api.exec_start(exec_id, stream=True, tty=tty)
+
+    def check(self, container: Container, argv: list[str], user: str = BUILD_USER) -> bytes:
+        """A short command's output; its failure is the engine's."""
+        exec_id, stream = self.run(container, argv, user)
+        output = b"".join(stream)
+        if self.exit_code(exec_id) != 0:
+            shown = output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise InfrastructureError(f"the Docker engine's {argv[0]} in the build's container failed: {shown[0]}")
+        return output
 
     def exit_code(self, exec_id: str) -> int | None:
         state = self.client.api.exec_inspect(exec_id)
         return None if state["Running"] else state["ExitCode"]
 
     def sync_project(self, files: dict[str, Path]) -> tuple[int, int]:
-        """Send what changed since the last build from this project; (files sent, files removed)."""
-        assert self.container is not None
-        index = f"{self.project_dir}/{SYNC_INDEX}"
-        sent = json.loads(self.read(index) or b"{}")
-        local = {name: fingerprint(path) for name, path in files.items()}
-        send, remove = changes(local, sent)
+        """Make the engine's copy of the project this one, as read from its files: (files sent, removed)."""
+        assert self.fetcher is not None
+        far = json.loads(self.check(self.fetcher, ["python3", "-c", FAR_FINGERPRINTS, self.project_dir], "0:0"))
+        send, remove = changes({name: fingerprint(path) for name, path in files.items()}, far)
         if remove:
-            _, stream = self.run(["rm", "-f", "--", *(f"{self.project_dir}/{name}" for name in remove)])
-            for _ in stream:
-                pass
-        # the index last, in the same archive: it never names a file that did not arrive
-        members: dict[str, bytes | Path] = {name: files[name] for name in send}
-        members[SYNC_INDEX] = json.dumps(local, indent=0, sort_keys=True).encode()
-        self.container.put_archive(self.project_dir, _archive(members))
+            self.check(self.fetcher, ["rm", "-rf", "--", *(f"{self.project_dir}/{name}" for name in remove)], "0:0")
+        if send:
+            self.fetcher.put_archive(self.project_dir, _archive({name: files[name] for name in send}))
         return len(send), len(remove)
 
     def fetch_outputs(self, build_name: str, out_dir: Path) -> int:
@@ -186,7 +230,7 @@ class Agent:
         file's, then the manifest (last: a manifest here always describes files that are here). Returns
         how many artifacts came. What the engine sends is checked as a local manifest is, and every file
         lands inside out_dir with the sha256 the manifest names, or nothing is written."""
-        remote = f"{self.project_dir}/out/{build_name}"
+        remote = f"{STATE_DIR}/out/{build_name}"
         manifest_bytes = self.read(f"{remote}/{MANIFEST_NAME}")
         if manifest_bytes is None:
             return 0
@@ -227,9 +271,9 @@ class Agent:
     def _fetch_folder(self, remote: str, local: Path) -> None:
         """Replace `local` with the engine's folder, whole (logs: a few small files), each file through
         tarfile's `data` filter and inside `local`."""
-        assert self.container is not None
+        assert self.builder is not None
         try:
-            stream, _ = self.container.get_archive(remote)
+            stream, _ = self.builder.get_archive(remote)
         except NotFound:
             return
         top = Path(remote).name
@@ -267,10 +311,20 @@ def inside(folder: Path, relative: str, sender: str) -> Path:
     return target
 
 
+def _read(container: Container, path: str) -> bytes | None:
+    try:
+        stream, _ = container.get_archive(path)
+    except NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        extracted = tar.extractfile(member) if member is not None else None
+        return extracted.read() if extracted is not None else None
+
+
 @contextmanager
 def agent_on(client: docker.DockerClient, image: ToolchainImage, root: Path) -> Iterator[Agent]:
-    volume = project_volume(root)
-    agent = Agent(client, image, f"{AGENT_ROOT}/projects/{volume.removeprefix('crossboard-project-')}", volume)
+    agent = Agent(client, image, project_key(root))
     try:
         yield agent.start()
     except DockerException as error:
@@ -319,23 +373,30 @@ def build_on_engine(
             f"({time.monotonic() - started:.1f} s)",
             flush=True,
         )
-        request = {
+        request: dict = {
             "board": board.name,
             "kernel_source": bundle_source or kernel_source,
             "toolchain": toolchain,
             "options": {**asdict(options), "only": sorted(options.only)},
         }
-        result_file = f"/tmp/crossboard-result-{uuid.uuid4().hex[:12]}.json"
         out_dir = settings.out_dir / variant.build_name
+        tty = options.echo and sys.stdout.isatty()
+        # a plan runs nothing: the build container alone says it
+        passes = [("all", agent.builder)] if options.dry_run else [("fetch", agent.fetcher), ("build", agent.builder)]
         try:
-            code = _run_agent(agent, request, result_file, tty=options.echo and sys.stdout.isatty(), echo=options.echo)
+            for phase, container in passes:
+                assert container is not None
+                request["options"]["phase"] = phase
+                code, result_file = _run_pass(agent, container, request, tty=tty, echo=options.echo)
+                if code != 0:
+                    break
         except KeyboardInterrupt:
             if not options.dry_run:
                 with holding(out_dir, f"the output folder of {board.name}"):
                     agent.fetch_outputs(variant.build_name, out_dir)  # its manifest says it was interrupted
             raise
         if options.dry_run:
-            _finished(agent, code, result_file)
+            _finished(container, code, result_file)
             return None
         started = time.monotonic()
         with holding(out_dir, f"the output folder of {board.name}"):  # as a local build of it holds it
@@ -344,26 +405,27 @@ def build_on_engine(
             f"==> [{board.name}] {fetched} changed artifacts fetched into {out_dir} ({time.monotonic() - started:.1f} s)",
             flush=True,
         )
-        _finished(agent, code, result_file)
+        _finished(container, code, result_file)
     return earlier_manifest(out_dir, board.name)
 
 
-def _run_agent(agent: Agent, request: dict, result_file: str, tty: bool, echo: bool) -> int:
-    """The build on the engine, its output shown as it comes; on Ctrl-C it is asked to stop (so its
-    manifest says so) and waited for, a bounded time."""
+def _run_pass(agent: Agent, container: Container, request: dict, tty: bool, echo: bool) -> tuple[int, str]:
+    """One pass of the build on the engine, its output shown as it comes: (its exit code, the file its
+    error is in). On Ctrl-C it is asked to stop (so its manifest says so) and waited for, a bounded time."""
+    result_file = f"/tmp/crossboard-result-{uuid.uuid4().hex[:12]}.json"
     agent_pid, request_file = f"{result_file}.pid", f"{result_file}.request"
-    # the request as a file, not an argument: a kernel source URL's credentials stay out of the engine's process list
-    assert agent.container is not None
-    agent.container.put_archive("/", _archive({request_file.lstrip("/"): json.dumps(request).encode()}))
+    # the request as a file the build user alone reads, not an argument: a kernel source URL's
+    # credentials stay out of the engine's process list
+    container.put_archive("/", _archive({request_file.lstrip("/"): json.dumps(request).encode()}, owner=BUILD_USER))
     argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -m crossboard.pipeline.engine_agent {request_file} {result_file}"]
-    exec_id, stream = agent.run(argv, tty=tty)
+    exec_id, stream = agent.run(container, argv, tty=tty)
     try:
         for chunk in stream:
             if echo:
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
     except KeyboardInterrupt:
-        _, stopping = agent.run(["sh", "-c", f"kill -TERM $(cat {agent_pid})"])
+        _, stopping = agent.run(container, ["sh", "-c", f"kill -TERM $(cat {agent_pid})"])
         for _ in stopping:
             pass
         deadline = time.monotonic() + STOP_SECONDS
@@ -371,14 +433,14 @@ def _run_agent(agent: Agent, request: dict, result_file: str, tty: bool, echo: b
             time.sleep(0.2)
         raise
     code = agent.exit_code(exec_id)
-    return 1 if code is None else code
+    return (1 if code is None else code), result_file
 
 
-def _finished(agent: Agent, code: int, result_file: str) -> None:
+def _finished(container: Container, code: int, result_file: str) -> None:
     if code == 0:
         return
     try:
-        result = json.loads(agent.read(result_file) or b"{}")
+        result = json.loads(_read(container, result_file) or b"{}")
     except (APIError, ValueError):
         result = {}
     raise FailedElsewhere(result.get("error") or f"the build on the engine ended with exit code {code}", result.get("code", code))

@@ -196,6 +196,8 @@ def _build_locked(
             ctx = build_context(board, settings, runtime, manifest, options)
             for step in steps:
                 _run_step(ctx, step)
+        if options.phase == "fetch":  # the build pass that follows finishes the manifest
+            return manifest
         unfinished = [record.name for record in manifest.steps if record.status not in ("done", "skipped")]
         if unfinished:
             raise StepFailed(
@@ -265,13 +267,18 @@ def _run_step(ctx: BuildContext, step: Step) -> None:
         return
     stamps.forget(stamp)
     record.status, record.log = "running", f"logs/{step.name}.log"
-    (ctx.out_dir / record.log).unlink(missing_ok=True)  # each log tells of this build only
+    phase = ctx.options.phase
+    if phase != "build":  # each log tells of this build only (a "build" pass goes on with the fetch's)
+        (ctx.out_dir / record.log).unlink(missing_ok=True)
     ctx.manifest.save()
     if ctx.options.echo:
-        print(f"==> [{ctx.board.name}] {step.name}", flush=True)
+        print(f"==> [{ctx.board.name}] {step.name}" + (" (fetch)" if phase == "fetch" else ""), flush=True)
     before = copy.deepcopy(_step_fields(ctx.manifest))  # steps change some fields in place
     started = time.monotonic()
-    record.note = step.run(ctx)
+    notes = [step.fetch(ctx)] if step.fetch and phase != "build" else []
+    if phase == "fetch":
+        return
+    record.note = "; ".join(note for note in [*notes, step.run(ctx)] if note)
     record.seconds = round(time.monotonic() - started, 2)
     record.status = "done"
     made = {name: value for name, value in _step_fields(ctx.manifest).items() if value != before[name]}

@@ -44,6 +44,9 @@ class Step:
     still_there: Callable[[BuildContext, dict], bool] = _nothing_to_check
     # Whether it builds the kernel: such steps do not run against a devel bundle (a kernel built elsewhere).
     builds_kernel: bool = False
+    # What it downloads or unpacks before `run`, the only part with the network or the right to write the
+    # kernel sources, which runs no build code; returns a note, as `run` does.
+    fetch: Callable[[BuildContext], str] | None = None
 
 
 # -- source --------------------------------------------------------------------------------------
@@ -53,10 +56,16 @@ def _source_plan(ctx: BuildContext) -> list[str]:
     return source.describe(ctx.board.spec.kernel.source, ctx.source_plan)
 
 
-def _source_run(ctx: BuildContext) -> str:
+def _source_fetch(ctx: BuildContext) -> str:
     with ctx.tee("source") as tee:
         unpacked = source.obtain(ctx.board.spec.kernel.source, ctx.source_plan, ctx.runtime, tee)
     return "unpacked" if unpacked else "already unpacked"
+
+
+def _source_run(ctx: BuildContext) -> str:
+    if not ctx.source_plan.tree_on_host.joinpath("Makefile").is_file():
+        raise StepFailed(f"no kernel tree at {ctx.source_plan.tree_on_host}: the fetch before the build did not unpack it")
+    return ""
 
 
 # -- toolchain check -----------------------------------------------------------------------------
@@ -396,6 +405,7 @@ APP_BUILDERS = ("auto", "cross", "cargo")
 # A rustup in front of the host's for cross (see that script): cross then neither updates the host's
 # toolchain nor fetches a target's std, and builds offline.
 CROSS_PATH = Path(__file__).with_name("cross-path")
+CARGO_HOME = "cargo-home"  # in the work folder: the apps' crates, fetched once, built from offline
 
 
 def app_builder(wanted: str, runtime_name: str) -> str:
@@ -472,6 +482,11 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
                 "CROSS_CUSTOM_TOOLCHAIN": "1",
                 "CROSSBOARD_REAL_RUSTUP": shutil.which("rustup") or "rustup",
                 "PATH": f"{CROSS_PATH}{os.pathsep}{os.environ.get('PATH', '')}",
+                # cross mounts these read-write: crossboard's own, never the user's ~/.cargo and ~/.xargo
+                "CARGO_HOME": str(ctx.work_dir / CARGO_HOME),
+                "XARGO_HOME": str(ctx.work_dir / "xargo-home"),
+                # placed before cross's own options, which it cannot change; the crates are fetched before
+                "CROSS_CONTAINER_OPTS": "--network none --cap-drop ALL --security-opt no-new-privileges",
             }
         )
         argv = ["cross", "build", "--release", "--target", target, "--target-dir", str(ctx.work_dir / "apps"), *flags]
@@ -489,7 +504,7 @@ def _app_command(ctx: BuildContext, index: int, builder: str) -> tuple[Runtime, 
         f"{ctx.runtime.path('work')}/apps",
         *flags,
     ]
-    env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/cargo-home"
+    env["CARGO_HOME"] = f"{ctx.runtime.path('work')}/{CARGO_HOME}"
     # in the app's folder, as cross runs: cargo reads the app's own .cargo/config.toml from where it runs
     return ctx.runtime, argv, env, f"{ctx.runtime.path('project')}/{project_dir}"
 
@@ -502,11 +517,24 @@ def _apps_plan(ctx: BuildContext) -> list[str]:
         where = f"on the host in {cwd}: " if isinstance(runner, HostRuntime) else f"in {cwd}: "
         path = [f"PATH={CROSS_PATH}:$PATH"] if "PATH" in env else []
         shown = " ".join(path + [f"{key}={shlex.quote(value)}" for key, value in env.items() if key != "PATH"]) + " "
-        if builder == "cargo":  # with the network, then without
-            lines.append(where + shown + ctx.show(cargo.fetch_argv(argv)))
-            argv = [*argv, "--offline"]
-        lines.append(where + shown + ctx.show(argv))
+        # fetched with the network, then built without
+        lines.append(where + shown + ctx.show(cargo.fetch_argv(argv)))
+        lines.append(where + shown + ctx.show([*argv, "--offline"]))
     return lines
+
+
+def _apps_fetch(ctx: BuildContext) -> str:
+    """The crates of each app, fetched with the network into the work folder's cargo home (cargo fetch
+    runs no build script), for a build without it. A cargo configuration a build script of an earlier
+    build left in that home is removed first: the fetch would run what it names, with the network."""
+    builder = app_builder(ctx.options.app_builder, ctx.runtime.name)
+    cargo.remove_configuration(ctx.work_dir / CARGO_HOME)
+    with ctx.tee("apps") as tee:
+        for index, app_dir in enumerate(ctx.board.app_dirs()):
+            runner, argv, env, cwd = _app_command(ctx, index, builder)
+            with runner.widened(network=True) as fetching:
+                fetching.check(cargo.fetch_argv(argv), tee, what=f"fetching the crates of app {app_dir.name}", env=env, cwd=cwd)
+    return ""
 
 
 def _apps_run(ctx: BuildContext) -> str:
@@ -519,14 +547,7 @@ def _apps_run(ctx: BuildContext) -> str:
             runner, argv, env, cwd = _app_command(ctx, index, builder)
             messages = cargo.CargoMessages(tee)
             what = f"building app {app_dir.name} with {builder}"
-            if builder == "cross":  # cross starts its own container, with the network (README: Limits)
-                runner.check(argv, messages, what=what, env=env, cwd=cwd)
-            else:  # the crates fetched with the network, then built (build scripts run) without it
-                with runner.widened(network=True) as fetching:
-                    fetching.check(
-                        cargo.fetch_argv(argv), tee, what=f"fetching the crates of app {app_dir.name}", env=env, cwd=cwd
-                    )
-                runner.check([*argv, "--offline"], messages, what=what, env=env, cwd=cwd)
+            runner.check([*argv, "--offline"], messages, what=what, env=env, cwd=cwd)  # crates from _apps_fetch
             binaries, run = cargo.chosen_binaries(app, index, messages.executables(), package["default-run"])
             taken = [name for name in binaries if name in ctx.manifest.app_glibc]
             if taken:
@@ -648,14 +669,14 @@ def _collect_kernel(ctx: BuildContext, release: str) -> None:
 
 
 STEPS = [
-    Step("source", _source_plan, _source_run),
+    Step("source", _source_plan, _source_run, fetch=_source_fetch),
     Step("toolchain-check", _toolcheck_plan, _toolcheck_run, _toolcheck_inputs),
     Step("configure", _configure_plan, _configure_run, _configure_inputs, _config_still_there, builds_kernel=True),
     Step("dtbs", _dtbs_plan, _dtbs_run, _dtbs_inputs, _dtbs_still_there, builds_kernel=True),
     Step("kernel", _kernel_plan, _kernel_run, _kernel_inputs, _kernel_still_there, builds_kernel=True),
     Step("devel", _devel_plan, _devel_run, _devel_inputs, _devel_still_there, builds_kernel=True),
     Step("modules", _modules_plan, _modules_run),
-    Step("apps", _apps_plan, _apps_run, _apps_inputs, _apps_still_there),
+    Step("apps", _apps_plan, _apps_run, _apps_inputs, _apps_still_there, fetch=_apps_fetch),
     Step("collect", _collect_plan, _collect_run, _collect_inputs, _artifacts_still_there),
 ]
 STEP_NAMES = [step.name for step in STEPS]

@@ -267,6 +267,14 @@ def test_an_install_that_fails_half_way_is_recorded_first_and_rollback_finishes_
 SLOW_APP = "#!/bin/sh\necho started\nsleep 30\n"
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process has its own SIGTERM handler yet (SigCgt, a hex mask of caught signals)."""
+    import signal
+
+    caught = next(line for line in open(f"/proc/{pid}/status") if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
 @pytest.mark.parametrize("case", ["a board that is down", "an app that runs"])
 def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_path, case):
     import os
@@ -298,9 +306,19 @@ def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_p
         text=True,
     )
     busy = "sleep 30" if case == "an app that runs" else None
-    for _ in range(100):  # until the deploy is in the middle of it
+    # until the deploy is in the middle of it: its SIGTERM handler set, then the app running or, for the
+    # board that is down, 1.5 s of connecting (counted from the handler: a loaded machine starts slowly)
+    waited = 0
+    for _ in range(200):
         time.sleep(0.1)
-        if busy is None and _ >= 15 or busy and subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode == 0:
+        waited += handles_sigterm(process.pid)
+        if (
+            busy is None
+            and waited >= 15
+            or busy
+            and waited
+            and subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode == 0
+        ):
             break
     sent = time.monotonic()
     process.send_signal(signal.SIGTERM)

@@ -45,7 +45,10 @@ class AppReport:
         return not self.refused and self.exit_code == 0 and not self.missing
 
 
-def as_dict(report) -> dict:
+def as_dict(report: ModuleReport | AppReport) -> dict:
+    """As deploy.json has it: what was refused is its name and why (it never got as far as the board)."""
+    if report.refused:
+        return {"name": report.name, "refused": report.refused, "ok": False}
     return {**asdict(report), "ok": report.ok}
 
 

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,12 @@ from ..board.schema import ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError, exit_code_for
 from ..progress import Progress, size
 from ..remote.access import Access
-from ..remote.connection import Cancellation
+from ..remote.connection import Cancellation, Session
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from . import ktap
-from .actions import as_dict, boot_tests, check_privilege, load_module, run_app
+from .actions import AppReport, ModuleReport, as_dict, boot_tests, check_privilege, load_module, run_app
 from .ktap import KunitResult
-from .preflight import FACTS_COMMAND, app_problem, module_problem, parse_facts
+from .preflight import FACTS_COMMAND, BoardFacts, app_problem, module_problem, parse_facts
 
 REPORT_NAME = "deploy.json"
 INTERRUPT_GRACE = 2.0  # seconds the boards' threads get to write their reports after an interrupt
@@ -61,6 +61,44 @@ def open_board_early(board: LoadedBoard, options: DeployOptions, access: Access)
     return opening
 
 
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class DeployReport:
+    """What happened on one board, also when something failed; deploy.json holds `as_json()`."""
+
+    board: str
+    host: str | None  # None: a labgrid place says it
+    started: str = field(default_factory=_now)
+    error: str = ""
+    exit_code: int | None = None  # the README's exit code of `error`, when it is crossboard's word
+    reached: bool = False
+    facts: BoardFacts | None = None
+    transfer: str = ""  # how the files went, when some did
+    sent: list[str] = field(default_factory=list)
+    modules: list[ModuleReport] = field(default_factory=list)
+    apps: list[AppReport] = field(default_factory=list)
+    boot_tests: list[dict] = field(default_factory=list)  # KUnit results of the suites that ran at boot
+
+    def as_json(self, interrupted: bool = False) -> dict:
+        report: dict[str, Any] = {"board": self.board, "host": self.host, "ok": False, "error": self.error}
+        report |= {"started": self.started, "sent": self.sent, "modules": [as_dict(m) for m in self.modules]}
+        report |= {"apps": [as_dict(a) for a in self.apps], "boot_tests": self.boot_tests}
+        report |= {"reached": True} if self.reached else {}
+        if self.facts is not None:
+            report |= {"board_release": self.facts.release, "board_kernel_build": self.facts.build_id}
+        report |= ({"transfer": self.transfer} if self.transfer else {}) | (
+            {"exit_code": self.exit_code} if self.exit_code is not None else {}
+        )
+        report["ok"] = not self.error and all(entry["ok"] for entry in report["modules"] + report["apps"])
+        report["ok"] = report["ok"] and not _failed_tests(report)
+        if interrupted:  # whatever the closed connection made of it
+            report["ok"], report["error"] = False, "interrupted"
+        return report | {"finished": _now()}
+
+
 def deploy_board(
     board: LoadedBoard,
     out_root: Path,
@@ -72,100 +110,88 @@ def deploy_board(
     """Deploy to one board; the report says what happened, also when something failed. `opening`: its
     connection, opened early by open_board_early; `cancellation`: the user's interrupt, which closes it."""
     out_dir = out_root / board.name
-    spec = board.spec
-    report: dict[str, Any] = {
-        "board": board.name,
-        "host": spec.connection.host,
-        "ok": False,
-        "error": "",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "sent": [],
-        "modules": [],
-        "apps": [],
-        "boot_tests": [],  # KUnit results of the suites that ran at boot
-    }
+    report = DeployReport(board.name, board.spec.connection.host)
     try:
-        built_now = finished_build(out_dir, board.name)
-        wanted = built_now.of_kind("module") + built_now.of_kind("app")
-        built = sorted(a.module_name for a in built_now.of_kind("module"))
-        if unknown := sorted(options.modules - set(built)):
-            raise UserError(
-                f"--module: the build of {board.name} has no module {', '.join(unknown)} (modules: {', '.join(built) or 'none'})"
-            )
-        uploads = [Upload(built_now.local(a), a.path, a.sha256) for a in wanted]
-        remote_dir = spec.deploy.remote_dir
+        build = finished_build(out_dir, board.name)
+        _check_asked_modules(board, build, options)
         with opening.result() if opening else access.open(board, options.wait_seconds, cancellation) as remote:
-            report["reached"] = True
+            report.reached = True
             if cancellation:  # opened here or early, it is closed on an interrupt
                 cancellation.track(remote)
-            # one round trip: the board's facts, then the hashes of the files already there
-            listing = remote.run(
-                f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n" + hashes_command(remote_dir, [upload.remote for upload in uploads])
-            ).stdout
-            facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
-            facts = parse_facts(facts_text)
-            report["board_release"], report["board_kernel_build"] = facts.release, facts.build_id
-            progress = Progress(
-                f"[{board.name}] upload",
-                unit="",
-                pattern=None,
-                render=size,
-                every=5,
-                mode=Progress.mode_for(options.echo, plain=not options.alone),
-            )
-            report["sent"] = [
-                upload.remote
-                for upload in push(remote, remote_dir, uploads, progress=progress, current=parse_hashes(hashes_text))
-            ]
-            if report["sent"]:  # asking otherwise would start the board's SFTP server for nothing
-                report["transfer"] = remote.transport_name
-            modules = [a for a in built_now.of_kind("module") if not options.modules or a.module_name in options.modules]
-            if modules:
-                check_privilege(remote, facts)
-                report["boot_tests"] = boot_tests(remote)
-            for artifact in modules:
-                name = artifact.module_name
-                problem = module_problem(name, artifact.release or "", facts, built_now.kernel_builds)
-                if problem:
-                    report["modules"].append({"name": name, "refused": problem, "ok": False})
-                    continue
-                module_report = load_module(
-                    remote,
-                    f"{remote_dir}/{artifact.path}",
-                    name,
-                    spec.deploy.expect.get(name, ModuleExpect()),
-                    options.keep_loaded or spec.deploy.keep_loaded,
-                    facts.loaded,
-                )
-                report["modules"].append(as_dict(module_report))
+            facts = _send(remote, board, build, options, report)
+            _load_modules(remote, board, build, facts, options, report)
             if not options.modules:
-                for app in spec.apps:
-                    binary = app_to_run(built_now, app.path)
-                    if binary is None:
-                        report["apps"].append(
-                            {
-                                "name": app.path,
-                                "ok": False,
-                                "refused": f"the build has no binary of {app.path}: run invoke build --board {board.name}",
-                            }
-                        )
-                        continue
-                    problem = app_problem(binary, built_now.app_glibc.get(binary, ""), facts)
-                    if problem:
-                        report["apps"].append({"name": binary, "refused": problem, "ok": False})
-                        continue
-                    report["apps"].append(as_dict(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app)))
-        report["ok"] = all(entry["ok"] for entry in report["modules"] + report["apps"]) and not _failed_tests(report)
+                _run_apps(remote, board, build, facts, report)
     except CrossboardError as error:
-        report["error"], report["exit_code"] = str(error), exit_code_for(error)
+        report.error, report.exit_code = str(error), exit_code_for(error)
     except Exception as error:  # a bug of ours: this board's report says so, the other boards go on
-        report["error"] = f"internal error: {type(error).__name__}: {error}"
-    if cancellation is not None and cancellation.cancelled:
-        report["ok"], report["error"] = False, "interrupted"  # whatever the closed connection made of it
-    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        report.error = f"internal error: {type(error).__name__}: {error}"
+    result = report.as_json(interrupted=cancellation is not None and cancellation.cancelled)
     if out_dir.is_dir():
-        write_atomically(out_dir / REPORT_NAME, (json.dumps(report, indent=2) + "\n").encode())
-    return report
+        write_atomically(out_dir / REPORT_NAME, (json.dumps(result, indent=2) + "\n").encode())
+    return result
+
+
+def _check_asked_modules(board: LoadedBoard, build: FinishedBuild, options: DeployOptions) -> None:
+    built = sorted(artifact.module_name for artifact in build.of_kind("module"))
+    if unknown := sorted(options.modules - set(built)):
+        raise UserError(
+            f"--module: the build of {board.name} has no module {', '.join(unknown)} (modules: {', '.join(built) or 'none'})"
+        )
+
+
+def _send(remote: Session, board: LoadedBoard, build: FinishedBuild, options: DeployOptions, report: DeployReport) -> BoardFacts:
+    """The build's modules and apps onto the board, those it has already left out; the board's facts."""
+    remote_dir = board.spec.deploy.remote_dir
+    uploads = [Upload(build.local(a), a.path, a.sha256) for a in build.of_kind("module") + build.of_kind("app")]
+    # one round trip: the board's facts, then the hashes of the files already there
+    listing = remote.run(
+        f"{FACTS_COMMAND}echo {HASHES_FOLLOW}\n" + hashes_command(remote_dir, [upload.remote for upload in uploads])
+    ).stdout
+    facts_text, _, hashes_text = listing.partition(f"{HASHES_FOLLOW}\n")
+    report.facts = facts = parse_facts(facts_text)
+    mode = Progress.mode_for(options.echo, plain=not options.alone)
+    progress = Progress(f"[{board.name}] upload", unit="", pattern=None, render=size, every=5, mode=mode)
+    sent = push(remote, remote_dir, uploads, progress=progress, current=parse_hashes(hashes_text))
+    report.sent = [upload.remote for upload in sent]
+    if report.sent:  # asking otherwise would start the board's SFTP server for nothing
+        report.transfer = remote.transport_name
+    return facts
+
+
+def _load_modules(
+    remote: Session, board: LoadedBoard, build: FinishedBuild, facts: BoardFacts, options: DeployOptions, report: DeployReport
+) -> None:
+    """Each module the deploy is for, checked against the running kernel, loaded and unloaded as the
+    board file says; the KUnit results of the boot first."""
+    deploy = board.spec.deploy
+    modules = [a for a in build.of_kind("module") if not options.modules or a.module_name in options.modules]
+    if modules:
+        check_privilege(remote, facts)
+        report.boot_tests = boot_tests(remote)
+    for artifact in modules:
+        name = artifact.module_name
+        problem = module_problem(name, artifact.release or "", facts, build.kernel_builds)
+        if problem:
+            report.modules.append(ModuleReport(name, refused=problem))
+            continue
+        keep = options.keep_loaded or deploy.keep_loaded
+        expect = deploy.expect.get(name, ModuleExpect())
+        report.modules.append(load_module(remote, f"{deploy.remote_dir}/{artifact.path}", name, expect, keep, facts.loaded))
+
+
+def _run_apps(remote: Session, board: LoadedBoard, build: FinishedBuild, facts: BoardFacts, report: DeployReport) -> None:
+    for app in board.spec.apps:
+        binary = app_to_run(build, app.path)
+        if binary is None:
+            refused = f"the build has no binary of {app.path}: run invoke build --board {board.name}"
+            report.apps.append(AppReport(app.path, refused=refused))
+            continue
+        problem = app_problem(binary, build.app_glibc.get(binary, ""), facts)
+        if problem:
+            report.apps.append(AppReport(binary, refused=problem))
+            continue
+        report.apps.append(run_app(remote, f"{board.spec.deploy.remote_dir}/apps/{binary}", binary, app))
 
 
 def describe(report: dict) -> list[str]:

@@ -1,7 +1,8 @@
 """Apps as people write them: three well-known applications from crates.io, fetched by cargo and pinned
 by their own Cargo.lock, built for the virtual board and run there. ripgrep as the member of a workspace
 (its binary `rg`, a build script, and with `pcre2` a C library compiled for aarch64), findutils (several
-binaries, of which two are deployed; the oniguruma C library), hexyl (one binary, the plain shape)."""
+binaries, of which two are deployed; the oniguruma C library), hexyl (one binary, the plain shape); and
+our own service app, started, checked and stopped by the deploy."""
 
 import dataclasses
 import os
@@ -24,6 +25,13 @@ APPS = [
     {"path": "apps/tools", "package": "ripgrep", "features": ["pcre2"], "args": ["--version"]},
     {"path": "apps/findutils", "bins": ["find", "xargs"], "run": "find", "args": ["--version"]},
     {"path": "apps/hexyl", "args": ["--version"]},
+    # our own service: started before the others, ready when it listens, checked, stopped at the end
+    {
+        "path": "apps/hello-service",
+        "args": ["7878"],
+        "service": {"ready": {"port": 7878}},
+        "expect_stdout": ["hello-service listening on port 7878"],
+    },
 ]
 
 
@@ -60,13 +68,14 @@ def test_real_crates_build_into_the_binaries_cargo_made(crates_project):
         "apps/tools": {"binaries": ["rg"], "run": "rg"},
         "apps/findutils": {"binaries": ["find", "xargs"], "run": "find"},
         "apps/hexyl": {"binaries": ["hexyl"], "run": "hexyl"},
+        "apps/hello-service": {"binaries": ["hello-service"], "run": "hello-service"},
     }
     apps = sorted(artifact["path"] for artifact in manifest.artifacts if artifact["kind"] == "app")
-    assert apps == ["apps/find", "apps/hexyl", "apps/rg", "apps/xargs"]
-    for name in ("rg", "find", "xargs", "hexyl"):
+    assert apps == ["apps/find", "apps/hello-service", "apps/hexyl", "apps/rg", "apps/xargs"]
+    for name in ("rg", "find", "xargs", "hexyl", "hello-service"):
         kind = subprocess.run(["file", "-b", str(manifest.out_dir / "apps" / name)], capture_output=True, text=True).stdout
         assert "ARM aarch64" in kind, (name, kind)
-    assert set(manifest.app_glibc) == {"rg", "find", "xargs", "hexyl"}
+    assert set(manifest.app_glibc) == {"rg", "find", "xargs", "hexyl", "hello-service"}
 
 
 def test_real_crates_run_on_the_virtual_board(crates_project):
@@ -78,8 +87,13 @@ def test_real_crates_run_on_the_virtual_board(crates_project):
         report = deploy_many([board], settings.out_dir, DeployOptions(echo=False), settings.access())[0]
         assert report["ok"], report
         runs = {app["name"]: app for app in report["apps"]}
-        assert set(runs) == {"rg", "find", "hexyl"}
+        assert set(runs) == {"rg", "find", "hexyl", "hello-service"}
         assert "ripgrep 15.2.0" in runs["rg"]["stdout"] and "+pcre2" in runs["rg"]["stdout"]
         assert "0.8.0" in runs["find"]["stdout"]
         assert "hexyl 0.14.0" in runs["hexyl"]["stdout"]
         assert {"apps/rg", "apps/find", "apps/xargs", "apps/hexyl"} <= set(report["sent"])  # every binary deployed
+        service = runs["hello-service"]
+        assert service["service"] and service["ok"] and not service["kept"] and service["ready_seconds"] < 30
+        with settings.access().open(board) as remote:  # stopped: nothing listens on its port any more
+            listening = remote.run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null").stdout
+        assert ":1EC6 00000000:0000 0A" not in listening and ":1EC6 " not in listening, listening

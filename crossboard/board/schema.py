@@ -87,6 +87,26 @@ class Targets(Strict):
 BinName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")]  # a cargo binary target's name
 
 
+class Ready(Strict):
+    """When a service counts as up: exactly one of a TCP port it listens on, or a line it prints."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    line: NonEmpty | None = None
+
+    @model_validator(mode="after")
+    def port_or_line(self):
+        if (self.port is None) == (self.line is None):
+            raise ValueError("give exactly one of port and line")
+        return self
+
+
+class Service(Strict):
+    """An app that runs in the background while the deploy runs the other apps, then is stopped."""
+
+    ready: Ready
+    keep_running: bool = False  # left running after the deploy; the next deploy stops it first
+
+
 class App(Strict):
     path: NonEmpty  # the package's folder, or a workspace's with `package:`
     package: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")] | None = None
@@ -96,8 +116,9 @@ class App(Strict):
     default_features: bool = True
     static: bool = False
     args: list[str] = []
-    timeout: Annotated[int, Field(gt=0)] = 30
+    timeout: Annotated[int, Field(gt=0)] = 30  # a service: how long it has to get ready
     expect_stdout: list[str] = []
+    service: Service | None = None
 
 
 class LabgridPlace(Strict):

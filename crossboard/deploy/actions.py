@@ -4,6 +4,7 @@ run the apps. Every value that reaches the remote shell is quoted."""
 from __future__ import annotations
 
 import shlex
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
@@ -34,15 +35,20 @@ class ModuleReport:
 @dataclass
 class AppReport:
     name: str
-    exit_code: int | None = None
+    exit_code: int | None = None  # a service's: when it ended by itself
     stdout: str = ""
     stderr: str = ""
     refused: str = ""
     missing: list[str] = field(default_factory=list)
+    service: bool = False
+    ready_seconds: float | None = None  # a service: how long it took to get ready
+    kept: bool = False  # a service left running
+    error: str = ""  # a service that did not get ready, or did not keep running
 
     @property
     def ok(self) -> bool:
-        return not self.refused and self.exit_code == 0 and not self.missing
+        ended_well = self.service or self.exit_code == 0
+        return not self.refused and not self.error and ended_well and not self.missing
 
 
 def as_dict(report: ModuleReport | AppReport) -> dict:
@@ -160,3 +166,112 @@ def run_app(board: Session, remote_path: str, name: str, app: App) -> AppReport:
         report.stderr += f"\n(stopped after {app.timeout} s)"
     report.missing = _missing(app.expect_stdout, result.stdout.splitlines())
     return report
+
+
+# A service (an app that runs in the background): started in a session of its own, so that stopping it
+# stops what it started too, with its output into files beside its pid; an earlier copy that a deploy
+# left running is stopped first. Then waited for, a bounded time, until it listens on its port (the
+# kernel's socket tables: LISTEN is state 0A) or has printed its line. Prints one word: ready, exited
+# (with its exit code) or late.
+SERVICE_START = """state=$1 name=$2 timeout=$3 port=$4 line=$5; shift 5
+mkdir -p "$state"
+base="$state/$name"
+stop_group() {
+  kill -TERM -"$1" 2>/dev/null
+  i=25; while kill -0 "$1" 2>/dev/null && [ $i -gt 0 ]; do sleep 0.2; i=$((i - 1)); done
+  kill -0 "$1" 2>/dev/null && kill -KILL -"$1" 2>/dev/null
+}
+if [ -f "$base.pid" ]; then
+  old=$(cat "$base.pid")
+  tr '\\0' '\\n' < "/proc/$old/cmdline" 2>/dev/null | grep -qxF "$base" && stop_group "$old"
+fi
+rm -f "$base.status" "$base.out" "$base.err"  # what an earlier copy printed is not this one's
+setsid sh -c '"$@" </dev/null >"$0.out" 2>"$0.err"; echo $? >"$0.status"' "$base" "$@" </dev/null >/dev/null 2>&1 &
+echo $! > "$base.pid"
+listening() {
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v port=":$(printf %04X "$port")" '
+    substr($2, length($2) - 4) == port && $4 == "0A" { found = 1 } END { exit !found }'
+}
+tries=$((timeout * 5))
+while [ $tries -gt 0 ]; do
+  if { [ -n "$port" ] && listening; } || { [ -n "$line" ] && grep -qF -- "$line" "$base.out" 2>/dev/null; }; then
+    echo ready; exit 0
+  fi
+  if [ -f "$base.status" ]; then echo "exited $(cat "$base.status")"; exit 0; fi
+  sleep 0.2; tries=$((tries - 1))
+done
+echo late
+"""
+
+# The service checked (still running?), then stopped unless kept; prints its state (running, or exited
+# with its code), then its output and errors after their markers.
+SERVICE_STOP = """state=$1 name=$2 keep=$3 marker=$4
+base="$state/$name"
+pid=$(cat "$base.pid" 2>/dev/null)
+if [ -f "$base.status" ]; then echo "exited $(cat "$base.status")"
+elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo running
+else echo "exited unknown"; fi
+if [ "$keep" = no ] && [ -n "$pid" ]; then
+  kill -TERM -"$pid" 2>/dev/null
+  i=25; while kill -0 "$pid" 2>/dev/null && [ $i -gt 0 ]; do sleep 0.2; i=$((i - 1)); done
+  kill -0 "$pid" 2>/dev/null && kill -KILL -"$pid" 2>/dev/null
+  rm -f "$base.pid"
+fi
+echo "$marker"; tail -c 65536 "$base.out" 2>/dev/null
+echo; echo "$marker"; tail -c 65536 "$base.err" 2>/dev/null
+"""
+
+
+def service_state_dir(remote_dir: str) -> str:
+    return f"{remote_dir}/services"
+
+
+def start_service(board: Session, remote_dir: str, remote_path: str, name: str, app: App) -> AppReport:
+    """Start the service and wait until it is ready; the report says how long that took, or why not."""
+    assert app.service is not None
+    ready = app.service.ready
+    arguments = [service_state_dir(remote_dir), name, str(app.timeout), str(ready.port or ""), ready.line or ""]
+    command = shlex.join(["sh", "-c", SERVICE_START, "service", *arguments, remote_path, *app.args])
+    started = time.monotonic()
+    result = board.run(command, timeout=app.timeout + 30)
+    report = AppReport(name, service=True, ready_seconds=round(time.monotonic() - started, 2))
+    report.error = service_start_problem(result.stdout, app)
+    return report
+
+
+def service_start_problem(output: str, app: App) -> str:
+    """Why the service is not up, from SERVICE_START's word ("" when ready)."""
+    assert app.service is not None
+    word, _, code = output.strip().rpartition("\n")[2].partition(" ")
+    what = f"port {app.service.ready.port}" if app.service.ready.port else f"the line {app.service.ready.line!r}"
+    if word == "ready":
+        return ""
+    if word == "exited":
+        return f"exited with code {code} before it was ready (waiting for {what})"
+    if word == "late":
+        return f"not ready within {app.timeout} s (waiting for {what})"
+    return f"could not be started: {output.strip() or 'no output'}"
+
+
+def stop_service(board: Session, remote_dir: str, report: AppReport, app: App) -> None:
+    """Check the service still runs, stop it unless the board file keeps it, and take its output."""
+    assert app.service is not None
+    keep = app.service.keep_running and not report.error
+    marker = f"crossboard-{uuid.uuid4().hex}"
+    arguments = [service_state_dir(remote_dir), report.name, "yes" if keep else "no", marker]
+    result = board.run(shlex.join(["sh", "-c", SERVICE_STOP, "service", *arguments]), timeout=60)
+    state, report.stdout, report.stderr = parse_service_stop(result.stdout, marker)
+    if state != "running":
+        code = state.removeprefix("exited ")
+        report.exit_code = int(code) if code.isdigit() else None
+        report.error = report.error or f"no longer running when checked ({state})"
+    report.kept = keep and state == "running"
+    report.missing = _missing(app.expect_stdout, report.stdout.splitlines())
+
+
+def parse_service_stop(output: str, marker: str) -> tuple[str, str, str]:
+    """(its state: "running" or "exited CODE", its output, its errors) from SERVICE_STOP's output."""
+    state, _, rest = output.partition("\n")
+    _, _, rest = rest.partition(f"{marker}\n")
+    stdout, _, stderr = rest.partition(f"\n{marker}\n")  # the script's own newline before it
+    return state.strip(), stdout, stderr

@@ -14,14 +14,24 @@ from typing import Any
 from ..artifacts.files import write_atomically
 from ..artifacts.manifest import FinishedBuild, finished_build
 from ..board.load import LoadedBoard
-from ..board.schema import ModuleExpect
+from ..board.schema import App, ModuleExpect
 from ..errors import CrossboardError, StepFailed, UserError, exit_code_for
 from ..progress import Progress, size
 from ..remote.access import Access
 from ..remote.connection import Cancellation, Session
 from ..remote.transfer import Upload, hashes_command, parse_hashes, push
 from . import ktap
-from .actions import AppReport, ModuleReport, as_dict, boot_tests, check_privilege, load_module, run_app
+from .actions import (
+    AppReport,
+    ModuleReport,
+    as_dict,
+    boot_tests,
+    check_privilege,
+    load_module,
+    run_app,
+    start_service,
+    stop_service,
+)
 from .ktap import KunitResult
 from .preflight import FACTS_COMMAND, BoardFacts, app_problem, module_problem, parse_facts
 
@@ -181,17 +191,34 @@ def _load_modules(
 
 
 def _run_apps(remote: Session, board: LoadedBoard, build: FinishedBuild, facts: BoardFacts, report: DeployReport) -> None:
+    """The services started first (they serve the others), then each other app run to its end, then
+    each service checked and stopped (kept, where the board file says), also when something failed."""
+    remote_dir = board.spec.deploy.remote_dir
+    runnable = []
     for app in board.spec.apps:
         binary = app_to_run(build, app.path)
-        if binary is None:
-            refused = f"the build has no binary of {app.path}: run invoke build --board {board.name}"
-            report.apps.append(AppReport(app.path, refused=refused))
-            continue
-        problem = app_problem(binary, build.app_glibc.get(binary, ""), facts)
-        if problem:
-            report.apps.append(AppReport(binary, refused=problem))
-            continue
-        report.apps.append(run_app(remote, f"{board.spec.deploy.remote_dir}/apps/{binary}", binary, app))
+        problem = (
+            f"the build has no binary of {app.path}: run invoke build --board {board.name}"
+            if binary is None
+            else app_problem(binary, build.app_glibc.get(binary, ""), facts)
+        )
+        if binary is None or problem:
+            report.apps.append(AppReport(binary or app.path, refused=problem or ""))
+        else:
+            runnable.append((app, binary))
+    services: list[tuple[App, AppReport]] = []
+    try:
+        for app, binary in (entry for entry in runnable if entry[0].service):
+            services.append((app, start_service(remote, remote_dir, f"{remote_dir}/apps/{binary}", binary, app)))
+        for app, binary in (entry for entry in runnable if not entry[0].service):
+            report.apps.append(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app))
+    finally:
+        for app, service in services:
+            try:
+                stop_service(remote, remote_dir, service, app)
+            except CrossboardError as error:  # the connection lost, say: the deploy's own error says why
+                service.error = service.error or f"could not be checked or stopped: {error}"
+            report.apps.append(service)
 
 
 def describe(report: dict) -> list[str]:
@@ -220,7 +247,12 @@ def describe(report: dict) -> list[str]:
         if app.get("refused"):
             lines.append(f"  app {app['name']}: refused: {app['refused']}")
             continue
-        lines.append(f"  app {app['name']}: exit {app['exit_code']}{'' if app['ok'] else ' FAILED'}")
+        if app.get("service"):
+            state = "kept running" if app["kept"] else "stopped"
+            outcome = f"ready in {app['ready_seconds']} s, {state}" if app["ok"] else f"FAILED {app['error']}"
+            lines.append(f"  app {app['name']} (service): {outcome}")
+        else:
+            lines.append(f"  app {app['name']}: exit {app['exit_code']}{'' if app['ok'] else ' FAILED'}")
         lines += [f"    | {line}" for line in app["stdout"].splitlines()]
         lines += [f"    missing: {text}" for text in app["missing"]]
     return lines

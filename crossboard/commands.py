@@ -22,6 +22,8 @@ def list_boards(settings: Settings) -> list[tuple[str, str]]:
         except UserError as error:
             return name, f"INVALID: {error}"
 
+    if not settings.boards_dir.is_dir():
+        raise UserError(f"crossboard.boards (CROSSBOARD_BOARDS or invoke.yaml): {settings.boards_dir}: no such folder")
     return [describe(name, load_board, lambda board: board.spec.description) for name in board_names(settings.boards_dir)] + [
         describe(name, load_group, lambda group: f"group: {group.description} ({', '.join(group.boards)})")
         for name in group_names(settings.boards_dir)
@@ -163,9 +165,9 @@ def deploy(
     names = expand_board_names(boards, settings.boards_dir)
     if kernel:
         return [install_kernel(name, settings, trust_new_host, reboot) for name in names]
+    boards_to_deploy = [_board_or_twin(name, settings, twin) for name in names]  # each board file first
     for name in names:  # a board never built is bad input: refused before any board is touched
         finished_build(settings.out_dir / name, name)
-    boards_to_deploy = [_board_or_twin(name, settings, twin) for name in names]
     with reserved(boards_to_deploy, options.echo) as reachable:
         return deploy_many(reachable, settings.out_dir, options, settings.access(trust_new_host))
 

@@ -51,10 +51,15 @@ class Settings:
             value = os.environ.get(f"CROSSBOARD_{key.upper()}") or given.get(key)
             return str(value) if value else (remembered or {}).get(key)
 
-        def folder(key: str, default: Path) -> Path:
-            """A path setting; a relative one is relative to the project, wherever invoke runs."""
+        def folder(key: str, default: Path, is_file: bool = False) -> Path:
+            """A path setting; a relative one is relative to the project, wherever invoke runs. What is
+            there already must be what the setting names, a folder or a file."""
             value = chosen(key)
-            return PROJECT_ROOT / Path(value).expanduser() if value else default
+            path = PROJECT_ROOT / Path(value).expanduser() if value else default
+            if path.exists() and path.is_dir() == is_file:
+                found = "a folder" if is_file else "not a folder"
+                raise UserError(f"crossboard.{key} (CROSSBOARD_{key.upper()} or invoke.yaml): {path}: {found}")
+            return path
 
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         cache_dir = folder("cache", xdg_cache / "crossboard")
@@ -68,7 +73,7 @@ class Settings:
             apt_proxy=apt_proxy or chosen("apt_proxy", remembered) or "",
             board=chosen("board") or DEFAULT_BOARD,
             boards_dir=folder("boards", cls.boards_dir),
-            known_hosts=folder("known_hosts", cls.known_hosts),
+            known_hosts=folder("known_hosts", cls.known_hosts, is_file=True),
         )
 
     @property

@@ -372,3 +372,50 @@ def test_a_bundle_that_unpacks_past_the_limit_is_refused_before_it_is_unpacked(t
     with pytest.raises(UserError, match="unpacks to 0 MiB, over the 0 GiB a kernel tree takes"):
         source._extract(bundle, tmp_path / "partial", "kernel.source.devel", str(bundle))
     assert not (tmp_path / "partial/tree/big").exists()
+
+
+# The re-try of the audit's bad inputs (2026-12-07, after its fixes): the ones that still were not one line.
+
+
+def test_an_ssh_config_port_out_of_range_is_one_line_not_another_port(tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text("Host board\n  Port 99999\n")  # Python would dial 34463
+    with pytest.raises(UserError, match=r"ssh_config: Host board: Port 99999 is not a port \(1-65535\)"):
+        resolve(Connection(host="board"), tmp_path, config)
+
+
+def test_an_ssh_config_include_of_a_quoted_path_with_a_space_is_followed(tmp_path):
+    (tmp_path / "my conf").write_text("Host board\n  HostName 192.0.2.7\n  Port 2200\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f'Include "{tmp_path}/my conf"\n')
+    target = resolve(Connection(host="board"), tmp_path, config)
+    assert (target.hostname, target.port) == ("192.0.2.7", 2200)
+
+
+def test_an_ssh_config_identity_file_that_is_not_a_key_is_one_line(tmp_path):
+    (tmp_path / "garbage-id").write_text("this is not a key\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host board\n  IdentityFile {tmp_path}/garbage-id\n")
+    with pytest.raises(
+        UserError, match=r"^board: .*ssh_config: IdentityFile: .*garbage-id is not a private key paramiko can use"
+    ):
+        resolve(Connection(host="board"), tmp_path, config)
+
+
+def test_a_setting_that_names_a_file_for_a_folder_or_the_other_way_round_is_one_line(tmp_path, monkeypatch):
+    from crossboard.settings import Settings
+
+    (tmp_path / "outfile").write_text("x")
+    monkeypatch.setenv("CROSSBOARD_OUT", str(tmp_path / "outfile"))
+    with pytest.raises(UserError, match=r"^crossboard.out \(CROSSBOARD_OUT or invoke.yaml\): .*outfile: not a folder$"):
+        Settings.from_environment()
+    monkeypatch.delenv("CROSSBOARD_OUT")
+    with pytest.raises(UserError, match=r"^crossboard.known_hosts .*: a folder$"):
+        Settings.from_environment(config={"known_hosts": str(tmp_path)})
+
+
+def test_boards_and_deploy_name_what_is_missing_first():
+    listed = invoke("boards", CROSSBOARD_BOARDS="/nonexistent")
+    assert listed.returncode == 2 and listed.stderr.strip().endswith("/nonexistent: no such folder")
+    deployed = invoke("deploy", "--board", "nosuch")
+    assert deployed.returncode == 2 and "boards/nosuch.yaml: no such board" in deployed.stderr

@@ -331,6 +331,7 @@ def deploy_many(
         # bad input (a board's setup, a --module that the build lacks) is the README's exit 2 when every
         # board that failed failed by it; a board that failed any other way is a failed step, 1
         bad_input = all(report.get("exit_code") == 2 for report in failed)
-        names = ", ".join(report["board"] for report in failed)
+        # the board's own error, where it has one, is the line's end: the report above says the rest
+        names = ", ".join(report["board"] + (f" ({report['error']})" if report["error"] else "") for report in failed)
         raise (UserError if bad_input else StepFailed)(f"deploy failed on {len(failed)} of {len(reports)} boards: {names}")
     return reports

@@ -61,7 +61,11 @@ def read_ssh_config(path: Path, depth: int = 0) -> str:
         if depth >= 16:
             raise UserError(f"{path}: Include nests more than 16 deep")
         files = []
-        for pattern in match[1].split():
+        try:
+            patterns = shlex.split(match[1])  # as ssh reads it: "a path with spaces" is one
+        except ValueError as error:
+            raise UserError(f"{path}: Include {match[1].strip()}: {error}") from None
+        for pattern in patterns:
             pattern = os.path.expanduser(pattern)
             full = pattern if os.path.isabs(pattern) else str(Path("~/.ssh").expanduser() / pattern)
             files += sorted(glob.glob(full))
@@ -86,19 +90,23 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         port = connection.port or int(config.get("port", 22))
     except ValueError:
         raise UserError(f"{ssh_config}: Host {host}: Port {config.get('port')!r} is not a number") from None
+    if not 1 <= port <= 65535:  # Python would dial it modulo 65536
+        raise UserError(f"{ssh_config}: Host {host}: Port {port} is not a port (1-65535)")
     user = connection.user or config.get("user", "root")
     hostname = str(config.get("hostname", host))
     key_file = base_dir / Path(connection.key).expanduser() if connection.key else None
     if key_file is not None and not key_file.is_file():
         raise UserError(f"{host}: connection.key: no such file {key_file}")
     if key_file is not None:
-        _check_key(key_file, host)
+        _check_key(key_file, host, "connection.key")
     # ssh passes over IdentityFile entries that do not exist; so does crossboard
     keys = (
         [connection.key]
         if connection.key
         else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
     )
+    for key in keys if not connection.key else []:
+        _check_key(Path(key).expanduser(), host, f"{ssh_config}: IdentityFile")
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
@@ -117,14 +125,14 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
     )
 
 
-def _check_key(path: Path, host: str) -> None:
+def _check_key(path: Path, host: str, named_by: str) -> None:
     """A key file paramiko cannot use is bad input at once, not a board that never answers."""
     try:
         paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        pass  # an encrypted key: the agent may hold it
+    except (paramiko.PasswordRequiredException, paramiko.UnknownKeyType):
+        pass  # an encrypted key, or a kind paramiko does not read (a security key's): the agent may hold it
     except (OSError, paramiko.SSHException, ValueError) as error:
-        raise UserError(f"{host}: connection.key: {path} is not a private key paramiko can use ({error})") from None
+        raise UserError(f"{host}: {named_by}: {path} is not a private key paramiko can use ({error})") from None
 
 
 def read_known_hosts(file: Path) -> tuple[list[tuple[list[str], paramiko.PKey]], set[bytes]]:

@@ -444,6 +444,14 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
     return stamps.digest(*parts)
 
 
+def _lock_of(app_dir: Path, project_root: Path) -> Path | None:
+    """The Cargo.lock cargo uses for the app: its own, or its workspace's above it in the project."""
+    for folder in [app_dir, *app_dir.parents[: len(app_dir.relative_to(project_root).parts)]]:
+        if (folder / "Cargo.lock").is_file():
+            return folder / "Cargo.lock"
+    return None
+
+
 def _has_path_dependency(manifest: dict) -> bool:
     tables = [manifest] + list(manifest.get("target", {}).values())
     return any(
@@ -532,7 +540,9 @@ def _apps_fetch(ctx: BuildContext) -> str:
     with ctx.tee("apps") as tee:
         for index, app_dir in enumerate(ctx.board.app_dirs()):
             runner, argv, env, cwd = _app_command(ctx, index, builder)
-            with runner.widened(network=True) as fetching:
+            # cargo writes the Cargo.lock an app lacks, as it does for its author: then the project is writable
+            project = frozenset() if _lock_of(app_dir, ctx.board.project_root) else frozenset({"project"})
+            with runner.widened(writable=project, network=True) as fetching:
                 fetching.check(cargo.fetch_argv(argv), tee, what=f"fetching the crates of app {app_dir.name}", env=env, cwd=cwd)
     return ""
 

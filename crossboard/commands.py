@@ -5,6 +5,7 @@ from __future__ import annotations
 from .artifacts.manifest import finished_build
 from .board.load import board_names, expand_board_names, group_names, load_board, load_group, source_override
 from .errors import StepFailed, UserError
+from .remote.access import Access
 from .remote.places import reserved
 from .settings import Settings
 from .toolchain.engine import engine_url, is_local
@@ -169,7 +170,7 @@ def deploy(
     for name in names:  # a board never built is bad input: refused before any board is touched
         finished_build(settings.out_dir / name, name)
     with reserved(boards_to_deploy, options.echo) as reachable:
-        return deploy_many(reachable, settings.out_dir, options, settings.access(trust_new_host))
+        return deploy_many(reachable, settings.out_dir, options, Access(settings.known_hosts, trust_new_host))
 
 
 def _board_or_twin(board_name: str, settings: Settings, twin: bool):
@@ -206,7 +207,7 @@ def reload_module(board, module: str, settings: Settings, trust_new_host: bool =
     if module not in names:
         raise UserError(f"--module: {board.file.name} lists no module {module!r} (modules: {', '.join(names) or 'none'})")
     options = DeployOptions(keep_loaded=True, modules=frozenset({module}), echo=echo)
-    access = settings.access(trust_new_host)
+    access = Access(settings.known_hosts, trust_new_host)
     opening = open_board_early(board, options, access)  # the board answers while the module compiles
     try:
         run_build(board, settings, BuildOptions(only=frozenset({"modules", "collect"}), echo=echo))
@@ -221,7 +222,7 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
     from .pipeline.source import plan_source, tree_version
 
     with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
-        config_file, release = pull_config(board, settings.access(trust_new_host))
+        config_file, release = pull_config(board, Access(settings.known_hosts, trust_new_host))
     lines = [
         f"{board_name}: the board runs {release}; its config is in {config_file.name}, "
         f"and boards/{board_name}.local.yaml now builds on it"
@@ -240,7 +241,7 @@ def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = F
     from .deploy.kernel_install import install_kernel as install
 
     with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
-        record = install(board, settings.out_dir, settings.access(trust_new_host), reboot)
+        record = install(board, settings.out_dir, Access(settings.known_hosts, trust_new_host), reboot)
     how = f"tried once ({record['tried']}) and " if record.get("tried") else ""
     print(
         f"{board_name}: installed {record['release']} ({record['kernel']}; initrd {record['initrd']}) "
@@ -256,7 +257,7 @@ def rollback(board_name: str, settings: Settings, trust_new_host: bool = False, 
     from .remote.console import REBOOT_LOG
 
     with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
-        record = undo(board, settings.access(trust_new_host), reboot, settings.out_dir / board.name / REBOOT_LOG)
+        record = undo(board, Access(settings.known_hosts, trust_new_host), reboot, settings.out_dir / board.name / REBOOT_LOG)
     print(
         f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
         + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")

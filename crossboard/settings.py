@@ -13,7 +13,6 @@ from typing import Any
 from . import PROJECT_ROOT
 from .artifacts.files import write_atomically
 from .errors import UserError
-from .remote.access import Access
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_BASE_IMAGE = "crossboard/base:trixie"
@@ -80,10 +79,6 @@ class Settings:
     def mirror_chosen(self) -> bool:
         """Another mirror than Debian's own: every apt in the image uses it too (a snapshot, a lab's)."""
         return self.debian_mirror != DEFAULT_MIRROR
-
-    def access(self, trust_new_host: bool = False) -> Access:
-        """How commands reach boards under these settings."""
-        return Access(self.known_hosts, trust_new_host)
 
     def remember_toolchain_choice(self) -> None:
         """Keep the base image and mirror `invoke toolchain` was given for every later command."""

@@ -17,6 +17,7 @@ from fakes import copy_project
 from crossboard.board.load import load_board
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.pipeline.pipeline import build
+from crossboard.remote.access import Access
 from crossboard.virtual import qemu
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
@@ -84,7 +85,7 @@ def test_real_crates_run_on_the_virtual_board(crates_project):
 
     board = load_board(board.name, board.file.parent, overrides={"apps": APPS, "connection": {"port": free_port()}})
     for _ in booted(qemu.VirtualBoard(board, settings)):
-        report = deploy_many([board], settings.out_dir, DeployOptions(echo=False), settings.access())[0]
+        report = deploy_many([board], settings.out_dir, DeployOptions(echo=False), Access(settings.known_hosts))[0]
         assert report["ok"], report
         runs = {app["name"]: app for app in report["apps"]}
         assert set(runs) == {"rg", "find", "hexyl", "hello-service"}
@@ -94,6 +95,6 @@ def test_real_crates_run_on_the_virtual_board(crates_project):
         assert {"apps/rg", "apps/find", "apps/xargs", "apps/hexyl"} <= set(report["sent"])  # every binary deployed
         service = runs["hello-service"]
         assert service["service"] and service["ok"] and not service["kept"] and service["ready_seconds"] < 30
-        with settings.access().open(board) as remote:  # stopped: nothing listens on its port any more
+        with Access(settings.known_hosts).open(board) as remote:  # stopped: nothing listens on its port any more
             listening = remote.run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null").stdout
         assert ":1EC6 00000000:0000 0A" not in listening and ":1EC6 " not in listening, listening

@@ -9,11 +9,11 @@ import time
 import pytest
 from fakes import copy_project, invoke
 
-from crossboard import PROJECT_ROOT
+from crossboard import PROJECT_ROOT, strict_yaml
 from crossboard.artifacts.manifest import Artifact, finished_build
-from crossboard.board import strict_yaml
 from crossboard.board.schema import Connection
 from crossboard.errors import UserError
+from crossboard.remote.access import Access
 from crossboard.remote.connection import resolve
 from crossboard.remote.transfer import Upload, push
 
@@ -255,7 +255,7 @@ def test_a_lab_keeps_its_board_files_and_host_keys_where_invoke_yaml_says(tmp_pa
         monkeypatch.delenv(name, raising=False)
     chosen = Settings.from_environment(config={"boards": "lab/boards", "known_hosts": str(tmp_path / "keys")})
     assert chosen.boards_dir == PROJECT_ROOT / "lab/boards" and chosen.known_hosts == tmp_path / "keys"
-    assert chosen.access(trust_new_host=True).known_hosts == tmp_path / "keys"
+    assert Access(chosen.known_hosts, trust_new_host=True).known_hosts == tmp_path / "keys"
     assert Settings.from_environment().known_hosts == PROJECT_ROOT / ".crossboard/known_hosts"
     boards = copy_project(tmp_path)
     for file in boards.glob("*.yaml"):

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from crossboard import kconfig
 from crossboard.artifacts.files import highest_glibc, vermagic_of, write_atomically
-from crossboard.pipeline import kconfig
-from crossboard.pipeline.toolcheck import ToolVerdict, version_in
+from crossboard.pipeline.toolcheck import ToolVerdict
+from crossboard.versions import version_in
 
 pytestmark = pytest.mark.fast
 

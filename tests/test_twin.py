@@ -13,6 +13,7 @@ from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed
 from crossboard.pipeline.context import KERNEL_WORK, BuildOptions
 from crossboard.pipeline.pipeline import build, build_folders, make_runtime, steps_that_would_run
+from crossboard.remote.access import Access
 from crossboard.virtual import qemu
 from crossboard.virtual.twin import twin_of
 
@@ -40,7 +41,7 @@ def twin(beagleplay_build, settings):
 
 
 def test_the_twin_boots_beagleplay_s_own_kernel_and_deploy_loads_its_modules(twin, beagleplay_build):
-    report = deploy_many([twin.board], twin.settings.out_dir, DeployOptions(echo=False), twin.settings.access())[0]
+    report = deploy_many([twin.board], twin.settings.out_dir, DeployOptions(echo=False), Access(twin.settings.known_hosts))[0]
     assert report["ok"], report
     assert report["board_release"] == beagleplay_build.kernel_release
     assert report["board_kernel_build"] == beagleplay_build.kernel_build_id != ""
@@ -59,7 +60,7 @@ def test_modules_of_another_build_of_the_same_release_are_refused_on_the_twin(tw
     assert qemu_build.kernel_build_id != beagleplay_build.kernel_build_id
     shutil.copytree(qemu_build.out_dir, tmp_path / "out" / "beagleplay")
     with pytest.raises(StepFailed):
-        deploy_many([twin.board], tmp_path / "out", DeployOptions(echo=False), twin.settings.access())
+        deploy_many([twin.board], tmp_path / "out", DeployOptions(echo=False), Access(twin.settings.known_hosts))
     report = json.loads((tmp_path / "out/beagleplay/deploy.json").read_text())
     assert report["modules"] and all(
         module["refused"].startswith(

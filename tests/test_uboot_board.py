@@ -19,6 +19,7 @@ from crossboard.deploy.kernel_install import install_kernel, rollback
 from crossboard.deploy.run import DeployOptions, deploy_many
 from crossboard.errors import StepFailed, UserError
 from crossboard.pipeline.pipeline import build
+from crossboard.remote.access import Access
 from crossboard.remote.console import REBOOT_LOG
 from crossboard.virtual import qemu
 
@@ -46,7 +47,7 @@ def uboot_board(uboot_build, settings):
 
 def _on_board(vboard, command: str, privileged: bool = False):
     board = vboard.board
-    with vboard.settings.access().open(board) as remote:
+    with Access(vboard.settings.known_hosts).open(board) as remote:
         return remote.run(command, privileged=privileged)
 
 
@@ -68,7 +69,7 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, 
     assert _on_board(uboot_board, f"printf %s {shlex.quote(broken)} > {CONF}", privileged=True).code == 0
     try:
         with pytest.raises(UserError, match="names no label"):
-            install_kernel(uboot_board.board, uboot_board.settings.out_dir, uboot_board.settings.access())
+            install_kernel(uboot_board.board, uboot_board.settings.out_dir, Access(uboot_board.settings.known_hosts))
         assert _on_board(uboot_board, f"cat {CONF}").stdout == broken
         listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
         assert "crossboard" not in listing and uboot_build.kernel_release not in listing
@@ -79,7 +80,7 @@ def test_a_broken_extlinux_conf_is_refused_before_anything_changes(uboot_board, 
 def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, qemu_build, tmp_path):
     board, out = uboot_board.board, uboot_board.settings.out_dir
     stock_conf = _on_board(uboot_board, f"cat {CONF}").stdout
-    record = install_kernel(board, out, uboot_board.settings.access(), reboot=True)
+    record = install_kernel(board, out, Access(uboot_board.settings.known_hosts), reboot=True)
     assert record["previous_release"] == qemu_build.kernel_release
     assert record["state"] == "installed" and record["tried"] == "rebooted"
     assert _on_board(uboot_board, "uname -r").stdout.strip() == uboot_build.kernel_release
@@ -90,7 +91,7 @@ def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, q
     assert _on_board(uboot_board, "ls /boot/firmware /boot/firmware/extlinux").stdout.split().count("boot.scr") == 0
     # the point of it all: modules built for our kernel load on the board, with their messages, a
     # 7.x-only sample among them and hello_rust from the source qemu-arm64 builds for 6.12; the app runs
-    report = deploy_many([board], out, DeployOptions(echo=False), uboot_board.settings.access())[0]
+    report = deploy_many([board], out, DeployOptions(echo=False), Access(uboot_board.settings.known_hosts))[0]
     assert report["ok"], report
     assert {module["name"] for module in report["modules"]} == {"rust_minimal", "rust_print", "rust_misc_device", "hello_rust"}
     assert [app["name"] for app in report["apps"]] == ["hello"]
@@ -107,7 +108,7 @@ def test_install_reboot_load_modules_rollback_reboot(uboot_board, uboot_build, q
     assert not failing["ok"]
     assert [(test["test"], test["status"]) for test in failing["modules"][-1]["tests"]] == [("passes", "ok"), ("fails", "failed")]
 
-    rollback(board, uboot_board.settings.access(), reboot=True)
+    rollback(board, Access(uboot_board.settings.known_hosts), reboot=True)
     assert _on_board(uboot_board, "uname -r").stdout.strip() == qemu_build.kernel_release
     assert _on_board(uboot_board, f"cat {CONF}").stdout == stock_conf
     listing = _on_board(uboot_board, "ls /boot/firmware /lib/modules").stdout.split()
@@ -168,7 +169,7 @@ def _deploy_a_failing_suite(uboot_board, tmp_path) -> dict:
     settings = dataclasses.replace(uboot_board.settings, out_dir=tmp_path / "out")
     build(board, settings, QUIET)
     with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards"):
-        deploy_many([board], settings.out_dir, DeployOptions(echo=False), settings.access())
+        deploy_many([board], settings.out_dir, DeployOptions(echo=False), Access(settings.known_hosts))
     return json.loads((settings.out_dir / ours.name / "deploy.json").read_text())
 
 
@@ -251,7 +252,7 @@ def test_a_kernel_that_does_not_come_up_leaves_the_board_on_its_stock_kernel_by_
     )
     try:
         with reserved([in_place], echo=False) as (reached,), pytest.raises(StepFailed) as failed:
-            install_kernel(reached, tmp_path / "out", uboot_board.settings.access(), reboot=True)
+            install_kernel(reached, tmp_path / "out", Access(uboot_board.settings.known_hosts), reboot=True)
     finally:
         lab.stop()
     message = str(failed.value)

@@ -7,13 +7,14 @@ import pytest
 from conftest import QUIET, booted
 from fakes import copy_project
 
+from crossboard import kconfig
 from crossboard.artifacts.manifest import Manifest, finished_build
 from crossboard.board.load import load_board
 from crossboard.deploy.config_pull import pull_config
 from crossboard.deploy.run import DeployOptions, deploy_board, deploy_many
 from crossboard.errors import StepFailed
-from crossboard.pipeline import kconfig
 from crossboard.pipeline.pipeline import build, build_folders
+from crossboard.remote.access import Access
 from crossboard.virtual import qemu
 
 pytestmark = [pytest.mark.docker, pytest.mark.kernel, pytest.mark.qemu]
@@ -32,7 +33,7 @@ def virtual_board(qemu_build, settings):
 def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
     board = virtual_board.board
     # strict host keys: the key was recorded when the root was made, nothing is trusted on first use
-    with virtual_board.settings.access().open(board) as remote:
+    with Access(virtual_board.settings.known_hosts).open(board) as remote:
         assert remote.run("id -un").stdout.strip() == "debian"
         assert remote.run("uname -r").stdout.strip() == qemu_build.kernel_release
         assert remote.run("sudo -n id -u").stdout.strip() == "0"
@@ -46,7 +47,10 @@ def test_it_looks_like_a_beagleplay_to_deploy(virtual_board, qemu_build):
 
 def test_build_deploy_insmod_loop(virtual_board):
     report = deploy_many(
-        [virtual_board.board], virtual_board.settings.out_dir, DeployOptions(echo=False), virtual_board.settings.access()
+        [virtual_board.board],
+        virtual_board.settings.out_dir,
+        DeployOptions(echo=False),
+        Access(virtual_board.settings.known_hosts),
     )[0]
     assert report["ok"], report
     modules = {module["name"]: module for module in report["modules"]}
@@ -77,7 +81,7 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
         assert reloaded["loaded"] and not reloaded["unloaded"]
         assert any("Goodbye from an out-of-tree Rust module (exit)" in line for line in reloaded["load_messages"])
         assert "Hello from an out-of-tree Rust module (init)" in reloaded["load_messages"][-1]
-        with virtual_board.settings.access().open(board) as remote:
+        with Access(virtual_board.settings.known_hosts).open(board) as remote:
             assert remote.run("test -d /sys/module/hello_rust").code == 0
             remote.run("rm /run/crossboard/loaded/hello_rust", privileged=True)  # as if the board had loaded it
         with pytest.raises(StepFailed, match="deploy failed on 1 of 1 boards"):
@@ -85,10 +89,10 @@ def test_the_inner_loop_reloads_one_module_and_leaves_it_loaded(virtual_board):
         theirs = json.loads((virtual_board.out_dir / "deploy.json").read_text())["modules"][0]
         assert theirs["refused"].startswith("a module named hello_rust is loaded and crossboard did not load it")
         assert not theirs["load_messages"] or not any("Goodbye" in line for line in theirs["load_messages"])
-        with virtual_board.settings.access().open(board) as remote:
+        with Access(virtual_board.settings.known_hosts).open(board) as remote:
             assert remote.run("test -d /sys/module/hello_rust").code == 0  # still loaded: not ours to unload
     finally:
-        with virtual_board.settings.access().open(board) as remote:
+        with Access(virtual_board.settings.known_hosts).open(board) as remote:
             remote.run("rmmod hello_rust", privileged=True)
 
 
@@ -104,10 +108,10 @@ def test_a_module_for_another_release_is_refused_and_the_board_keeps_running(vir
     manifest.add_artifact(module, "module")
     manifest.finish("done")
     board = virtual_board.board
-    report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False), virtual_board.settings.access())
+    report = deploy_board(board, tmp_path / "out", DeployOptions(echo=False), Access(virtual_board.settings.known_hosts))
     assert not report["ok"]
     assert report["modules"][0]["refused"].startswith(f"rust_minimal was built for {other} but the board runs {release}")
-    with virtual_board.settings.access().open(board) as remote:
+    with Access(virtual_board.settings.known_hosts).open(board) as remote:
         assert remote.run("test -d /sys/module/rust_minimal").code != 0
         assert remote.run("uname -r").code == 0
 
@@ -116,7 +120,7 @@ def test_config_pull_builds_against_the_running_kernel(virtual_board, qemu_build
     boards = copy_project(tmp_path)
     connection = {"port": virtual_board.board.spec.connection.port, "key": str(virtual_board.keys_dir / "id_ed25519")}
     board = load_board("qemu-arm64", boards, overrides={"connection": connection})
-    config_file, release = pull_config(board, settings.access())
+    config_file, release = pull_config(board, Access(settings.known_hosts))
     assert release == qemu_build.kernel_release
     assert "CONFIG_RUST=y" in config_file.read_text().splitlines()
     # which running build it came from, so that modules built on it may load there
@@ -142,7 +146,7 @@ def test_a_new_module_and_app_build_load_and_run_on_the_virtual_board(virtual_bo
     board = load_board("qemu-arm64", boards, overrides={"connection": connection})
     mine = dataclasses.replace(settings, out_dir=tmp_path / "out")
     build(board, mine, QUIET)  # the kernel is the virtual board's, unchanged: modules, apps, collect
-    report = deploy_many([board], mine.out_dir, DeployOptions(echo=False, keep_loaded=False), settings.access())[0]
+    report = deploy_many([board], mine.out_dir, DeployOptions(echo=False, keep_loaded=False), Access(settings.known_hosts))[0]
     assert report["ok"], report
     blinky = next(module for module in report["modules"] if module["name"] == "blinky")
     assert blinky["loaded"] and blinky["unloaded"] and any("blinky loaded" in line for line in blinky["load_messages"])
@@ -170,7 +174,7 @@ def test_a_module_built_against_the_devel_bundle_alone_loads_and_is_the_full_tre
     assert manifest.kernel_build_id == qemu_build.kernel_build_id
     built = (tmp_path / "out/qemu-arm64/modules/hello_rust.ko").read_bytes()
     assert built == (qemu_build.out_dir / "modules/hello_rust.ko").read_bytes()
-    report = deploy_many([board], elsewhere.out_dir, DeployOptions(echo=False), settings.access())[0]
+    report = deploy_many([board], elsewhere.out_dir, DeployOptions(echo=False), Access(settings.known_hosts))[0]
     assert report["ok"], report
     (hello,) = report["modules"]
     assert hello["name"] == "hello_rust" and hello["loaded"] and hello["unloaded"]

@@ -10,10 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import PROJECT_ROOT
+from .. import PROJECT_ROOT, strict_yaml
 from ..errors import UserError
 from ..toolchain.profiles import Profile, load_profile
-from . import strict_yaml
 from .schema import BOARD_NAME, BoardSpec, Group
 
 # The project's own boards; a lab may keep its board files elsewhere (Settings.boards_dir), and relative

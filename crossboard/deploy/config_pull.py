@@ -8,11 +8,11 @@ from pathlib import Path
 
 from ruamel.yaml import CommentedMap
 
+from .. import kconfig
 from ..artifacts.files import NOTES_AS_HEX, build_id_in_hex_notes, write_atomically
 from ..board.edit import edited
 from ..board.load import LoadedBoard
 from ..errors import UserError
-from ..pipeline import kconfig
 from ..remote.access import Access
 
 SEPARATOR = "@@crossboard-config@@"

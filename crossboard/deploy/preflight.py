@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..artifacts.files import NOTES_AS_HEX, build_id_in_hex_notes
-from ..pipeline.toolcheck import dotted, version_in
+from ..versions import dotted, version_in
 
 # One round trip: the running release, whether its config has Rust, its glibc, who we are, which
 # modules are loaded, and the kernel's ELF notes (its build ID among them). Shell builtins where they

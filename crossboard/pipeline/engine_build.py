@@ -1,7 +1,7 @@
 """Builds on a Docker engine that cannot see this machine's folders: DOCKER_HOST=ssh://... or tcp://...
 (or a Docker context so set), or `--runtime volumes` on any engine.
 
-crossboard's own build runs inside the board's toolchain image on that engine (engine_agent.py), as
+crossboard's own build runs inside the board's toolchain image on that engine (crossboard/engine_agent.py), as
 `--runtime host` does in CI jobs already inside the image, in two passes that keep a local build's
 confinement: a fetch pass, with the network and the right to unpack kernel sources, that runs no build
 code; then the build pass, with no network, the project and the sources read-only. Neither runs as
@@ -417,7 +417,7 @@ def _run_pass(agent: Agent, container: Container, request: dict, tty: bool, echo
     # the request as a file the build user alone reads, not an argument: a kernel source URL's
     # credentials stay out of the engine's process list
     container.put_archive("/", _archive({request_file.lstrip("/"): json.dumps(request).encode()}, owner=BUILD_USER))
-    argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -m crossboard.pipeline.engine_agent {request_file} {result_file}"]
+    argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -m crossboard.engine_agent {request_file} {result_file}"]
     exec_id, stream = agent.run(container, argv, tty=tty)
     try:
         for chunk in stream:

@@ -13,9 +13,9 @@ from ..errors import CrossboardError, StepFailed
 from ..settings import Settings
 from ..toolchain.profiles import profile_names
 from ..toolchain.runtime import Runtime
+from ..versions import version_in
 from .context import BuildOptions
 from .pipeline import build, build_folders
-from .toolcheck import version_in
 
 # What the table shows of the tools the toolchain-check step recorded, in this order.
 TOOL_COLUMNS = ("rustc", "bindgen", "llvm")

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import kconfig
 from ..artifacts.files import build_id_of_elf, highest_glibc, pack_tree, sha256_of, write_atomically
 from ..artifacts.manifest import MANIFEST_FORMAT
 from ..errors import StepFailed, UserError
 from ..toolchain.runtime import HostRuntime, Runtime
-from . import cargo, devel, kconfig, source, stamps
+from ..versions import dotted
+from . import cargo, devel, source, stamps
 from .context import REPRODUCIBLE_ENV, BuildContext
-from .toolcheck import CHECKED_TOOLS, check_tools, dotted, tool_lines
+from .toolcheck import CHECKED_TOOLS, check_tools, tool_lines
 
 GENERATED_FRAGMENT = "crossboard-board.config"
 

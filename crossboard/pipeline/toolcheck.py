@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..errors import StepFailed
+from ..versions import dotted, version_in
 
 # What `invoke build` checks before compiling anything: tool -> the command that prints its version.
 CHECKED_TOOLS = {
@@ -17,15 +17,6 @@ CHECKED_TOOLS = {
 # a word; a newer LLVM never was a problem.
 NEWER_MATTERS = {"rustc", "bindgen"}
 MINIMUMS_SINCE = (6, 11)
-
-
-def version_in(text: str) -> tuple[int, ...] | None:
-    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    return tuple(int(part or 0) for part in match.groups()) if match else None
-
-
-def dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
 
 
 @dataclass(frozen=True)

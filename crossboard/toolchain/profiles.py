@@ -18,8 +18,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import PROJECT_ROOT
-from ..board import strict_yaml
+from .. import PROJECT_ROOT, strict_yaml
 from ..errors import UserError
 
 CONTEXT_DIR = PROJECT_ROOT / "containers" / "toolchain"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UserError
+from .errors import UserError
 
 KeyPath = tuple[str | int, ...]
 

@@ -2,7 +2,7 @@
 toolchain image, it builds as `invoke build --runtime host` would, and leaves its error, if any, in a
 file for the near end to report as its own one line.
 
-    python3 -m crossboard.pipeline.engine_agent REQUEST_FILE RESULT_FILE
+    python3 -m crossboard.engine_agent REQUEST_FILE RESULT_FILE
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from ..errors import CrossboardError, exit_code_for
+from .errors import CrossboardError, exit_code_for
 
 
 def _interrupt(signum, frame):
@@ -22,9 +22,9 @@ def _interrupt(signum, frame):
 
 
 def main(request_file: str, result_file: str) -> int:
-    from ..commands import build
-    from ..settings import Settings
-    from .context import BuildOptions
+    from .commands import build
+    from .pipeline.context import BuildOptions
+    from .settings import Settings
 
     # the near end stops a build it was told to stop with SIGTERM: unwind as for Ctrl-C
     signal.signal(signal.SIGTERM, _interrupt)

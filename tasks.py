@@ -153,10 +153,22 @@ def doctor(c, board=None):
         "kernel": "install the built kernel, DTBs and modules on the board as a new default extlinux label",
         "reboot": "with --kernel: reboot into it, wait for SSH (deploy.reboot_timeout) and check uname -r",
         "twin": "deploy to the board's twin (invoke qemu.up --board X) instead of the board",
+        "toolchain": "deploy the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
     }
 )
 @reports_errors
-def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wait=None, kernel=False, reboot=False, twin=False):
+def deploy(
+    c,
+    board=None,
+    trust_new_host=False,
+    keep_loaded=False,
+    module="",
+    wait=None,
+    kernel=False,
+    reboot=False,
+    twin=False,
+    toolchain=None,
+):
     """Push out/<board>/ over SSH, check each module against the running kernel, load it, check dmesg, run the apps."""
     from crossboard.deploy.run import DeployOptions
 
@@ -166,7 +178,7 @@ def deploy(c, board=None, trust_new_host=False, keep_loaded=False, module="", wa
         modules=frozenset(filter(None, module.split(","))),
     )
     settings = settings_of(c)
-    commands.deploy(board or settings.board, settings, options, trust_new_host, kernel, reboot, twin)
+    commands.deploy(board or settings.board, settings, options, trust_new_host, kernel, reboot, twin, toolchain)
 
 
 @task(

@@ -158,25 +158,28 @@ def deploy(
     kernel: bool = False,
     reboot: bool = False,
     twin: bool = False,
+    toolchain: str | None = None,
 ) -> list[dict]:
+    """`toolchain`: deploy the build made with that profile (out/<board>@<profile>/)."""
     from .deploy.run import deploy_many
 
     if reboot and not kernel:
         raise UserError("--reboot goes with --kernel: it boots the kernel just installed")
     names = expand_board_names(boards, settings.boards_dir)
     if kernel:
-        return [install_kernel(name, settings, trust_new_host, reboot) for name in names]
-    boards_to_deploy = [_board_or_twin(name, settings, twin) for name in names]  # each board file first
-    for name in names:  # a board never built is bad input: refused before any board is touched
-        finished_build(settings.out_dir / name, name)
+        return [install_kernel(name, settings, trust_new_host, reboot, toolchain) for name in names]
+    boards_to_deploy = [_board_or_twin(name, settings, twin, toolchain) for name in names]  # each board file first
+    for board in boards_to_deploy:  # a board never built is bad input: refused before any board is touched
+        finished_build(board.out_dir(settings.out_dir), board.name)
     with reserved(boards_to_deploy, options.echo) as reachable:
         return deploy_many(reachable, settings.out_dir, options, Access(settings.known_hosts, trust_new_host))
 
 
-def _board_or_twin(board_name: str, settings: Settings, twin: bool):
+def _board_or_twin(board_name: str, settings: Settings, twin: bool, toolchain: str | None = None):
     from .virtual.twin import twin_of
 
     board = load_board(board_name, settings.boards_dir)
+    board = board.with_toolchain(toolchain) if toolchain else board
     return twin_of(board) if twin else board
 
 
@@ -237,10 +240,13 @@ def config_pull(board_name: str, settings: Settings, trust_new_host: bool = Fals
     return "\n".join(lines)
 
 
-def install_kernel(board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False) -> dict:
+def install_kernel(
+    board_name: str, settings: Settings, trust_new_host: bool = False, reboot: bool = False, toolchain: str | None = None
+) -> dict:
     from .deploy.kernel_install import install_kernel as install
 
-    with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
+    board = load_board(board_name, settings.boards_dir)
+    with reserved([board.with_toolchain(toolchain) if toolchain else board]) as (board,):
         record = install(board, settings.out_dir, Access(settings.known_hosts, trust_new_host), reboot)
     how = f"tried once ({record['tried']}) and " if record.get("tried") else ""
     print(
@@ -257,7 +263,7 @@ def rollback(board_name: str, settings: Settings, trust_new_host: bool = False, 
     from .remote.console import REBOOT_LOG
 
     with reserved([load_board(board_name, settings.boards_dir)]) as (board,):
-        record = undo(board, Access(settings.known_hosts, trust_new_host), reboot, settings.out_dir / board.name / REBOOT_LOG)
+        record = undo(board, Access(settings.known_hosts, trust_new_host), reboot, board.out_dir(settings.out_dir) / REBOOT_LOG)
     print(
         f"{board_name}: removed {record['release']}; default is {record['previous_default']!r} again"
         + (f"; rebooted, and it runs {record['previous_release']}" if reboot else "")

@@ -333,3 +333,22 @@ def test_sigterm_stops_a_deploy_at_once_with_reports_written(lab, ssh_lab, tmp_p
                 break
             time.sleep(0.1)
         assert subprocess.run(["pgrep", "-f", busy], capture_output=True).returncode != 0, "the app still runs"
+
+
+def test_deploy_with_toolchain_deploys_that_profiles_build(lab, ssh_lab, tmp_path):
+    """`invoke build --toolchain P` writes out/<board>@<P>/; `invoke deploy --toolchain P` deploys it."""
+    from fakes import invoke
+
+    board = lab.board("b5", ssh_lab.server().port)
+    shutil.move(lab.out / "b5", lab.out / "b5@trixie-backports")  # as the build with that profile left it
+    env = {
+        "CROSSBOARD_BOARDS": str(board.boards_dir),
+        "CROSSBOARD_OUT": str(lab.out),
+        "CROSSBOARD_KNOWN_HOSTS": str(tmp_path / "known_hosts"),
+    }
+    plain = invoke("deploy", "--board", "b5", "--trust-new-host", **env)
+    assert plain.returncode == 2 and "no build for b5" in plain.stderr  # its own profile's build is not there
+    deployed = invoke("deploy", "--board", "b5", "--toolchain", "trixie-backports", "--trust-new-host", **env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    report = json.loads((lab.out / "b5@trixie-backports/deploy.json").read_text())
+    assert report["ok"] and "apps/hello" in report["sent"]

@@ -41,6 +41,10 @@ class LoadedBoard:
     def profile(self) -> Profile:
         return load_profile(self.spec.toolchain)
 
+    def out_dir(self, out_root: Path) -> Path:
+        """Where this build's outputs are: out/<board>, or out/<board>@<profile> (`build_name`)."""
+        return out_root / self.build_name
+
     def renamed(self, name: str) -> LoadedBoard:
         """The same board under another name, so with folders of its own (tests, benchmarks)."""
         return replace(self, name=name, build_name=name)

@@ -93,7 +93,7 @@ def install_kernel(board: LoadedBoard, out_root: Path, access: Access, reboot: b
     default, is booted and checked."""
     partition, conf = _boot(board)
     try_once = reboot and board.spec.deploy.boot is not None and board.spec.deploy.boot.try_once
-    out_dir = out_root / board.name
+    out_dir = board.out_dir(out_root)
     built = finished_build(out_dir, board.name)
     release = _checked_release(built.kernel_release, str(out_dir / "manifest.json"))
     kernel, modules_tree, dtbs = built.one("kernel"), built.one("modules-tree"), built.of_kind("dtb")
@@ -257,7 +257,7 @@ def _try(board: LoadedBoard, out_root: Path, access: Access, record: dict, stage
     from .run import DeployOptions, deploy_board
 
     release, previous, deploy = record["release"], record["previous_release"], board.spec.deploy
-    console_log = out_root / board.name / REBOOT_LOG
+    console_log = board.out_dir(out_root) / REBOOT_LOG
     with reading_console(board, console_log) as console:
         before = start_reboot(board, access)
         came_back, how = wait_for_new_boot(board, access, before, deploy.reboot_timeout), "rebooted"

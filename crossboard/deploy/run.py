@@ -119,7 +119,7 @@ def deploy_board(
 ) -> dict:
     """Deploy to one board; the report says what happened, also when something failed. `opening`: its
     connection, opened early by open_board_early; `cancellation`: the user's interrupt, which closes it."""
-    out_dir = out_root / board.name
+    out_dir = board.out_dir(out_root)
     report = DeployReport(board.name, board.spec.connection.host)
     try:
         build = finished_build(out_dir, board.name)

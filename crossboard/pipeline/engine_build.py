@@ -379,7 +379,7 @@ def build_on_engine(
             "toolchain": toolchain,
             "options": {**asdict(options), "only": sorted(options.only)},
         }
-        out_dir = settings.out_dir / variant.build_name
+        out_dir = variant.out_dir(settings.out_dir)
         tty = options.echo and sys.stdout.isatty()
         # a plan runs nothing: the build container alone says it
         passes = [("all", agent.builder)] if options.dry_run else [("fetch", agent.fetcher), ("build", agent.builder)]

@@ -41,7 +41,7 @@ def build_folders(board: LoadedBoard, settings: Settings) -> dict[str, Path]:
         "sources": plan.mount,
         "build": settings.cache_dir / "build" / board.build_name,
         "work": work_folder(board, settings),
-        "out": settings.out_dir / board.build_name,
+        "out": board.out_dir(settings.out_dir),
         "project": board.project_root,
     }
 

@@ -186,51 +186,70 @@ def deploy(
     help={
         "board": "a virtual board (one with a `virtual:` section), or a hardware board: its twin",
         "fresh": "U-Boot shape: start from the disk as made, discarding every change made on the board",
+        "toolchain": "the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
     },
 )
 @reports_errors
-def qemu_up(c, board=None, fresh=False):
+def qemu_up(c, board=None, fresh=False, toolchain=None):
     """Boot the virtual board, or a hardware board's twin, with its built kernel; returns once SSH answers."""
     from crossboard.virtual import qemu
     from crossboard.virtual.twin import what_a_twin_cannot_show
 
     settings = settings_of(c)
-    vboard = commands.virtual_board(board or settings.board, settings)
+    vboard = commands.virtual_board(board or settings.board, settings, toolchain)
     if vboard.twin:
         print(what_a_twin_cannot_show(vboard.board), flush=True)
     pid = qemu.up(vboard, fresh=fresh)
     print(qemu.status(vboard) if pid else "")
 
 
-@task(name="status", help={"board": "a virtual board"})
+@task(
+    name="status",
+    help={
+        "board": "a virtual board",
+        "toolchain": "the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
+    },
+)
 @reports_errors
-def qemu_status(c, board=None):
+def qemu_status(c, board=None, toolchain=None):
     """Say whether the virtual board runs, on which port, and whether SSH answers."""
     from crossboard.virtual import qemu
 
     settings = settings_of(c)
-    print(qemu.status(commands.virtual_board(board or settings.board, settings)))
+    print(qemu.status(commands.virtual_board(board or settings.board, settings, toolchain)))
 
 
-@task(name="reset", help={"board": "a virtual board"})
+@task(
+    name="reset",
+    help={
+        "board": "a virtual board",
+        "toolchain": "the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
+    },
+)
 @reports_errors
-def qemu_reset(c, board=None):
+def qemu_reset(c, board=None, toolchain=None):
     """Power-cycle the running virtual board (QEMU's system_reset), as deploy.power_cycle does."""
     from crossboard.virtual import qemu
 
     settings = settings_of(c)
-    qemu.reset(commands.virtual_board(board or settings.board, settings))
+    qemu.reset(commands.virtual_board(board or settings.board, settings, toolchain))
     print(f"{board or settings.board}: reset")
 
 
-@task(name="down", help={"board": "a virtual board"})
+@task(
+    name="down",
+    help={
+        "board": "a virtual board",
+        "toolchain": "the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
+    },
+)
 @reports_errors
-def qemu_down(c, board=None):
+def qemu_down(c, board=None, toolchain=None):
     """Stop the virtual board."""
     from crossboard.virtual import qemu
 
     settings = settings_of(c)
-    stopped = qemu.down(commands.virtual_board(board or settings.board, settings))
+    stopped = qemu.down(commands.virtual_board(board or settings.board, settings, toolchain))
     print(f"{board or settings.board}: {'stopped' if stopped else 'was not running'}")
 
 
@@ -240,13 +259,14 @@ def qemu_down(c, board=None):
         "module": "the out-of-tree module (its folder name) to rebuild, push and reload",
         "trust-new-host": "accept and record a host key never seen before",
         "twin": "work on the board's twin (invoke qemu.up --board X) instead of the board",
+        "toolchain": "the build made with this toolchain profile (out/<board>@<profile>/, from build --toolchain)",
     }
 )
 @reports_errors
-def dev(c, module, board=None, trust_new_host=False, twin=False):
+def dev(c, module, board=None, trust_new_host=False, twin=False, toolchain=None):
     """Inner loop: rebuild one out-of-tree module, push it, reload it (left loaded), show its new kernel messages."""
     settings = settings_of(c)
-    commands.dev(board or settings.board, module, settings, trust_new_host, twin=twin)
+    commands.dev(board or settings.board, module, settings, trust_new_host, twin=twin, toolchain=toolchain)
 
 
 @task(name="pull", help={"board": "board name", "trust-new-host": "accept and record a host key never seen before"})

@@ -183,19 +183,27 @@ def _board_or_twin(board_name: str, settings: Settings, twin: bool, toolchain: s
     return twin_of(board) if twin else board
 
 
-def virtual_board(board_name: str, settings: Settings):
-    """A virtual board, or a hardware board's twin (its own build on QEMU)."""
+def virtual_board(board_name: str, settings: Settings, toolchain: str | None = None):
+    """A virtual board, or a hardware board's twin (its own build on QEMU); `toolchain`: the build that
+    profile made."""
     from .virtual.qemu import VirtualBoard
     from .virtual.twin import twin_of
 
     board = load_board(board_name, settings.boards_dir)
+    board = board.with_toolchain(toolchain) if toolchain else board
     return VirtualBoard(board if board.spec.virtual else twin_of(board), settings, twin=board.spec.virtual is None)
 
 
 def dev(
-    board_name: str, module: str, settings: Settings, trust_new_host: bool = False, echo: bool = True, twin: bool = False
+    board_name: str,
+    module: str,
+    settings: Settings,
+    trust_new_host: bool = False,
+    echo: bool = True,
+    twin: bool = False,
+    toolchain: str | None = None,
 ) -> dict:
-    with reserved([_board_or_twin(board_name, settings, twin)], echo) as (board,):
+    with reserved([_board_or_twin(board_name, settings, twin, toolchain)], echo) as (board,):
         return reload_module(board, module, settings, trust_new_host, echo)
 
 

@@ -49,7 +49,7 @@ class VirtualBoard:
 
     @property
     def out_dir(self) -> Path:
-        return self.settings.out_dir / self.board.name
+        return self.board.out_dir(self.settings.out_dir)
 
     @property
     def work_dir(self) -> Path:
@@ -119,7 +119,7 @@ def boot_media(vboard: VirtualBoard, echo: bool = True) -> list[str]:
     from ..pipeline.pipeline import build_folders, make_runtime
 
     stock = kernel_board(vboard)
-    stock_build = finished_build(vboard.settings.out_dir / stock.name, stock.name)
+    stock_build = finished_build(stock.out_dir(vboard.settings.out_dir), stock.name)
     kernel, modules_tree = stock_build.one("kernel"), stock_build.one("modules-tree")
     if kernel is None or modules_tree is None:
         raise UserError(

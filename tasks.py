@@ -23,7 +23,7 @@ def boards(c):
 
 
 def settings_of(c, base_image=None, mirror=None, apt_proxy=None) -> Settings:
-    """The settings, invoke.yaml's `crossboard:` section among them (see README)."""
+    """The settings, invoke.yaml's `crossboard:` section among them (docs/settings.md)."""
     return Settings.from_environment(base_image, mirror, config=c.config.get("crossboard"), apt_proxy=apt_proxy)
 
 

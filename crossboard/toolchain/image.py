@@ -88,7 +88,7 @@ def moved_message(profile: Profile, moved: list[tuple[str, str, str]]) -> str:
     return (
         f"toolchain {profile.name}: the archive no longer offers {len(moved)} of packages.lock's versions, "
         f"installed what it offers now: {shown}{more}. The locked ones come back through a mirror or apt proxy "
-        f"that kept them (--mirror, --apt-proxy; README: toolchain images); "
+        f"that kept them (--mirror, --apt-proxy; docs/toolchain.md); "
         f"`invoke toolchain --profile {profile.name} --update-lock` locks these"
     )
 

@@ -44,7 +44,8 @@ class Settings:
         last told (remembered in the cache), which wins over the default."""
         given = config or {}
         if not isinstance(given, Mapping):
-            raise UserError(f"invoke.yaml: crossboard: is {type(given).__name__}, not a mapping of settings (see docs/settings.md)")
+            kind = type(given).__name__
+            raise UserError(f"invoke.yaml: crossboard: is {kind}, not a mapping of settings (see docs/settings.md)")
 
         def chosen(key: str, remembered: dict[str, str] | None = None) -> str | None:
             value = os.environ.get(f"CROSSBOARD_{key.upper()}") or given.get(key)

@@ -1,11 +1,12 @@
 """A build on an engine keeps a local build's confinement (2026-12-07 audit, M1), on the real engine and
 image: the build pass has no network and cannot change the project or the shared kernel sources; the
 fetch pass has the network and the sources, not the project; neither is root; and what the engine's copy
-of the project holds is read from its files, so a file planted there (r12) is replaced at the next sync."""
+of the project holds is read from its files, so a file planted there (r12) is replaced at the next sync;
+and no volume is shared with another project."""
 
 import pytest
 
-from crossboard.pipeline.engine_build import BUILD_USER, SOURCES_DIR, SOURCES_VOLUME, STATE_DIR, agent_on, project_files
+from crossboard.pipeline.engine_build import BUILD_USER, SOURCES_DIR, STATE_DIR, agent_on, project_files
 
 pytestmark = pytest.mark.docker
 
@@ -17,12 +18,17 @@ def shell(agent, container, script: str, user: str = BUILD_USER) -> tuple[int, s
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, docker):
+    """A project of two files; its volumes on the engine are removed after the test."""
+    from crossboard.pipeline.engine_build import project_key
+
     root = tmp_path / "project"
     (root / "crossboard").mkdir(parents=True)
     (root / "tasks.py").write_text("# the project's own\n")
     (root / "crossboard/steps.py").write_text("STEPS = []\n")
-    return root
+    yield root
+    for role in ("project", "state", "sources"):
+        docker.volumes.get(f"crossboard-{role}-{project_key(root)}").remove()
 
 
 def test_the_build_pass_reaches_nothing_the_fetch_pass_only_the_network_and_the_sources(docker, toolchain_image, project):
@@ -59,6 +65,5 @@ def test_a_file_planted_in_the_engines_copy_is_found_by_its_content_and_replaced
         assert agent.sync_project(files) == (2, 2)  # steps.py and tasks.py sent; evil.py and the link removed
         assert agent.read(steps) == b"STEPS = []\n" and agent.read(tasks) == b"# the project's own\n"
         assert agent.sync_project(files) == (0, 0)
-    for role in ("project", "state"):
-        docker.volumes.get(agent.volumes[role]).remove()
-    assert docker.volumes.get(SOURCES_VOLUME)  # shared: left for every project's builds
+    key = agent.project_dir.rsplit("/", 1)[1]
+    assert sorted(agent.volumes.values()) == [f"crossboard-{role}-{key}" for role in ("project", "sources", "state")]

@@ -168,22 +168,37 @@ def run_app(board: Session, remote_path: str, name: str, app: App) -> AppReport:
     return report
 
 
+# Shell functions both service scripts use: whether the pid recorded for a service is still that
+# service's group (pids are reused), and stopping its whole group, SIGTERM then SIGKILL after 5 s.
+# A board's busybox may not sleep fractions of a second: then it sleeps a second.
+SERVICE_FUNCTIONS = """ours() {
+  tr '\\0' '\\n' < "/proc/$1/cmdline" 2>/dev/null | grep -qxF "$base"
+}
+pause() {
+  sleep 0.2 2>/dev/null || sleep 1
+}
+stop_group() {
+  kill -TERM -"$1" 2>/dev/null
+  deadline=$(($(date +%s) + 5))
+  while kill -0 -"$1" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do pause; done
+  kill -KILL -"$1" 2>/dev/null
+}
+"""
+
 # A service (an app that runs in the background): started in a session of its own, so that stopping it
 # stops what it started too, with its output into files beside its pid; an earlier copy that a deploy
 # left running is stopped first. Then waited for, a bounded time, until it listens on its port (the
 # kernel's socket tables: LISTEN is state 0A) or has printed its line. Prints one word: ready, exited
-# (with its exit code) or late.
-SERVICE_START = """state=$1 name=$2 timeout=$3 port=$4 line=$5; shift 5
+# (with its exit code), late, or no-setsid.
+SERVICE_START = (
+    SERVICE_FUNCTIONS
+    + """state=$1 name=$2 timeout=$3 port=$4 line=$5; shift 5
+command -v setsid >/dev/null 2>&1 || { echo no-setsid; exit 0; }
 mkdir -p "$state"
 base="$state/$name"
-stop_group() {
-  kill -TERM -"$1" 2>/dev/null
-  i=25; while kill -0 "$1" 2>/dev/null && [ $i -gt 0 ]; do sleep 0.2; i=$((i - 1)); done
-  kill -0 "$1" 2>/dev/null && kill -KILL -"$1" 2>/dev/null
-}
 if [ -f "$base.pid" ]; then
   old=$(cat "$base.pid")
-  tr '\\0' '\\n' < "/proc/$old/cmdline" 2>/dev/null | grep -qxF "$base" && stop_group "$old"
+  ours "$old" && stop_group "$old"
 fi
 rm -f "$base.status" "$base.out" "$base.err"  # what an earlier copy printed is not this one's
 setsid sh -c '"$@" </dev/null >"$0.out" 2>"$0.err"; echo $? >"$0.status"' "$base" "$@" </dev/null >/dev/null 2>&1 &
@@ -192,34 +207,36 @@ listening() {
   cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk -v port=":$(printf %04X "$port")" '
     substr($2, length($2) - 4) == port && $4 == "0A" { found = 1 } END { exit !found }'
 }
-tries=$((timeout * 5))
-while [ $tries -gt 0 ]; do
+deadline=$(($(date +%s) + timeout + 1))  # at least timeout seconds, by whole seconds
+while [ "$(date +%s)" -lt "$deadline" ]; do
   if { [ -n "$port" ] && listening; } || { [ -n "$line" ] && grep -qF -- "$line" "$base.out" 2>/dev/null; }; then
     echo ready; exit 0
   fi
   if [ -f "$base.status" ]; then echo "exited $(cat "$base.status")"; exit 0; fi
-  sleep 0.2; tries=$((tries - 1))
+  pause
 done
 echo late
 """
+)
 
 # The service checked (still running?), then stopped unless kept; prints its state (running, or exited
 # with its code), then its output and errors after their markers.
-SERVICE_STOP = """state=$1 name=$2 keep=$3 marker=$4
+SERVICE_STOP = (
+    SERVICE_FUNCTIONS
+    + """state=$1 name=$2 keep=$3 marker=$4
 base="$state/$name"
 pid=$(cat "$base.pid" 2>/dev/null)
 if [ -f "$base.status" ]; then echo "exited $(cat "$base.status")"
-elif [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo running
+elif [ -n "$pid" ] && ours "$pid"; then echo running
 else echo "exited unknown"; fi
 if [ "$keep" = no ] && [ -n "$pid" ]; then
-  kill -TERM -"$pid" 2>/dev/null
-  i=25; while kill -0 "$pid" 2>/dev/null && [ $i -gt 0 ]; do sleep 0.2; i=$((i - 1)); done
-  kill -0 "$pid" 2>/dev/null && kill -KILL -"$pid" 2>/dev/null
+  { ours "$pid" || kill -0 -"$pid" 2>/dev/null; } && stop_group "$pid"
   rm -f "$base.pid"
 fi
 echo "$marker"; tail -c 65536 "$base.out" 2>/dev/null
 echo; echo "$marker"; tail -c 65536 "$base.err" 2>/dev/null
 """
+)
 
 
 def service_state_dir(remote_dir: str) -> str:
@@ -250,6 +267,8 @@ def service_start_problem(output: str, app: App) -> str:
         return f"exited with code {code} before it was ready (waiting for {what})"
     if word == "late":
         return f"not ready within {app.timeout} s (waiting for {what})"
+    if word == "no-setsid":
+        return "could not be started: the board has no setsid (util-linux, or busybox's)"
     return f"could not be started: {output.strip() or 'no output'}"
 
 

@@ -209,7 +209,8 @@ def _run_apps(remote: Session, board: LoadedBoard, build: FinishedBuild, facts: 
     services: list[tuple[App, AppReport]] = []
     try:
         for app, binary in (entry for entry in runnable if entry[0].service):
-            services.append((app, start_service(remote, remote_dir, f"{remote_dir}/apps/{binary}", binary, app)))
+            services.append((app, AppReport(binary, service=True)))  # stopped below even if its start fails
+            services[-1] = (app, start_service(remote, remote_dir, f"{remote_dir}/apps/{binary}", binary, app))
         for app, binary in (entry for entry in runnable if not entry[0].service):
             report.apps.append(run_app(remote, f"{remote_dir}/apps/{binary}", binary, app))
     finally:
@@ -249,7 +250,8 @@ def describe(report: dict) -> list[str]:
             continue
         if app.get("service"):
             state = "kept running" if app["kept"] else "stopped"
-            outcome = f"ready in {app['ready_seconds']} s, {state}" if app["ok"] else f"FAILED {app['error']}"
+            problem = app["error"] or f"its output lacks {', '.join(map(repr, app['missing']))}"
+            outcome = f"ready in {app['ready_seconds']} s, {state}" if app["ok"] else f"FAILED {problem}"
             lines.append(f"  app {app['name']} (service): {outcome}")
         else:
             lines.append(f"  app {app['name']}: exit {app['exit_code']}{'' if app['ok'] else ' FAILED'}")

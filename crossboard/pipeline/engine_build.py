@@ -1,15 +1,14 @@
 """Builds on a Docker engine that cannot see this machine's folders: DOCKER_HOST=ssh://... or tcp://...
 (or a Docker context so set), or `--runtime volumes` on any engine.
 
-crossboard's own build runs inside the board's toolchain image on that engine (crossboard/engine_agent.py), as
-`--runtime host` does in CI jobs already inside the image, in two passes that keep a local build's
+crossboard's own build runs inside the board's toolchain image on that engine (crossboard/engine_agent.py),
+as `--runtime host` does in CI jobs already inside the image, in two passes that keep a local build's
 confinement: a fetch pass, with the network and the right to unpack kernel sources, that runs no build
 code; then the build pass, with no network, the project and the sources read-only. Neither runs as
-root. The kernel sources live in a volume on the engine shared by every project; this project (board
-files, modules, apps, crossboard itself) in a volume of its own, written only by the sync; its kernel
-build folders and outputs in a third. The project goes in and the outputs come back as archives,
-changed files only, so a build that changes nothing moves almost nothing. The image is built on the
-engine from the same context as a local one.
+root. This project (board files, modules, apps, crossboard itself) is in a volume of its own, written
+only by the sync; its kernel sources in a second, its kernel build folders and outputs in a third. The
+project goes in and the outputs come back as archives, changed files only, so a build that changes
+nothing moves almost nothing. The image is built on the engine from the same context as a local one.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ from .context import BuildOptions
 AGENT_ROOT = "/crossboard"
 STATE_DIR = f"{AGENT_ROOT}/state"  # the project's kernel build folders, work folders, out/ and a home
 SOURCES_DIR = f"{STATE_DIR}/cache/sources"  # where the cache's sources are, as a local build has them
-SOURCES_VOLUME = "crossboard-sources"  # kernel trees, shared by every project: written by fetch passes only
 VOLUME_LABEL = "org.crossboard.volume"
 BUILD_USER = "10000:10000"  # no one's on the engine: the build never runs as root there
 BUNDLES = ".crossboard-inputs"  # devel bundles from outside the project, in the project volume
@@ -135,43 +133,48 @@ def _archive(members: dict[str, bytes | Path], owner: str = "0:0") -> bytes:
 
 class Agent:
     """The two toolchain containers on the engine that a build runs in: `fetcher`, with the network and
-    the shared sources writable, and `builder`, with neither and the project read-only."""
+    the kernel sources writable, and `builder`, with neither and the project read-only."""
 
     def __init__(self, client: docker.DockerClient, image: ToolchainImage, key: str):
         self.client, self.image = client, image
         self.project_dir = f"{AGENT_ROOT}/projects/{key}"
-        self.volumes = {"project": f"crossboard-project-{key}", "state": f"crossboard-state-{key}"}
+        # Nothing is shared with another project: what one project's build code could leave behind
+        # (links the fetch pass would follow, say) reaches only its own volumes.
+        self.volumes = {role: f"crossboard-{role}-{key}" for role in ("project", "state", "sources")}
+        self.names = {role: f"crossboard-engine-{role}-{uuid.uuid4().hex[:12]}" for role in ("fetch", "build")}
         self.fetcher: Container | None = None
         self.builder: Container | None = None
 
     def start(self) -> Agent:
-        for name in (SOURCES_VOLUME, *self.volumes.values()):
+        for name in self.volumes.values():
             self.client.volumes.create(name, labels={VOLUME_LABEL: "crossboard"})
         # the project's files are root's (the sync's), so the build user cannot change them in either;
         # root's commands (the sync, one chown) run in the fetcher, whose passes run as the build user
         self.fetcher = self._container("fetch", network=True, read_only=frozenset(), root_commands=True)
         self.builder = self._container("build", network=False, read_only=frozenset({"project", "sources"}))
         # the engine makes a new volume's folder root's: the state and the sources become the build user's
-        self.check(self.fetcher, ["chown", BUILD_USER, STATE_DIR, f"{STATE_DIR}/cache", SOURCES_DIR], "0:0")
+        self.check(self.fetcher, ["chown", "-h", BUILD_USER, STATE_DIR, f"{STATE_DIR}/cache", SOURCES_DIR], "0:0")
         return self
 
     def _container(self, role: str, network: bool, read_only: frozenset[str], root_commands: bool = False) -> Container:
         mounts = {"project": (self.project_dir, self.volumes["project"]), "state": (STATE_DIR, self.volumes["state"])}
-        mounts["sources"] = (SOURCES_DIR, SOURCES_VOLUME)  # inside the state's cache: the engine mounts it after
+        mounts["sources"] = (SOURCES_DIR, self.volumes["sources"])  # inside the state's cache: mounted after it
         container = self.client.containers.create(
             self.image.ref,
             ["sleep", "infinity"],
-            name=f"crossboard-engine-{role}-{uuid.uuid4().hex[:12]}",
+            name=self.names[role],
             init=True,
             user="0:0" if root_commands else BUILD_USER,  # a root exec has capabilities only in a root container
             mounts=[Mount(target, volume, read_only=name in read_only) for name, (target, volume) in mounts.items()],
             environment={
                 "CROSSBOARD_CACHE": f"{STATE_DIR}/cache",
                 "CROSSBOARD_OUT": f"{STATE_DIR}/out",
-                "HOME": f"{STATE_DIR}/home",
+                # each container's own: nothing the build pass writes is a home the fetch pass reads
+                "HOME": "/tmp",
                 IMAGE_INSIDE: f"{self.image.ref}@{self.image.id}",
                 "PYTHONPATH": self.project_dir,
                 "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONNOUSERSITE": "1",
             },
             labels={RUNTIME_LABEL: "engine", OWNER_LABEL: owner_label()},
             network_mode=None if network else "none",
@@ -184,12 +187,12 @@ class Agent:
         return container
 
     def remove(self) -> None:
-        for container in (self.fetcher, self.builder):
-            if container is not None:
-                try:
-                    container.remove(force=True)
-                except NotFound:
-                    pass
+        """Both containers, by the names chosen before they were asked for: also one whose start failed."""
+        for name in self.names.values():
+            try:
+                self.client.api.remove_container(name, force=True)
+            except (NotFound, APIError):
+                pass
 
     def read(self, path: str) -> bytes | None:
         """A file on the engine's side (the state or the project); None when it is not there."""
@@ -202,13 +205,13 @@ class Agent:
         return exec_id, self.client.api.exec_start(exec_id, stream=True, tty=tty)
 
     def check(self, container: Container, argv: list[str], user: str = BUILD_USER) -> bytes:
-        """A short command's output; its failure is the engine's."""
-        exec_id, stream = self.run(container, argv, user)
-        output = b"".join(stream)
+        """A short command's standard output; its failure is the engine's."""
+        exec_id = self.client.api.exec_create(container.id, argv, user=user)["Id"]
+        output, errors = self.client.api.exec_start(exec_id, demux=True)
         if self.exit_code(exec_id) != 0:
-            shown = output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            shown = (errors or output or b"").decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise InfrastructureError(f"the Docker engine's {argv[0]} in the build's container failed: {shown[0]}")
-        return output
+        return output or b""
 
     def exit_code(self, exec_id: str) -> int | None:
         state = self.client.api.exec_inspect(exec_id)
@@ -217,7 +220,8 @@ class Agent:
     def sync_project(self, files: dict[str, Path]) -> tuple[int, int]:
         """Make the engine's copy of the project this one, as read from its files: (files sent, removed)."""
         assert self.fetcher is not None
-        far = json.loads(self.check(self.fetcher, ["python3", "-c", FAR_FINGERPRINTS, self.project_dir], "0:0"))
+        # -I: isolated from the copy it checks (no module of the project's, no environment's, no user site)
+        far = json.loads(self.check(self.fetcher, ["python3", "-I", "-c", FAR_FINGERPRINTS, self.project_dir], "0:0"))
         send, remove = changes({name: fingerprint(path) for name, path in files.items()}, far)
         if remove:
             self.check(self.fetcher, ["rm", "-rf", "--", *(f"{self.project_dir}/{name}" for name in remove)], "0:0")
@@ -417,7 +421,7 @@ def _run_pass(agent: Agent, container: Container, request: dict, tty: bool, echo
     # the request as a file the build user alone reads, not an argument: a kernel source URL's
     # credentials stay out of the engine's process list
     container.put_archive("/", _archive({request_file.lstrip("/"): json.dumps(request).encode()}, owner=BUILD_USER))
-    argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -m crossboard.engine_agent {request_file} {result_file}"]
+    argv = ["sh", "-c", f"echo $$ > {agent_pid}; exec python3 -s -m crossboard.engine_agent {request_file} {result_file}"]
     exec_id, stream = agent.run(container, argv, tty=tty)
     try:
         for chunk in stream:
@@ -443,4 +447,7 @@ def _finished(container: Container, code: int, result_file: str) -> None:
         result = json.loads(_read(container, result_file) or b"{}")
     except (APIError, ValueError):
         result = {}
-    raise FailedElsewhere(result.get("error") or f"the build on the engine ended with exit code {code}", result.get("code", code))
+    # the build's code can write that file: its word is taken for the message, never for success
+    told = result.get("code")
+    exit_code = told if isinstance(told, int) and told != 0 else code
+    raise FailedElsewhere(result.get("error") or f"the build on the engine ended with exit code {code}", exit_code)

@@ -256,6 +256,8 @@ def _step_fields(manifest: Manifest) -> dict:
 def _run_step(ctx: BuildContext, step: Step) -> None:
     """Run the step, or, when its inputs are as when it last succeeded, give the manifest what it
     recorded then and say so."""
+    if ctx.options.phase == "fetch" and step.fetch is None:
+        return  # nothing to fetch: the build pass that follows runs it
     record = ctx.manifest.step(step.name)
     stamp, inputs = ctx.stamp(step.name), step.inputs(ctx)
     earlier = _reused(ctx, step, inputs)

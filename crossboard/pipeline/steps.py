@@ -544,6 +544,11 @@ def _apps_fetch(ctx: BuildContext) -> str:
             runner, argv, env, cwd = _app_command(ctx, index, builder)
             # cargo writes the Cargo.lock an app lacks, as it does for its author: then the project is writable
             project = frozenset() if _lock_of(app_dir, ctx.board.project_root) else frozenset({"project"})
+            if project and isinstance(ctx.runtime, HostRuntime) and not os.access(app_dir, os.W_OK):
+                raise UserError(
+                    f"apps[{index}] {ctx.board.spec.apps[index].path}: no Cargo.lock, and the project cannot be written "
+                    "here (a build on a remote engine): run cargo generate-lockfile in it and build again"
+                )
             with runner.widened(writable=project, network=True) as fetching:
                 fetching.check(cargo.fetch_argv(argv), tee, what=f"fetching the crates of app {app_dir.name}", env=env, cwd=cwd)
     return ""

@@ -106,7 +106,8 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
     )
     for key in keys if not connection.key else []:
-        _check_key(Path(key).expanduser(), host, f"{ssh_config}: IdentityFile")
+        if not key.endswith(".pub"):  # a public key names one the agent holds, as ssh reads it
+            _check_key(Path(key).expanduser(), host, f"{ssh_config}: IdentityFile")
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
@@ -129,8 +130,10 @@ def _check_key(path: Path, host: str, named_by: str) -> None:
     """A key file paramiko cannot use is bad input at once, not a board that never answers."""
     try:
         paramiko.PKey.from_path(path)
-    except (paramiko.PasswordRequiredException, paramiko.UnknownKeyType):
-        pass  # an encrypted key, or a kind paramiko does not read (a security key's): the agent may hold it
+    except (paramiko.PasswordRequiredException, paramiko.UnknownKeyType, TypeError):
+        # an encrypted key (cryptography says so with a TypeError), or a kind paramiko does not read (a
+        # security key's): the agent may hold it
+        pass
     except (OSError, paramiko.SSHException, ValueError) as error:
         raise UserError(f"{host}: {named_by}: {path} is not a private key paramiko can use ({error})") from None
 

@@ -26,6 +26,7 @@ class ModuleReport:
     unload_messages: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     tests: list[dict] = field(default_factory=list)  # its KUnit suites' results, run as it loaded
+    before_the_board: bool = False  # refused by the checks before anything ran on the board
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,7 @@ class AppReport:
     ready_seconds: float | None = None  # a service: how long it took to get ready
     kept: bool = False  # a service left running
     error: str = ""  # a service that did not get ready, or did not keep running
+    before_the_board: bool = False  # refused by the checks before anything ran on the board
 
     @property
     def ok(self) -> bool:
@@ -52,10 +54,12 @@ class AppReport:
 
 
 def as_dict(report: ModuleReport | AppReport) -> dict:
-    """As deploy.json has it: what was refused is its name and why (it never got as far as the board)."""
-    if report.refused:
+    """As deploy.json has it: what was refused before the board was asked is its name and why."""
+    if report.refused and report.before_the_board:
         return {"name": report.name, "refused": report.refused, "ok": False}
-    return {**asdict(report), "ok": report.ok}
+    fields = asdict(report)
+    del fields["before_the_board"]
+    return {**fields, "ok": report.ok}
 
 
 def check_privilege(board: Session, facts: BoardFacts) -> None:

@@ -183,7 +183,7 @@ def _load_modules(
         name = artifact.module_name
         problem = module_problem(name, artifact.release or "", facts, build.kernel_builds)
         if problem:
-            report.modules.append(ModuleReport(name, refused=problem))
+            report.modules.append(ModuleReport(name, refused=problem, before_the_board=True))
             continue
         keep = options.keep_loaded or deploy.keep_loaded
         expect = deploy.expect.get(name, ModuleExpect())
@@ -203,7 +203,7 @@ def _run_apps(remote: Session, board: LoadedBoard, build: FinishedBuild, facts: 
             else app_problem(binary, build.app_glibc.get(binary, ""), facts)
         )
         if binary is None or problem:
-            report.apps.append(AppReport(binary or app.path, refused=problem or ""))
+            report.apps.append(AppReport(binary or app.path, refused=problem or "", before_the_board=True))
         else:
             runnable.append((app, binary))
     services: list[tuple[App, AppReport]] = []

@@ -20,6 +20,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def exactly_one(model, first, second, message: str):
+    """For a validator: `model` when exactly one of the two keys is given, else the message."""
+    if (first is None) == (second is None):
+        raise ValueError(message)
+    return model
+
+
 class Tarball(Strict):
     url: NonEmpty
     sha256: Sha256
@@ -95,9 +102,7 @@ class Ready(Strict):
 
     @model_validator(mode="after")
     def port_or_line(self):
-        if (self.port is None) == (self.line is None):
-            raise ValueError("give exactly one of port and line")
-        return self
+        return exactly_one(self, self.port, self.line, "give exactly one of port and line")
 
 
 class Service(Strict):
@@ -144,9 +149,7 @@ class Connection(Strict):
 
     @model_validator(mode="after")
     def host_or_place(self):
-        if (self.host is None) == (self.labgrid is None):
-            raise ValueError("give exactly one of host and labgrid (a place that names the host)")
-        return self
+        return exactly_one(self, self.host, self.labgrid, "give exactly one of host and labgrid (a place that names the host)")
 
 
 class Boot(Strict):

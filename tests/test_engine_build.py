@@ -12,7 +12,7 @@ from fakes import invoke
 
 from crossboard import PROJECT_ROOT
 from crossboard.artifacts.manifest import load_manifest
-from crossboard.pipeline.engine_build import project_volume
+from crossboard.pipeline.engine_build import project_key, volume_names
 from crossboard.pipeline.steps import STEP_NAMES
 from crossboard.toolchain.runtime import RUNTIME_LABEL
 
@@ -106,5 +106,5 @@ def test_a_remote_engine_through_ssh_builds_as_the_local_one(bundle, qemu_build,
     broken = invoke("build", "--only", "nosuchstep", timeout=120, **environment)
     assert broken.returncode == 2, broken.stdout + broken.stderr
     assert broken.stderr.strip() == f"crossboard: error: --only: unknown step nosuchstep (steps: {', '.join(STEP_NAMES)})"
-    volume = docker.volumes.get(project_volume(PROJECT_ROOT))  # the project's own, labelled as crossboard's
+    volume = docker.volumes.get(volume_names(project_key(PROJECT_ROOT))["project"])  # the project's own, labelled as crossboard's
     assert volume.attrs["Labels"]["org.crossboard.volume"] == "crossboard"

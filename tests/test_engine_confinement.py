@@ -20,15 +20,15 @@ def shell(agent, container, script: str, user: str = BUILD_USER) -> tuple[int, s
 @pytest.fixture
 def project(tmp_path, docker):
     """A project of two files; its volumes on the engine are removed after the test."""
-    from crossboard.pipeline.engine_build import project_key
+    from crossboard.pipeline.engine_build import project_key, volume_names
 
     root = tmp_path / "project"
     (root / "crossboard").mkdir(parents=True)
     (root / "tasks.py").write_text("# the project's own\n")
     (root / "crossboard/steps.py").write_text("STEPS = []\n")
     yield root
-    for role in ("project", "state", "sources"):
-        docker.volumes.get(f"crossboard-{role}-{project_key(root)}").remove()
+    for name in volume_names(project_key(root)).values():
+        docker.volumes.get(name).remove()
 
 
 def test_the_build_pass_reaches_nothing_the_fetch_pass_only_the_network_and_the_sources(docker, toolchain_image, project):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from crossboard.errors import FailedElsewhere, exit_code_for
-from crossboard.pipeline.engine_build import BUNDLES, changes, fingerprint, project_files, project_volume
+from crossboard.pipeline.engine_build import BUNDLES, changes, fingerprint, project_files, project_key, volume_names
 from crossboard.toolchain import engine
 from crossboard.toolchain.runtime import IMAGE_INSIDE, HostRuntime, image_inside
 
@@ -55,8 +55,9 @@ def test_a_file_made_executable_counts_as_changed(tmp_path):
 def test_each_project_on_a_machine_has_its_own_volume(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    assert project_volume(tmp_path / "one") != project_volume(tmp_path / "two")
-    assert project_volume(tmp_path / "one") == project_volume(tmp_path / "one")
+    one, two = (volume_names(project_key(tmp_path / name)) for name in ("one", "two"))
+    assert set(one.values()).isdisjoint(two.values())
+    assert one == volume_names(project_key(tmp_path / "one"))
     assert BUNDLES.startswith(".")  # beside the project's own files, never one of them
 
 

@@ -105,8 +105,9 @@ def project_key(root: Path) -> str:
     return hashlib.sha256(f"{socket.gethostname()}:{root.resolve()}".encode()).hexdigest()[:12]
 
 
-def project_volume(root: Path) -> str:
-    return f"crossboard-project-{project_key(root)}"
+def volume_names(key: str) -> dict[str, str]:
+    """A project's volumes on an engine, by what each holds; nothing is shared with another project."""
+    return {role: f"crossboard-{role}-{key}" for role in ("project", "state", "sources")}
 
 
 def _archive(members: dict[str, bytes | Path], owner: str = "0:0") -> bytes:
@@ -140,7 +141,7 @@ class Agent:
         self.project_dir = f"{AGENT_ROOT}/projects/{key}"
         # Nothing is shared with another project: what one project's build code could leave behind
         # (links the fetch pass would follow, say) reaches only its own volumes.
-        self.volumes = {role: f"crossboard-{role}-{key}" for role in ("project", "state", "sources")}
+        self.volumes = volume_names(key)
         self.names = {role: f"crossboard-engine-{role}-{uuid.uuid4().hex[:12]}" for role in ("fetch", "build")}
         self.fetcher: Container | None = None
         self.builder: Container | None = None

@@ -43,6 +43,11 @@ class SourcePlan:
     def tree_on_host(self) -> Path:
         return self.mount / self.key if self.key else self.mount
 
+    @property
+    def unpacked(self) -> bool:
+        """Whether the tree is there (its top-level Makefile, the last thing an unpack puts in place)."""
+        return self.tree_on_host.joinpath("Makefile").is_file()
+
 
 def redacted(url: str) -> str:
     """The URL as logs, plans and messages show it: a password or token in it (`user:pw@`, a query's
@@ -108,7 +113,7 @@ def tree_version(tree: Path) -> tuple[int, ...] | None:
 
 
 def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
-    if plan.tree_on_host.joinpath("Makefile").is_file():
+    if plan.unpacked:
         return [f"kernel source ready at {plan.tree_on_host}"]
     if source.debian is not None:
         return [f"unpack /usr/src/{source.debian}.tar.xz (Debian package {source.debian}) into {plan.tree_on_host}"]
@@ -124,13 +129,13 @@ def describe(source: KernelSource, plan: SourcePlan) -> list[str]:
 def obtain(source: KernelSource, plan: SourcePlan, runtime: Runtime, tee: Tee) -> bool:
     """Make the tree exist; False when it already did."""
     tree = plan.tree_on_host
-    if tree.joinpath("Makefile").is_file():
+    if plan.unpacked:
         return False
     if source.kind == "path":
         raise UserError(f"kernel.source.path: {tree} is not a kernel tree (no Makefile)")
     plan.mount.mkdir(parents=True, exist_ok=True)
     with holding(tree, "the kernel source being unpacked", tee.line):
-        if tree.joinpath("Makefile").is_file():  # unpacked by the build that held the lock
+        if plan.unpacked:  # by the build that held the lock
             return False
         _unpack(source, plan, runtime, tee)
     return True

@@ -65,7 +65,7 @@ def _source_fetch(ctx: BuildContext) -> str:
 
 
 def _source_run(ctx: BuildContext) -> str:
-    if not ctx.source_plan.tree_on_host.joinpath("Makefile").is_file():
+    if not ctx.source_plan.unpacked:
         raise StepFailed(f"no kernel tree at {ctx.source_plan.tree_on_host}: the fetch before the build did not unpack it")
     return ""
 
@@ -439,16 +439,21 @@ def _apps_inputs(ctx: BuildContext) -> str | None:
     parts = [ctx.toolchain_identity, app_builder(ctx.options.app_builder, ctx.runtime.name), ctx.board.spec.targets.rust]
     for app, app_dir in zip(ctx.board.spec.apps, ctx.board.app_dirs(), strict=True):
         manifest = tomllib.loads((app_dir / "Cargo.toml").read_text())
-        above = app_dir.parents[: len(app_dir.relative_to(ctx.board.project_root).parts)]
+        above = _folders_above(app_dir, ctx.board.project_root)
         if _has_path_dependency(manifest) or any((parent / "Cargo.toml").is_file() for parent in above):
             return None
         parts += [str(app_dir.relative_to(ctx.board.project_root)), app.model_dump_json(), stamps.folder_digest(app_dir)]
     return stamps.digest(*parts)
 
 
+def _folders_above(app_dir: Path, project_root: Path) -> list[Path]:
+    """The folders between an app's and the project's root, the root included: where a workspace of it is."""
+    return list(app_dir.parents[: len(app_dir.relative_to(project_root).parts)])
+
+
 def _lock_of(app_dir: Path, project_root: Path) -> Path | None:
     """The Cargo.lock cargo uses for the app: its own, or its workspace's above it in the project."""
-    for folder in [app_dir, *app_dir.parents[: len(app_dir.relative_to(project_root).parts)]]:
+    for folder in [app_dir, *_folders_above(app_dir, project_root)]:
         if (folder / "Cargo.lock").is_file():
             return folder / "Cargo.lock"
     return None

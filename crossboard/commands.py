@@ -7,7 +7,7 @@ from .board.load import board_names, expand_board_names, group_names, load_board
 from .errors import StepFailed, UserError
 from .remote.access import Access
 from .remote.places import reserved
-from .settings import Settings
+from .settings import Settings, setting_error
 from .toolchain.engine import engine_url, is_local
 from .toolchain.image import prepare_toolchain
 from .toolchain.profiles import load_profile, profile_names
@@ -24,7 +24,7 @@ def list_boards(settings: Settings) -> list[tuple[str, str]]:
             return name, f"INVALID: {error}"
 
     if not settings.boards_dir.is_dir():
-        raise UserError(f"crossboard.boards (CROSSBOARD_BOARDS or invoke.yaml): {settings.boards_dir}: no such folder")
+        raise setting_error("boards", settings.boards_dir, "no such folder")
     return [describe(name, load_board, lambda board: board.spec.description) for name in board_names(settings.boards_dir)] + [
         describe(name, load_group, lambda group: f"group: {group.description} ({', '.join(group.boards)})")
         for name in group_names(settings.boards_dir)

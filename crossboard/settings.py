@@ -58,7 +58,7 @@ class Settings:
             path = PROJECT_ROOT / Path(value).expanduser() if value else default
             if path.exists() and path.is_dir() == is_file:
                 found = "a folder" if is_file else "not a folder"
-                raise UserError(f"crossboard.{key} (CROSSBOARD_{key.upper()} or invoke.yaml): {path}: {found}")
+                raise setting_error(key, path, found)
             return path
 
         xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -92,6 +92,11 @@ class Settings:
 
 
 TOOLCHAIN_CHOICE = "toolchain-choice.json"
+
+
+def setting_error(key: str, path: Path, found: str) -> UserError:
+    """A path setting that names what is not there, said with where it can be set."""
+    return UserError(f"crossboard.{key} (CROSSBOARD_{key.upper()} or invoke.yaml): {path}: {found}")
 
 
 def default_base_image(mirror: str) -> str:

@@ -94,20 +94,18 @@ def resolve(connection: Connection, base_dir: Path = PROJECT_ROOT, ssh_config: P
         raise UserError(f"{ssh_config}: Host {host}: Port {port} is not a port (1-65535)")
     user = connection.user or config.get("user", "root")
     hostname = str(config.get("hostname", host))
-    key_file = base_dir / Path(connection.key).expanduser() if connection.key else None
-    if key_file is not None and not key_file.is_file():
-        raise UserError(f"{host}: connection.key: no such file {key_file}")
-    if key_file is not None:
+    if connection.key:
+        key_file = base_dir / Path(connection.key).expanduser()
+        if not key_file.is_file():
+            raise UserError(f"{host}: connection.key: no such file {key_file}")
         _check_key(key_file, host, "connection.key")
-    # ssh passes over IdentityFile entries that do not exist; so does crossboard
-    keys = (
-        [connection.key]
-        if connection.key
-        else [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
-    )
-    for key in keys if not connection.key else []:
-        if not key.endswith(".pub"):  # a public key names one the agent holds, as ssh reads it
-            _check_key(Path(key).expanduser(), host, f"{ssh_config}: IdentityFile")
+        keys = [connection.key]
+    else:
+        # ssh passes over IdentityFile entries that do not exist; so does crossboard
+        keys = [key for key in config.get("identityfile", []) if Path(key).expanduser().is_file()]
+        for key in keys:
+            if not key.endswith(".pub"):  # a public key names one the agent holds, as ssh reads it
+                _check_key(Path(key).expanduser(), host, f"{ssh_config}: IdentityFile")
     proxy = config.get("proxycommand")
     if config.get("proxyjump", "none").lower() != "none":
         jumps = config["proxyjump"].split(",")
